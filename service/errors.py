@@ -1,0 +1,30 @@
+"""Domain exceptions of the service.
+
+Each exception says *what kind* of failure happened; the gRPC layer maps the kind to a status
+code in one table (`service.grpc_errors`), so servicer code never picks status codes itself.
+"""
+
+from __future__ import annotations
+
+
+class PulmosegError(Exception):
+    """Base class for every error the service raises on purpose."""
+
+
+class InvalidStudyError(PulmosegError, ValueError):
+    """The submitted study cannot be segmented: not DICOM, not CT, inconsistent geometry …
+
+    Maps to INVALID_ARGUMENT: the caller must change the input, retrying will not help.
+    """
+
+
+class ModelError(PulmosegError):
+    """The model file is missing, malformed or carries no valid pulmoseg manifest."""
+
+
+class ProviderUnavailableError(ModelError):
+    """A required execution provider (e.g. CUDA when a GPU is required) is not in use."""
+
+
+class ServiceNotReadyError(PulmosegError):
+    """The service has no model loaded yet (maps to UNAVAILABLE so clients may retry)."""

@@ -1,0 +1,70 @@
+"""Domain exceptions -> gRPC status codes, in one table.
+
+Servicer code raises exceptions that say what went wrong (``service.errors`` plus the two
+transport-level ones below); :func:`status_for` is the only place that picks a status code and
+the details string. Unexpected exceptions become INTERNAL with a generic message: the traceback
+goes to the server log only, so internals (and any data they might hold) never reach a client.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+
+import grpc
+
+from service.errors import (
+    InvalidStudyError,
+    ModelError,
+    PulmosegError,
+    ServiceNotReadyError,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class ResourceLimitError(PulmosegError):
+    """A request exceeds a configured limit (upload size, concurrent studies)."""
+
+
+class AuthenticationError(PulmosegError):
+    """The call carries no valid ``authorization: Bearer <token>`` metadata."""
+
+
+class UnsupportedRequestError(PulmosegError):
+    """The request asks for something this server does not implement (e.g. an output type)."""
+
+
+#: Ordered: the first matching class wins, so subclasses come before their bases.
+STATUS_TABLE: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
+    (InvalidStudyError, grpc.StatusCode.INVALID_ARGUMENT),
+    (ServiceNotReadyError, grpc.StatusCode.UNAVAILABLE),
+    (ModelError, grpc.StatusCode.FAILED_PRECONDITION),
+    (concurrent.futures.CancelledError, grpc.StatusCode.CANCELLED),
+    (ResourceLimitError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (AuthenticationError, grpc.StatusCode.UNAUTHENTICATED),
+    (UnsupportedRequestError, grpc.StatusCode.UNIMPLEMENTED),
+)
+
+INTERNAL_DETAILS = (
+    "Internal server error while processing the request; the server log has the details."
+)
+
+
+def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The status code and details string a client should see for ``exc``."""
+    for exc_type, code in STATUS_TABLE:
+        if isinstance(exc, exc_type):
+            details = str(exc) or f"{type(exc).__name__} ({code.name})"
+            return code, details
+    return grpc.StatusCode.INTERNAL, INTERNAL_DETAILS
+
+
+def log_failure(method: str, exc: BaseException, code: grpc.StatusCode) -> None:
+    """Expected failures log one line; unexpected ones log the traceback."""
+    if code is grpc.StatusCode.INTERNAL:
+        logger.error("%s failed unexpectedly", method, exc_info=exc)
+    elif code in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAUTHENTICATED):
+        logger.info("%s ended with %s: %s", method, code.name, exc)
+    else:
+        logger.warning("%s rejected with %s: %s", method, code.name, exc)

@@ -1,0 +1,154 @@
+"""The model manifest: the contract between training and the service.
+
+Export writes it as JSON into the ONNX file's metadata (key :data:`MANIFEST_KEY`); the service
+reads everything it needs (classes, codes, colours, slice context, HU window) from there, so no
+training code is needed at serving time. The JSON schema lives in
+``protos/pulmoseg/v1/model_manifest.schema.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from service.errors import ModelError
+
+MANIFEST_KEY = "pulmoseg.manifest"
+MANIFEST_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CodedConcept:
+    """A coded concept as DICOM needs it (scheme designator, value, meaning)."""
+
+    scheme: str
+    value: str
+    meaning: str
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    """One output class of the network; index 0 is always background and never a segment."""
+
+    index: int
+    name: str
+    category: CodedConcept
+    property_type: CodedConcept
+    color_rgb: tuple[int, int, int]
+
+
+ANATOMICAL_STRUCTURE = CodedConcept("SCT", "91723000", "Anatomical Structure")
+MORPHOLOGICALLY_ABNORMAL = CodedConcept("SCT", "49755003", "Morphologically Altered Structure")
+BACKGROUND = CodedConcept("SCT", "261094002", "Background")
+
+#: Default label scheme of pulmoseg models: 0 background, 1 lung, 2 GGO, 3 consolidation.
+DEFAULT_CLASSES: tuple[ClassInfo, ...] = (
+    ClassInfo(0, "background", ANATOMICAL_STRUCTURE, BACKGROUND, (0, 0, 0)),
+    ClassInfo(1, "lung", ANATOMICAL_STRUCTURE, CodedConcept("SCT", "39607008", "Lung"),
+              (128, 174, 128)),
+    ClassInfo(2, "ggo", MORPHOLOGICALLY_ABNORMAL,
+              CodedConcept("DCM", "112120", "Ground glass opacity"), (241, 214, 145)),
+    ClassInfo(3, "consolidation", MORPHOLOGICALLY_ABNORMAL,
+              CodedConcept("SCT", "95436008", "Lung consolidation"), (216, 101, 79)),
+)
+
+
+@dataclass
+class ModelManifest:
+    """Everything the service needs to run an exported model and describe its output."""
+
+    name: str
+    version: str
+    classes: list[ClassInfo]
+    #: Number of adjacent slices stacked as input channels (2.5D); odd, centre slice predicted.
+    slice_context: int
+    #: Intensity window baked into the graph: input HU clipped to [min, max] then scaled to [0, 1].
+    hu_window: tuple[float, float]
+    #: In-plane size the network was trained on; other sizes are resampled to it and back.
+    input_size: tuple[int, int]
+    #: Axes order of the input the network expects; the service reorients to it.
+    orientation: str = "axial, rows=anterior->posterior, columns=right->left (LPS)"
+    training_summary: dict[str, Any] = field(default_factory=dict)
+    validation_voldice: dict[str, float] = field(default_factory=dict)
+    created: str = ""
+    schema_version: int = MANIFEST_SCHEMA_VERSION
+
+    @property
+    def foreground_classes(self) -> list[ClassInfo]:
+        """Classes that become segments (all but background)."""
+        return [c for c in self.classes if c.index != 0]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelManifest:
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ModelError(f"Model manifest is not valid JSON: {exc}") from exc
+        try:
+            if raw.get("schema_version") != MANIFEST_SCHEMA_VERSION:
+                raise ModelError(
+                    f"Model manifest schema_version {raw.get('schema_version')!r} is not "
+                    f"supported; this service reads version {MANIFEST_SCHEMA_VERSION}."
+                )
+            classes = [
+                ClassInfo(
+                    index=int(c["index"]),
+                    name=str(c["name"]),
+                    category=CodedConcept(**c["category"]),
+                    property_type=CodedConcept(**c["property_type"]),
+                    color_rgb=tuple(int(v) for v in c["color_rgb"]),  # type: ignore[arg-type]
+                )
+                for c in raw["classes"]
+            ]
+            manifest = cls(
+                name=str(raw["name"]),
+                version=str(raw["version"]),
+                classes=classes,
+                slice_context=int(raw["slice_context"]),
+                hu_window=(float(raw["hu_window"][0]), float(raw["hu_window"][1])),
+                input_size=(int(raw["input_size"][0]), int(raw["input_size"][1])),
+                orientation=str(raw.get("orientation", "")),
+                training_summary=dict(raw.get("training_summary", {})),
+                validation_voldice={k: float(v) for k, v in raw.get("validation_voldice", {}).items()},
+                created=str(raw.get("created", "")),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"Model manifest is incomplete or malformed: {exc!r}") from exc
+        manifest.validate()
+        return manifest
+
+    def validate(self) -> None:
+        """Reject manifests the service could not honour, with a message naming the field."""
+        indices = [c.index for c in self.classes]
+        if indices != list(range(len(self.classes))) or len(indices) < 2:
+            raise ModelError(
+                f"Manifest field 'classes' must list indices 0..N-1 (N >= 2) in order, got {indices}."
+            )
+        if self.slice_context < 1 or self.slice_context % 2 == 0:
+            raise ModelError(
+                f"Manifest field 'slice_context' must be a positive odd number, got {self.slice_context}."
+            )
+        if not self.hu_window[0] < self.hu_window[1]:
+            raise ModelError(f"Manifest field 'hu_window' must be (min, max), got {self.hu_window}.")
+
+
+def read_manifest(model_path: str | Path) -> ModelManifest:
+    """Read the manifest from an ONNX file's metadata without loading the weights' runtime."""
+    import onnx
+
+    path = Path(model_path)
+    if not path.is_file():
+        raise ModelError(f"Model file '{path}' does not exist.")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError and others for non-ONNX files
+        raise ModelError(f"Model file '{path}' is not a readable ONNX model: {exc}") from exc
+    for prop in model.metadata_props:
+        if prop.key == MANIFEST_KEY:
+            return ModelManifest.from_json(prop.value)
+    raise ModelError(f"Model file '{path}' has no '{MANIFEST_KEY}' metadata: export it with pulmoseg.")

@@ -1,0 +1,272 @@
+"""Stack the slices of one CT series into a Hounsfield-unit volume with its patient geometry.
+
+Slices are ordered by their position along the slice normal, never by InstanceNumber (which
+scanners number in either direction, or restart). The geometry is validated before any pixel is
+decoded, so a broken series fails fast with a message that names the attribute and the slice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from pydicom.dataset import Dataset
+
+from service.errors import InvalidStudyError
+
+logger = logging.getLogger(__name__)
+
+#: Relative tolerance on slice gaps: spacing that varies more is rejected (resampling would hide
+#: missing slices from the user).
+SPACING_RTOL = 0.01
+#: Absolute tolerance on direction cosines when comparing orientations between slices.
+ORIENTATION_ATOL = 1e-4
+#: Relative tolerance on PixelSpacing between slices.
+PIXEL_SPACING_RTOL = 1e-4
+#: In-plane drift of successive slice origins, as a fraction of the slice gap, above which the
+#: stack is sheared (gantry tilt) and a regular voxel grid would misplace voxels.
+SHEAR_TOL = 0.01
+
+_DECODER_HINT = (
+    "install a decoder plugin for it (pip install pylibjpeg pylibjpeg-openjpeg "
+    "pylibjpeg-libjpeg, or python-gdcm)"
+)
+
+
+@dataclass
+class CTVolume:
+    """A CT series as a (z, y, x) HU array plus what is needed to map voxels back to DICOM.
+
+    ``datasets[k]`` is the source instance of ``hu[k]``; ``origin`` is the position (LPS, mm) of
+    voxel (0, 0, 0); x runs along ``row_cosine`` (columns), y along ``column_cosine`` (rows) and z
+    along ``slice_normal`` (row × column cosine), with z increasing in the normal's direction.
+    """
+
+    hu: np.ndarray
+    spacing_zyx: tuple[float, float, float]
+    datasets: list[Dataset]
+    origin: np.ndarray
+    row_cosine: np.ndarray
+    column_cosine: np.ndarray
+    slice_normal: np.ndarray
+    frame_of_reference_uid: str = ""
+    slice_positions: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(v) for v in self.hu.shape)  # type: ignore[return-value]
+
+    @property
+    def affine(self) -> np.ndarray:
+        """4x4 matrix mapping homogeneous (z, y, x) voxel indices to LPS millimetres."""
+        dz, dy, dx = self.spacing_zyx
+        matrix = np.eye(4)
+        matrix[:3, 0] = self.slice_normal * dz
+        matrix[:3, 1] = self.column_cosine * dy
+        matrix[:3, 2] = self.row_cosine * dx
+        matrix[:3, 3] = self.origin
+        return matrix
+
+
+def _name(ds: Dataset, index: int) -> str:
+    filename = getattr(ds, "filename", None)
+    if isinstance(filename, str) and filename:
+        return f"#{index} ('{filename.rsplit('/', 1)[-1]}')"
+    return f"#{index}"
+
+
+def _require(ds: Dataset, index: int, keyword: str, tag: str, count: int | None = None) -> list[float]:
+    value = ds.get(keyword)
+    if value is None or value == "" or (count is not None and len(value) == 0):
+        raise InvalidStudyError(
+            f"Instance {_name(ds, index)} lacks {keyword} {tag}; it is needed to place the slice "
+            "in 3D."
+        )
+    values = list(value) if count is not None else [value]
+    try:
+        numbers = [float(v) for v in values]
+    except (TypeError, ValueError) as exc:
+        raise InvalidStudyError(
+            f"Instance {_name(ds, index)} has a non-numeric {keyword} {tag}: {value!r}."
+        ) from exc
+    if count is not None and len(numbers) != count:
+        raise InvalidStudyError(
+            f"Instance {_name(ds, index)} has {keyword} {tag} with {len(numbers)} values, "
+            f"expected {count}."
+        )
+    if not np.all(np.isfinite(numbers)):
+        raise InvalidStudyError(f"Instance {_name(ds, index)} has a non-finite {keyword} {tag}.")
+    return numbers
+
+
+def _orientation(ds: Dataset, index: int) -> tuple[np.ndarray, np.ndarray]:
+    iop = np.asarray(_require(ds, index, "ImageOrientationPatient", "(0020,0037)", 6))
+    row, col = iop[:3], iop[3:]
+    if not (abs(np.linalg.norm(row) - 1) < 1e-3 and abs(np.linalg.norm(col) - 1) < 1e-3):
+        raise InvalidStudyError(
+            f"Instance {_name(ds, index)} has ImageOrientationPatient {iop.tolist()} whose "
+            "direction cosines are not unit vectors."
+        )
+    if abs(float(row @ col)) > 1e-3:
+        raise InvalidStudyError(
+            f"Instance {_name(ds, index)} has ImageOrientationPatient {iop.tolist()} whose row "
+            "and column directions are not perpendicular."
+        )
+    return row, col
+
+
+def _check_same(datasets: Sequence[Dataset], keyword: str, values: list, close) -> None:
+    reference = values[0]
+    for index, value in enumerate(values):
+        if not close(value, reference):
+            raise InvalidStudyError(
+                f"Instances of one series disagree on {keyword}: {reference!r} in instance "
+                f"{_name(datasets[0], 0)} but {value!r} in {_name(datasets[index], index)}; all "
+                "slices of a CT volume must share it."
+            )
+
+
+def _gap_summary(gaps: np.ndarray) -> str:
+    counts = Counter(round(float(g), 3) for g in gaps)
+    return ", ".join(f"{g:g} mm ({n}x)" for g, n in sorted(counts.items()))
+
+
+def _slice_spacing(positions: np.ndarray, datasets: list[Dataset], index_order: np.ndarray) -> float:
+    if len(positions) == 1:
+        ds = datasets[0]
+        for keyword in ("SpacingBetweenSlices", "SliceThickness"):
+            value = ds.get(keyword)
+            if value not in (None, "") and float(value) > 0:
+                return float(value)
+        logger.warning("single-slice series without SliceThickness: assuming 1 mm slice spacing")
+        return 1.0
+    gaps = np.diff(positions)
+    duplicate = np.flatnonzero(gaps < 1e-3)
+    if duplicate.size:
+        k = int(duplicate[0])
+        a, b = int(index_order[k]), int(index_order[k + 1])
+        raise InvalidStudyError(
+            f"Instances {_name(datasets[k], a)} and {_name(datasets[k + 1], b)} lie at the same "
+            f"slice position ({positions[k]:.3f} mm along the normal); the series holds "
+            f"{duplicate.size} duplicate slice position(s) — send one acquisition per series."
+        )
+    median = float(np.median(gaps))
+    if np.max(np.abs(gaps - median)) > SPACING_RTOL * median:
+        raise InvalidStudyError(
+            f"Slice spacing is not uniform: measured gaps {_gap_summary(gaps)} (median "
+            f"{median:g} mm, tolerance {SPACING_RTOL:.0%}); missing or irregular slices are not "
+            "supported."
+        )
+    return float(np.mean(gaps))
+
+
+def _decode(ds: Dataset, index: int, rows: int, cols: int) -> np.ndarray:
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    try:
+        pixels = ds.pixel_array
+    except Exception as exc:  # pydicom raises NotImplementedError/RuntimeError/ValueError …
+        if syntax is not None and syntax.is_compressed:
+            raise InvalidStudyError(
+                f"Cannot decode the pixel data of instance {_name(ds, index)}: transfer syntax "
+                f"'{syntax.name}' ({syntax}) needs a decoder plugin that is missing or failed; "
+                f"{_DECODER_HINT}. Decoder said: {type(exc).__name__}: {exc}"
+            ) from exc
+        raise InvalidStudyError(
+            f"Cannot decode the pixel data of instance {_name(ds, index)} (transfer syntax "
+            f"{syntax.name if syntax is not None else 'unknown'}): {type(exc).__name__}: {exc}"
+        ) from exc
+    if pixels.shape != (rows, cols):
+        raise InvalidStudyError(
+            f"Instance {_name(ds, index)} decodes to pixel array shape {pixels.shape}, expected "
+            f"({rows}, {cols}); multi-frame or colour images are not CT slices."
+        )
+    slope = float(ds.get("RescaleSlope") or 1.0)
+    intercept = float(ds.get("RescaleIntercept") or 0.0)
+    return (pixels.astype(np.float64) * slope + intercept).astype(np.float32)
+
+
+def series_to_volume(datasets: Sequence[Dataset]) -> CTVolume:
+    """Build the HU volume of one CT series (as returned by ``select_ct_series``).
+
+    Oblique acquisitions are accepted as long as every slice has the same orientation; sheared
+    stacks (gantry tilt), duplicate positions and non-uniform spacing are rejected because the
+    model and the SEG writer assume a regular grid.
+    """
+    if not isinstance(datasets, Sequence) or not datasets:
+        raise InvalidStudyError(
+            "Argument 'datasets' must be a non-empty sequence of CT instances, got "
+            f"{type(datasets).__name__} of length {len(datasets) if hasattr(datasets, '__len__') else '?'}."
+        )
+    datasets = list(datasets)
+    rows = [int(_require(ds, i, "Rows", "(0028,0010)")[0]) for i, ds in enumerate(datasets)]
+    cols = [int(_require(ds, i, "Columns", "(0028,0011)")[0]) for i, ds in enumerate(datasets)]
+    spacings = [_require(ds, i, "PixelSpacing", "(0028,0030)", 2) for i, ds in enumerate(datasets)]
+    orientations = [_orientation(ds, i) for i, ds in enumerate(datasets)]
+    positions = np.array(
+        [_require(ds, i, "ImagePositionPatient", "(0020,0032)", 3) for i, ds in enumerate(datasets)]
+    )
+    _check_same(datasets, "Rows", rows, lambda a, b: a == b)
+    _check_same(datasets, "Columns", cols, lambda a, b: a == b)
+    _check_same(
+        datasets, "PixelSpacing", spacings,
+        lambda a, b: np.allclose(a, b, rtol=PIXEL_SPACING_RTOL, atol=0),
+    )
+    _check_same(
+        datasets, "ImageOrientationPatient",
+        [np.concatenate(o).round(6).tolist() for o in orientations],
+        lambda a, b: np.allclose(a, b, rtol=0, atol=ORIENTATION_ATOL),
+    )
+    frames = [str(ds.get("FrameOfReferenceUID") or "") for ds in datasets]
+    if "" in frames:
+        i = frames.index("")
+        raise InvalidStudyError(
+            f"Instance {_name(datasets[i], i)} lacks FrameOfReferenceUID (0020,0052); it is "
+            "needed to place the slice in 3D and to register the segmentation."
+        )
+    _check_same(datasets, "FrameOfReferenceUID", frames, lambda a, b: a == b)
+    if any(float(v) <= 0 for v in spacings[0]):
+        raise InvalidStudyError(f"PixelSpacing (0028,0030) must be positive, got {spacings[0]}.")
+
+    row_cos, col_cos = orientations[0]
+    normal = np.cross(row_cos, col_cos)
+    normal /= np.linalg.norm(normal)
+    along = positions @ normal
+    order = np.argsort(along, kind="stable")
+    sorted_ds = [datasets[i] for i in order]
+    sorted_along = along[order]
+    dz = _slice_spacing(sorted_along, sorted_ds, order)
+
+    if len(datasets) > 1:
+        steps = np.diff(positions[order], axis=0)
+        in_plane = steps - np.outer(steps @ normal, normal)
+        drift = float(np.max(np.linalg.norm(in_plane, axis=1)))
+        if drift > SHEAR_TOL * dz:
+            tilt = float(np.degrees(np.arctan2(drift, dz)))
+            raise InvalidStudyError(
+                f"Slice positions drift {drift:.3f} mm in-plane per {dz:g} mm slice (about "
+                f"{tilt:.1f} degrees of gantry tilt / shear); sheared CT volumes are not supported."
+            )
+
+    hu = np.empty((len(sorted_ds), rows[0], cols[0]), dtype=np.float32)
+    for k, ds in enumerate(sorted_ds):
+        hu[k] = _decode(ds, int(order[k]), rows[0], cols[0])
+
+    dy, dx = float(spacings[0][0]), float(spacings[0][1])
+    volume = CTVolume(
+        hu=hu,
+        spacing_zyx=(dz, dy, dx),
+        datasets=sorted_ds,
+        origin=positions[order[0]].astype(np.float64),
+        row_cosine=np.asarray(row_cos, dtype=np.float64),
+        column_cosine=np.asarray(col_cos, dtype=np.float64),
+        slice_normal=normal,
+        frame_of_reference_uid=frames[0],
+        slice_positions=sorted_along,
+    )
+    logger.info(
+        "built CT volume of shape %s, spacing (z, y, x) %s mm", volume.shape, volume.spacing_zyx
+    )
+    return volume

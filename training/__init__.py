@@ -1,0 +1,1 @@
+"""pulmoseg training: phantom data, datasets, networks, losses, semi-supervised training, export."""

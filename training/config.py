@@ -1,0 +1,163 @@
+"""Typed training configuration, loaded from one YAML file per experiment.
+
+Every knob lives in a dataclass passed into the code that uses it (no module globals, no
+subclassing to change a hyper-parameter). The resolved config is saved with every checkpoint
+and exported model so a result can always be traced back to its settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class DataConfig:
+    """Where the studies are and how they are split (by study, never by slice)."""
+
+    #: A phantom/dataset folder holding ``manifest.json`` (see ``training.datasets``).
+    root: str = "runs/demo/data"
+    #: Fraction of labeled studies held out for validation (at least one study).
+    val_fraction: float = 0.2
+    #: Slices with lesions are drawn this many times more often than others.
+    lesion_oversampling: float = 3.0
+
+
+@dataclass
+class ModelConfig:
+    """The 2.5D network: a MONAI BasicUNet with adjacent slices as input channels."""
+
+    slice_context: int = 3
+    features: tuple[int, int, int, int, int, int] = (16, 16, 32, 64, 128, 16)
+    num_classes: int = 4
+    class_names: tuple[str, ...] = ("background", "lung", "ggo", "consolidation")
+    #: HU window baked into the exported graph: clip to [lo, hi], scale to [0, 1].
+    hu_window: tuple[float, float] = (-1024.0, 400.0)
+    #: In-plane size the network trains on (slices are resampled to it).
+    input_size: tuple[int, int] = (128, 128)
+    dropout: float = 0.0
+
+
+@dataclass
+class OptimConfig:
+    """Optimisation settings of the supervised stage."""
+
+    loss: str = "dice_ce"
+    lr: float = 3e-3
+    weight_decay: float = 1e-5
+    epochs: int = 6
+    steps_per_epoch: int = 40
+    batch_size: int = 8
+    #: CPU/GPU bfloat16 autocast: about 2x faster on CPUs with AVX-512 BF16.
+    bf16: bool = True
+    num_threads: int = 0
+
+
+@dataclass
+class ExportConfig:
+    """Identity of the exported model (goes into the ONNX manifest)."""
+
+    name: str = "pulmoseg-lung-lesions"
+    version: str = "0.1.0"
+    opset: int = 18
+    parity_tolerance: float = 1e-4
+
+
+@dataclass
+class TrainConfig:
+    """One experiment: data, model, optimisation, export and where outputs go."""
+
+    output_dir: str = "runs/demo/train"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _convert(value: Any, annotation: Any, key: str) -> Any:
+    """Convert a YAML value to the annotated field type, naming the key on failure."""
+    origin = typing.get_origin(annotation)
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise TypeError(f"Config key '{key}' must be a mapping, got {type(value).__name__}.")
+        return _build(annotation, value, prefix=f"{key}.")
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise TypeError(f"Config key '{key}' must be a list, got {value!r}.")
+        args = typing.get_args(annotation)
+        item_type = args[0]
+        if len(args) != 2 or args[1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ValueError(f"Config key '{key}' must have {len(args)} items, got {len(value)}.")
+        return tuple(_convert(v, item_type, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise TypeError(f"Config key '{key}' must be true or false, got {value!r}.")
+        return value
+    if annotation in (int, float, str):
+        if annotation is int and isinstance(value, float) and not value.is_integer():
+            raise TypeError(f"Config key '{key}' must be an integer, got {value!r}.")
+        try:
+            return annotation(value)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"Config key '{key}' must be {annotation.__name__}, got {value!r}."
+            ) from exc
+    return value
+
+
+def _build(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" Did you mean '{prefix}{close[0]}'?" if close else ""
+            raise ValueError(f"Unknown config key '{prefix}{key}'.{hint}")
+        kwargs[key] = _convert(value, hints[key], f"{prefix}{key}")
+    return cls(**kwargs)
+
+
+def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
+    """Build a :class:`TrainConfig` from a plain mapping (missing keys take defaults)."""
+    return _build(TrainConfig, raw or {})
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Read a YAML experiment file; unknown keys fail with a 'did you mean' hint."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Config file '{path}' does not exist.")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise TypeError(f"Config file '{path}' must hold a mapping at the top level.")
+    return config_from_dict(raw)
+
+
+def save_config(config: TrainConfig, path: str | Path) -> None:
+    """Write the resolved config (all defaults filled in) next to checkpoints and models."""
+    Path(path).write_text(yaml.safe_dump(_plain(config.to_dict()), sort_keys=False))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,163 @@
+"""Export a trained checkpoint to ONNX: the hand-over from training to the service.
+
+The exported graph takes raw Hounsfield units (the HU window is part of the model), has a
+dynamic batch axis, and carries the model manifest in its metadata. Export is refused unless
+ONNX Runtime reproduces PyTorch's output on the same input within a tolerance.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+
+from service.manifest import DEFAULT_CLASSES, MANIFEST_KEY, ClassInfo, ModelManifest
+from training.config import TrainConfig, config_from_dict
+from training.networks import SegmentationNet, build_network
+
+log = logging.getLogger(__name__)
+
+INPUT_NAME = "hu"
+OUTPUT_NAME = "logits"
+
+
+class ExportParityError(RuntimeError):
+    """ONNX Runtime's output differs from PyTorch's beyond the tolerance."""
+
+
+@dataclass
+class ExportResult:
+    onnx_path: Path
+    manifest: ModelManifest
+    max_abs_diff: float
+
+
+def load_checkpoint(path: str | Path) -> tuple[SegmentationNet, TrainConfig, dict[str, Any]]:
+    """Rebuild the network from a checkpoint's own resolved config and load its weights."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Checkpoint '{path}' does not exist.")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+        raise ValueError(f"'{path}' is not a pulmoseg training checkpoint (no model/config).")
+    config = config_from_dict(state["config"])
+    model = build_network(config.model)
+    model.load_state_dict(state["model"])
+    model.eval()
+    return model, config, state
+
+
+def classes_for(names: tuple[str, ...]) -> list[ClassInfo]:
+    """Coded class descriptions for the config's class names, in index order."""
+    known = {c.name: c for c in DEFAULT_CLASSES}
+    classes = []
+    for index, name in enumerate(names):
+        if name not in known:
+            raise ValueError(
+                f"Class name '{name}' has no DICOM code in pulmoseg; known: {sorted(known)}."
+            )
+        template = known[name]
+        classes.append(ClassInfo(index, name, template.category, template.property_type,
+                                 template.color_rgb))
+    return classes
+
+
+def build_manifest(config: TrainConfig, state: dict[str, Any]) -> ModelManifest:
+    return ModelManifest(
+        name=config.export.name,
+        version=config.export.version,
+        classes=classes_for(config.model.class_names),
+        slice_context=config.model.slice_context,
+        hu_window=config.model.hu_window,
+        input_size=config.model.input_size,
+        training_summary={
+            "data_root": str(config.data.root),
+            "epochs": int(state.get("epoch", -1)) + 1,
+            "seed": config.seed,
+            "loss": config.optim.loss,
+            "features": list(config.model.features),
+        },
+        validation_voldice={k: float(v) for k, v in state.get("best_dice", {}).items()},
+        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    )
+
+
+def export_onnx(
+    checkpoint: str | Path,
+    output: str | Path,
+    *,
+    sample_hu: np.ndarray | None = None,
+    tolerance: float | None = None,
+) -> ExportResult:
+    """Export ``checkpoint`` to ``output`` and verify ONNX Runtime parity with PyTorch.
+
+    ``sample_hu`` (N, C, H, W) is the parity input; by default a synthetic HU batch spanning
+    air to bone. The file appears at ``output`` only after parity passed.
+    """
+    model, config, state = load_checkpoint(checkpoint)
+    tolerance = config.export.parity_tolerance if tolerance is None else tolerance
+    manifest = build_manifest(config, state)
+    c, (h, w) = config.model.slice_context, config.model.input_size
+    if sample_hu is None:
+        rng = np.random.default_rng(config.seed)
+        sample_hu = rng.uniform(-1100.0, 1200.0, size=(2, c, h, w)).astype(np.float32)
+    if sample_hu.ndim != 4 or sample_hu.shape[1:] != (c, h, w):
+        raise ValueError(f"Argument 'sample_hu' must have shape (N, {c}, {h}, {w}), got {sample_hu.shape}.")
+
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=".export-", suffix=".onnx", dir=output.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        example = torch.from_numpy(sample_hu[:1].copy())
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        program = torch.onnx.export(
+            model, (example,), dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            dynamic_shapes=({0: batch},), opset_version=config.export.opset, verbose=False,
+        )
+        program.save(str(tmp))
+        proto = onnx.load(str(tmp))
+        del proto.metadata_props[:]
+        for key, value in {
+            MANIFEST_KEY: manifest.to_json(),
+            "pulmoseg.model_name": manifest.name,
+            "pulmoseg.model_version": manifest.version,
+        }.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        proto.doc_string = f"pulmoseg {manifest.name} {manifest.version}"
+        onnx.checker.check_model(proto)
+        onnx.save(proto, str(tmp))
+        max_diff = check_parity(model, tmp, sample_hu, tolerance)
+        tmp.replace(output)
+    finally:
+        tmp.unlink(missing_ok=True)
+    log.info("exported %s (max |onnx - torch| = %.2e)", output, max_diff)
+    return ExportResult(output, manifest, max_diff)
+
+
+def check_parity(model: torch.nn.Module, onnx_path: Path, sample_hu: np.ndarray,
+                 tolerance: float) -> float:
+    """Max absolute difference of ORT (CPU) and PyTorch logits; raises beyond ``tolerance``."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    ort_out = session.run(None, {INPUT_NAME: sample_hu.astype(np.float32)})[0]
+    with torch.no_grad():
+        torch_out = model(torch.from_numpy(sample_hu.astype(np.float32))).numpy()
+    max_diff = float(np.abs(ort_out - torch_out).max())
+    if not max_diff <= tolerance:
+        raise ExportParityError(
+            f"ONNX Runtime output differs from PyTorch by {max_diff:.3g} (tolerance {tolerance:g}); "
+            "the exported model was not written."
+        )
+    return max_diff

@@ -1,0 +1,58 @@
+"""The 2.5D segmentation network and the intensity preprocessing baked into it.
+
+The HU window lives *inside* the model (:class:`HUWindow`), so training and the exported ONNX
+graph share one implementation and the service feeds raw Hounsfield units.
+"""
+
+from __future__ import annotations
+
+import torch
+from monai.networks.nets import BasicUNet
+from torch import nn
+
+from training.config import ModelConfig
+
+
+class HUWindow(nn.Module):
+    """Clip Hounsfield units to [lo, hi] and scale to [0, 1]."""
+
+    def __init__(self, lo: float, hi: float) -> None:
+        super().__init__()
+        if not lo < hi:
+            raise ValueError(f"HU window must satisfy lo < hi, got ({lo}, {hi}).")
+        self.register_buffer("lo", torch.tensor(float(lo)), persistent=False)
+        self.register_buffer("hi", torch.tensor(float(hi)), persistent=False)
+
+    def forward(self, hu: torch.Tensor) -> torch.Tensor:
+        return (hu.clamp(self.lo, self.hi) - self.lo) / (self.hi - self.lo)
+
+
+class SegmentationNet(nn.Module):
+    """HU window + 2D BasicUNet over ``slice_context`` adjacent slices; returns logits.
+
+    ``unet`` is exposed so contrastive pre-training can reach the encoder and decoder.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.window = HUWindow(*config.hu_window)
+        self.unet = BasicUNet(
+            spatial_dims=2,
+            in_channels=config.slice_context,
+            out_channels=config.num_classes,
+            features=config.features,
+            dropout=config.dropout,
+        )
+
+    def forward(self, hu: torch.Tensor) -> torch.Tensor:
+        return self.unet(self.window(hu))
+
+
+def build_network(config: ModelConfig) -> SegmentationNet:
+    """Build the network described by ``config`` (weights freshly initialised)."""
+    if config.num_classes != len(config.class_names):
+        raise ValueError(
+            f"model.num_classes ({config.num_classes}) must equal the number of "
+            f"model.class_names ({len(config.class_names)})."
+        )
+    return SegmentationNet(config)
