@@ -160,7 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_commands() -> list[tuple[str, Callable[[argparse._SubParsersAction], None]]]:
     """Subcommands contributed by other modules (kept out of this file to keep it small)."""
-    return []
+    from training.evaluate import add_evaluate_parser
+
+    return [("evaluate", add_evaluate_parser)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

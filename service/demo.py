@@ -36,12 +36,7 @@ def _step(message: str) -> None:
 
 def run_demo(workdir: Path, *, config_path: Path | None = None) -> int:
     """Run every stage; returns the process exit code."""
-    from service.client import SegmentationClient
-    from service.dicom_input import load_instances_from_dir, select_ct_series
-    from service.seg_reader import read_seg_labels
-    from service.volume import series_to_volume
     from training.config import load_config
-    from training.datasets import load_nifti_zyx
     from training.export import export_onnx
     from training.phantom import generate_dataset
     from training.train import train_supervised
@@ -56,7 +51,8 @@ def run_demo(workdir: Path, *, config_path: Path | None = None) -> int:
 
     _step(f"1/5 phantom data: {DEMO_TRAIN_STUDIES} training studies + 1 held-out study")
     generate_dataset(data_dir, studies=DEMO_TRAIN_STUDIES, seed=config.seed)
-    test_manifest = generate_dataset(test_dir, studies=3, seed=DEMO_TEST_SEED, lesion_free_fraction=0.0)
+    test_manifest = generate_dataset(test_dir, studies=1, seed=DEMO_TEST_SEED,
+                                     lesion_free_fraction=0.0)
     test_study = json.loads(test_manifest.read_text())["studies"][0]
 
     _step("2/5 training (supervised, Dice + cross-entropy)")
@@ -67,6 +63,20 @@ def run_demo(workdir: Path, *, config_path: Path | None = None) -> int:
     exported = export_onnx(result.best_checkpoint, model_path)
     print(f"max |ORT - PyTorch| = {exported.max_abs_diff:.2e}")
 
+    return serve_and_report(workdir, model_path, test_dir, test_study, config.model.class_names,
+                            result.best_checkpoint, started)
+
+
+def serve_and_report(workdir: Path, model_path: Path, test_dir: Path, test_study: dict,
+                     names: tuple[str, ...], checkpoint: Path, started: float) -> int:
+    """Steps 4-5: serve the model, segment the held-out study through gRPC, report."""
+    from service.client import SegmentationClient
+    from service.dicom_input import load_instances_from_dir, select_ct_series
+    from service.seg_reader import read_seg_labels
+    from service.volume import series_to_volume
+    from training.datasets import load_nifti_zyx
+
+    data_dir = workdir / "data"
     _step("4/5 gRPC server on loopback, client uploads the held-out study")
     port, metrics_port = free_port(), free_port()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -101,7 +111,6 @@ def run_demo(workdir: Path, *, config_path: Path | None = None) -> int:
     volume = series_to_volume(series)
     seg_labels = read_seg_labels(answer.seg_bytes, [ds.SOPInstanceUID for ds in volume.datasets])
     truth, _ = load_nifti_zyx(test_dir / test_study["label"])
-    names = config.model.class_names
     scores = per_class_vol_dice(seg_labels, truth, range(1, len(names)))
     print(f"{'class':<15}{'VolDice':>9}{'volume mL':>12}")
     for index, name in enumerate(names[1:], start=1):
@@ -109,7 +118,7 @@ def run_demo(workdir: Path, *, config_path: Path | None = None) -> int:
         print(f"{name:<15}{scores[index]:>9.3f}{volume_ml:>12.1f}")
     print("\noutputs:")
     print(f"  data        {data_dir}")
-    print(f"  checkpoint  {result.best_checkpoint}")
+    print(f"  checkpoint  {checkpoint}")
     print(f"  model       {model_path}")
     print(f"  DICOM-SEG   {seg_path}")
     print(f"  server log  {workdir / 'server.log'}")
@@ -124,11 +133,16 @@ def run_demo(workdir: Path, *, config_path: Path | None = None) -> int:
 
 
 def _wait_until_serving(client: object, server: subprocess.Popen) -> None:
+    from service.client import ClientError
+
     deadline = time.monotonic() + SERVER_START_TIMEOUT_S
     while time.monotonic() < deadline:
         if server.poll() is not None:
             raise RuntimeError(f"The server exited with code {server.returncode}; see server.log.")
-        if client.health() == "SERVING":  # type: ignore[attr-defined]
-            return
+        try:
+            if client.health() == "SERVING":  # type: ignore[attr-defined]
+                return
+        except ClientError:  # not listening yet
+            pass
         time.sleep(0.5)
     raise TimeoutError(f"The server did not report SERVING within {SERVER_START_TIMEOUT_S:.0f} s.")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import warnings
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from io import BytesIO
@@ -53,7 +54,9 @@ def parse_instance(blob: bytes, *, name: str = "") -> Dataset:
         )
     data = bytes(blob)
     if not data:
-        raise InvalidStudyError(f"Instance {_label(name)} is empty (0 bytes); expected a DICOM file.")
+        raise InvalidStudyError(
+            f"Instance {_label(name)} is empty (0 bytes); expected a DICOM file."
+        )
     try:
         ds = pydicom.dcmread(BytesIO(data))
     except InvalidDicomError:
@@ -64,6 +67,9 @@ def parse_instance(blob: bytes, *, name: str = "") -> Dataset:
             f"{type(exc).__name__}: {exc}"
         ) from exc
     _check_elements_decode(ds, name)
+    if name and not isinstance(getattr(ds, "filename", None), str):
+        # Lets later errors (e.g. in series_to_volume) name the upload, never the patient.
+        ds.filename = name
     return ds
 
 
@@ -72,14 +78,14 @@ def _read_forced(data: bytes, name: str) -> Dataset:
         f"Instance {_label(name)} is not DICOM ({len(data)} bytes, no 'DICM' marker and no "
         "readable data set); expected a DICOM Part-10 file."
     )
-    try:
-        ds = pydicom.dcmread(BytesIO(data), force=True)
-    except Exception as exc:
-        raise InvalidStudyError(not_dicom) from exc
-    try:
-        sop_instance_uid = ds.get("SOPInstanceUID")
-    except Exception as exc:
-        raise InvalidStudyError(not_dicom) from exc
+    # Forced parsing of non-DICOM bytes makes pydicom warn about guessed VRs: noise, not news.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            ds = pydicom.dcmread(BytesIO(data), force=True)
+            sop_instance_uid = ds.get("SOPInstanceUID")
+        except Exception as exc:
+            raise InvalidStudyError(not_dicom) from exc
     if not sop_instance_uid:
         raise InvalidStudyError(not_dicom)
     _fill_transfer_syntax(ds)
@@ -148,7 +154,11 @@ def load_instances_from_dir(path: str | Path) -> list[Dataset]:
         datasets.append(ds)
     if bad:
         shown = ", ".join(bad[:_MAX_NAMES_IN_MESSAGE])
-        more = f" and {len(bad) - _MAX_NAMES_IN_MESSAGE} more" if len(bad) > _MAX_NAMES_IN_MESSAGE else ""
+        more = (
+            f" and {len(bad) - _MAX_NAMES_IN_MESSAGE} more"
+            if len(bad) > _MAX_NAMES_IN_MESSAGE
+            else ""
+        )
         raise InvalidStudyError(
             f"Study folder '{root}' holds {len(bad)} file(s) that are not DICOM: {shown}{more}."
         )
@@ -240,7 +250,9 @@ def select_ct_series(datasets: Sequence[Dataset]) -> list[Dataset]:
                 f"No CT series in the study: found {_describe_modalities(datasets)}. "
                 "pulmoseg segments CT only."
             )
-        enhanced = sum(str(ds.get("SOPClassUID") or "") == ENHANCED_CT_IMAGE_STORAGE for ds in ct_instances)
+        enhanced = sum(
+            str(ds.get("SOPClassUID") or "") == ENHANCED_CT_IMAGE_STORAGE for ds in ct_instances
+        )
         localizers = sum(_is_localizer(ds) for ds in ct_instances)
         raise InvalidStudyError(
             f"The study has {_plural(len(ct_instances), 'CT instance')} but no single-frame CT "

@@ -53,6 +53,7 @@ class OnnxSegmenter:
         if batch_size < 1:
             raise ValueError(f"Argument 'batch_size' must be at least 1, got {batch_size}.")
         self.batch_size = batch_size
+        ort.set_default_logger_severity(4)  # a CUDA load failure is reported once, by us
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         options.log_severity_level = 3  # CUDA load failures are reported by us, not as ORT noise

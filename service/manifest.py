@@ -40,8 +40,8 @@ class ClassInfo:
 
 
 ANATOMICAL_STRUCTURE = CodedConcept("SCT", "91723000", "Anatomical Structure")
-MORPHOLOGICALLY_ABNORMAL = CodedConcept("SCT", "49755003", "Morphologically Altered Structure")
-BACKGROUND = CodedConcept("SCT", "261094002", "Background")
+MORPHOLOGICALLY_ABNORMAL = CodedConcept("SCT", "49755003", "Morphologically Abnormal Structure")
+BACKGROUND = CodedConcept("DCM", "125040", "Background")
 
 #: Default label scheme of pulmoseg models: 0 background, 1 lung, 2 GGO, 3 consolidation.
 DEFAULT_CLASSES: tuple[ClassInfo, ...] = (

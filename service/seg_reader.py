@@ -20,8 +20,8 @@ from service.errors import InvalidStudyError
 def read_seg_labels(seg: bytes | str | Path, source_sop_instance_uids: Sequence[str]) -> np.ndarray:
     """Label volume (z, y, x) with z in the order of ``source_sop_instance_uids``.
 
-    Segment number k becomes label value k (pulmoseg writes segment k for model class k);
-    where segments overlap, the higher segment number wins.
+    Segment number k becomes label value k (pulmoseg writes segment k for model class k), for
+    BINARY and LABELMAP segmentations alike.
     """
     data = seg if isinstance(seg, bytes) else Path(seg).read_bytes()
     try:
@@ -29,15 +29,10 @@ def read_seg_labels(seg: bytes | str | Path, source_sop_instance_uids: Sequence[
         segmentation = hd.seg.Segmentation.from_dataset(dataset, copy=False)
     except Exception as exc:
         raise InvalidStudyError(f"Not a readable DICOM Segmentation: {exc}") from exc
-    numbers = sorted(segmentation.segment_numbers)
-    pixels = segmentation.get_pixels_by_source_instance(
+    labels = segmentation.get_pixels_by_source_instance(
         source_sop_instance_uids=list(source_sop_instance_uids),
-        segment_numbers=numbers,
-        combine_segments=False,
+        combine_segments=True,
+        relabel=False,
         skip_overlap_checks=True,
-        ignore_spatial_locations=True,
     )
-    labels = np.zeros(pixels.shape[:3], dtype=np.uint8)
-    for channel, number in enumerate(numbers):
-        labels[pixels[..., channel] > 0] = number
-    return labels
+    return np.asarray(labels, dtype=np.uint8)

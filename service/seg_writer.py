@@ -117,7 +117,9 @@ def build_segmentation(
     if not isinstance(volume, CTVolume):
         raise TypeError(f"Argument 'volume' must be a CTVolume, got {type(volume).__name__}.")
     if not isinstance(manifest, ModelManifest):
-        raise TypeError(f"Argument 'manifest' must be a ModelManifest, got {type(manifest).__name__}.")
+        raise TypeError(
+            f"Argument 'manifest' must be a ModelManifest, got {type(manifest).__name__}."
+        )
     if not isinstance(software_version, str) or not software_version:
         raise ValueError(
             f"Argument 'software_version' must be a non-empty string, got {software_version!r}."
@@ -154,7 +156,8 @@ def build_segmentation(
             content_description=CONTENT_DESCRIPTION,
             series_description=series_description,
             transfer_syntax_uid=transfer_syntax_uid,
-            omit_empty_frames=True,
+            # Omitting empty frames keeps SEGs small; an all-empty result must keep them all.
+            omit_empty_frames=bool(pixels.any()),
         )
     except ValueError as exc:
         raise ValueError(f"Cannot build a {kind.value} segmentation: {exc}") from exc

@@ -12,17 +12,13 @@ orchestrator shows the failure instead of a pod that is never ready.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
-import queue
 import signal
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,327 +26,21 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from service.errors import InvalidStudyError, ServiceNotReadyError
 from service.grpc_api import SERVICE_NAME
-from service.grpc_api import segmentation_pb2 as pb2
 from service.grpc_api import segmentation_pb2_grpc as pb2_grpc
-from service.grpc_errors import (
-    AuthenticationError,
-    ResourceLimitError,
-    UnsupportedRequestError,
-    log_failure,
-    status_for,
-)
+from service.grpc_api.servicer import SegmentationServicer, ServingState
+from service.grpc_errors import AuthenticationError, log_failure, status_for
 from service.metrics import MetricsServer, ServiceMetrics, start_metrics_server
 from service.settings import ServiceSettings, load_settings
 
 logger = logging.getLogger(__name__)
 
-#: Pipeline stage names -> the progress stages of the API.
-PROGRESS_STAGES = {
-    "parse": "parsing",
-    "volume": "parsing",
-    "inference": "inference",
-    "seg_write": "writing",
-}
-_SEG_TYPES = {
-    pb2.SEGMENTATION_TYPE_UNSPECIFIED: "BINARY",
-    pb2.SEGMENTATION_TYPE_BINARY: "BINARY",
-    pb2.SEGMENTATION_TYPE_LABELMAP: "LABELMAP",
-}
-_PROGRESS_STEP = 0.05
-
-
-@dataclass
-class ReceivedUpload:
-    header: pb2.StudyUploadHeader
-    instances: list[bytes]
-    total_bytes: int
-
-
-class UploadReceiver:
-    """Checks the order of upload messages and reassembles the instances in memory."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self.header: pb2.StudyUploadHeader | None = None
-        self.instances: list[bytes] = []
-        self.total_bytes = 0
-        self._parts: list[bytes] = []
-
-    def add(self, request: pb2.SegmentStudyRequest) -> bool:
-        """Take one message; True when it completed an instance."""
-        kind = request.WhichOneof("payload")
-        if kind is None:
-            raise InvalidStudyError("A SegmentStudyRequest carried neither a header nor a chunk.")
-        if self.header is None:
-            if kind != "header":
-                raise InvalidStudyError(
-                    "The first SegmentStudy message must be a StudyUploadHeader, got an "
-                    f"InstanceChunk (instance_index={request.chunk.instance_index})."
-                )
-            self.header = request.header
-            return False
-        if kind == "header":
-            raise InvalidStudyError(
-                "SegmentStudy got a second StudyUploadHeader; send exactly one."
-            )
-        chunk = request.chunk
-        expected = len(self.instances)
-        if chunk.instance_index != expected:
-            raise InvalidStudyError(
-                f"InstanceChunk.instance_index must run 0, 1, 2, ... without gaps: expected "
-                f"{expected}, got {chunk.instance_index}."
-            )
-        self.total_bytes += len(chunk.data)
-        if self.total_bytes > self.max_bytes:
-            raise ResourceLimitError(
-                f"The upload exceeds the server's limit of {self.max_bytes} bytes "
-                f"(max_upload_bytes) at instance {expected}."
-            )
-        self._parts.append(chunk.data)
-        if not chunk.last_chunk:
-            return False
-        data = b"".join(self._parts)
-        self._parts = []
-        if not data:
-            raise InvalidStudyError(f"Instance {expected} of the upload is empty (0 bytes).")
-        self.instances.append(data)
-        return True
-
-    def finish(self) -> ReceivedUpload:
-        if self.header is None or (not self.instances and not self._parts):
-            raise InvalidStudyError(
-                "No DICOM instances were sent: the upload held no InstanceChunk."
-            )
-        if self._parts:
-            raise InvalidStudyError(
-                f"The upload ended inside instance {len(self.instances)}: its last chunk never "
-                "came (last_chunk=true)."
-            )
-        want = (
-            self.header.expected_instance_count
-            if self.header.HasField("expected_instance_count")
-            else None
-        )
-        if want is not None and want != len(self.instances):
-            raise InvalidStudyError(
-                f"The header announced expected_instance_count={want}, but "
-                f"{len(self.instances)} instances arrived."
-            )
-        return ReceivedUpload(self.header, self.instances, self.total_bytes)
-
-
-class _ServingState:
-    """The loaded pipeline, or why there is none; shared by servicer and RunningServer."""
-
-    def __init__(self) -> None:
-        self.pipeline: Any = None
-        self.load_error: BaseException | None = None
-        self.settled = threading.Event()
-
-    def require(self) -> Any:
-        if self.pipeline is None:
-            why = "the model failed to load" if self.load_error else "the model is still loading"
-            raise ServiceNotReadyError(f"The server is not ready: {why}; retry later.")
-        return self.pipeline
-
-
-def _progress(stage: str, fraction: float) -> pb2.SegmentStudyResponse:
-    return pb2.SegmentStudyResponse(progress=pb2.Progress(stage=stage, fraction=fraction))
-
-
-class SegmentationServicer(pb2_grpc.SegmentationServiceServicer):
-    """Thin adapter: every method runs under :meth:`_guard`, the one place errors are mapped."""
-
-    def __init__(
-        self, settings: ServiceSettings, metrics: ServiceMetrics, state: _ServingState
-    ) -> None:
-        self._settings = settings
-        self._metrics = metrics
-        self._state = state
-        self._slots = threading.BoundedSemaphore(settings.max_concurrent_studies)
-        self._studies = ThreadPoolExecutor(
-            settings.max_concurrent_studies, thread_name_prefix="pulmoseg-study"
-        )
-
-    def shutdown(self) -> None:
-        self._studies.shutdown(wait=False, cancel_futures=True)
-
-    # -- error mapping and request metrics ---------------------------------------------------
-    def _abort(self, method: str, exc: Exception, context: grpc.ServicerContext) -> grpc.StatusCode:
-        code, details = status_for(exc)
-        remaining = context.time_remaining()
-        if code is grpc.StatusCode.CANCELLED and remaining is not None and remaining <= 0:
-            code = grpc.StatusCode.DEADLINE_EXCEEDED
-        log_failure(method, exc, code)
-        return code
-
-    def GetModelInfo(
-        self, request: pb2.GetModelInfoRequest, context: grpc.ServicerContext
-    ) -> pb2.ModelInfo:
-        code = grpc.StatusCode.OK
-        try:
-            return self._model_info(self._state.require())
-        except Exception as exc:
-            code = self._abort("GetModelInfo", exc, context)
-            context.abort(code, status_for(exc)[1])
-        finally:
-            self._metrics.record_request("GetModelInfo", code.name)
-
-    def SegmentStudy(
-        self, request_iterator: Iterator[pb2.SegmentStudyRequest], context: grpc.ServicerContext
-    ) -> Iterator[pb2.SegmentStudyResponse]:
-        code = grpc.StatusCode.OK
-        try:
-            yield from self._segment_study(request_iterator, context)
-        except GeneratorExit:  # gRPC closed the stream: the client went away
-            code = grpc.StatusCode.CANCELLED
-            raise
-        except Exception as exc:
-            code = self._abort("SegmentStudy", exc, context)
-            context.abort(code, status_for(exc)[1])
-        finally:
-            self._metrics.record_request("SegmentStudy", code.name)
-
-    # -- the work ------------------------------------------------------------------------------
-    def _model_info(self, pipeline: Any) -> pb2.ModelInfo:
-        m = pipeline.manifest
-        classes = [
-            pb2.ClassInfo(
-                index=c.index,
-                name=c.name,
-                category=pb2.CodedConcept(
-                    scheme=c.category.scheme, value=c.category.value, meaning=c.category.meaning
-                ),
-                property_type=pb2.CodedConcept(
-                    scheme=c.property_type.scheme,
-                    value=c.property_type.value,
-                    meaning=c.property_type.meaning,
-                ),
-                color=pb2.Color(r=c.color_rgb[0], g=c.color_rgb[1], b=c.color_rgb[2]),
-            )
-            for c in m.classes
-        ]
-        return pb2.ModelInfo(
-            name=m.name,
-            version=m.version,
-            provider=pipeline.provider,
-            classes=classes,
-            slice_context=m.slice_context,
-            hu_window=pb2.HuWindow(min=m.hu_window[0], max=m.hu_window[1]),
-            validation_voldice=m.validation_voldice,
-            input_size=pb2.InputSize(rows=m.input_size[0], columns=m.input_size[1]),
-            orientation=m.orientation,
-        )
-
-    def _segment_study(
-        self, requests: Iterator[pb2.SegmentStudyRequest], context: grpc.ServicerContext
-    ) -> Iterator[pb2.SegmentStudyResponse]:
-        pipeline = self._state.require()
-        if not self._slots.acquire(blocking=False):
-            n = self._settings.max_concurrent_studies
-            raise ResourceLimitError(
-                f"The server is busy: {n} studies are in progress (max_concurrent_studies={n}); "
-                "retry later."
-            )
-        self._metrics.in_progress.inc()
-        started = time.perf_counter()
-        try:
-            receiver = UploadReceiver(self._settings.max_upload_bytes)
-            sent = 0.0
-            for request in requests:
-                before = receiver.total_bytes
-                completed = receiver.add(request)
-                self._metrics.record_upload(receiver.total_bytes - before)
-                header = receiver.header
-                if completed and header is not None and header.expected_instance_count:
-                    fraction = min(len(receiver.instances) / header.expected_instance_count, 1.0)
-                    if fraction - sent >= _PROGRESS_STEP:
-                        sent = fraction
-                        yield _progress("receiving", fraction)
-            upload = receiver.finish()
-            if sent < 1.0:
-                yield _progress("receiving", 1.0)
-            seg_type = _SEG_TYPES.get(upload.header.segmentation_type)
-            if seg_type is None:
-                raise UnsupportedRequestError(
-                    f"segmentation_type {upload.header.segmentation_type} is not supported; "
-                    "use SEGMENTATION_TYPE_BINARY or SEGMENTATION_TYPE_LABELMAP."
-                )
-            client = upload.header.client_name or "unnamed client"
-            logger.info(
-                "study received from %s: %d instances, %d bytes",
-                client,
-                len(upload.instances),
-                upload.total_bytes,
-            )
-            result = yield from self._run_pipeline(pipeline, upload.instances, seg_type, context)
-            seg = result.seg_bytes
-            step = self._settings.chunk_bytes
-            for offset in range(0, len(seg), step):
-                yield pb2.SegmentStudyResponse(
-                    seg_chunk=pb2.SegChunk(data=seg[offset : offset + step], offset=offset)
-                )
-            total = time.perf_counter() - started
-            stage_seconds = {k: float(v) for k, v in result.timings.items()}
-            stage_seconds.setdefault("total", total)
-            yield pb2.SegmentStudyResponse(
-                summary=pb2.StudySummary(
-                    study_uid_hash=result.study_uid_hash,
-                    class_volumes_ml=result.class_volumes_ml,
-                    num_instances=result.num_instances,
-                    model_name=pipeline.manifest.name,
-                    model_version=pipeline.manifest.version,
-                    provider=pipeline.provider,
-                    stage_seconds=stage_seconds,
-                    seg_size_bytes=len(seg),
-                    seg_sha256=hashlib.sha256(seg).hexdigest(),
-                )
-            )
-            self._metrics.record_study(total, result.timings)
-            logger.info(
-                "study %s answered: %d instances, %.2f s, provider %s",
-                result.study_uid_hash,
-                result.num_instances,
-                total,
-                pipeline.provider,
-            )
-        finally:
-            self._metrics.in_progress.dec()
-            self._slots.release()
-
-    def _run_pipeline(
-        self, pipeline: Any, instances: list[bytes], seg_type: str, context: grpc.ServicerContext
-    ) -> Iterator[pb2.SegmentStudyResponse]:
-        """Run ``segment`` on a study thread and relay its progress; returns the StudyResult."""
-        events: queue.SimpleQueue[tuple[str, float]] = queue.SimpleQueue()
-        future = self._studies.submit(
-            pipeline.segment,
-            instances,
-            segmentation_type=seg_type,
-            on_progress=lambda stage, fraction: events.put((stage, fraction)),
-            is_cancelled=lambda: not context.is_active(),
-        )
-        last: tuple[str, float] = ("", -1.0)
-        try:
-            while not (future.done() and events.empty()):
-                try:
-                    stage, fraction = events.get(timeout=0.05)
-                except queue.Empty:
-                    continue
-                name = PROGRESS_STAGES.get(stage, stage)
-                if name != last[0] or fraction - last[1] >= _PROGRESS_STEP or fraction >= 1.0:
-                    last = (name, fraction)
-                    yield _progress(name, float(fraction))
-            return future.result()
-        finally:
-            # Keep the study slot until the pipeline has really stopped (it polls is_cancelled).
-            wait_futures([future])
-
 
 class _TokenAuthInterceptor(grpc.ServerInterceptor):
-    """Requires ``authorization: Bearer <token>`` on pulmoseg calls; health and reflection stay open."""
+    """Requires ``authorization: Bearer <token>`` on pulmoseg calls.
+
+    Health checks and reflection stay open so probes work without the secret.
+    """
 
     def __init__(self, token: str, metrics: ServiceMetrics) -> None:
         self._expected = f"Bearer {token}".encode()
@@ -393,7 +83,7 @@ class RunningServer:
     metrics_server: MetricsServer | None
     health: health.HealthServicer
     servicer: SegmentationServicer
-    state: _ServingState = field(repr=False)
+    state: ServingState = field(repr=False)
     on_load_failed: Callable[[BaseException], None] | None = None
 
     @property
@@ -452,6 +142,13 @@ class RunningServer:
             return
         self._set_pipeline(pipeline)
 
+    def start_loading(self) -> threading.Thread:
+        """Load ``settings.model_path`` in a background thread (build_server does this unless
+        ``autoload=False``); health turns SERVING when it is done."""
+        thread = threading.Thread(target=self._load, name="pulmoseg-model-load", daemon=True)
+        thread.start()
+        return thread
+
     def stop(self, grace: float | None = None) -> None:
         """Report NOT_SERVING, let in-flight calls finish for ``grace`` seconds, then stop."""
         self.health.enter_graceful_shutdown()
@@ -495,8 +192,15 @@ def build_server(
     pipeline: Any = None,
     *,
     on_load_failed: Callable[[BaseException], None] | None = None,
+    autoload: bool = True,
 ) -> RunningServer:
-    """Bind, start and return the server; loads ``settings.model_path`` unless given ``pipeline``."""
+    """Bind, start and return the server.
+
+    Loads ``settings.model_path`` in a background thread unless ``pipeline`` is given;
+    ``on_load_failed`` is called (from that thread) with the exception if loading fails.
+    With ``autoload=False`` the server stays NOT_SERVING until :meth:`RunningServer.start_loading`
+    (lets tests and embedders observe the loading phase deterministically).
+    """
     if pipeline is None and settings.model_path is None:
         raise ValueError("Setting 'model_path' is required to load a model (PULMOSEG_MODEL_PATH).")
     metrics = ServiceMetrics()
@@ -508,7 +212,7 @@ def build_server(
         interceptors=interceptors,
         options=[("grpc.so_reuseport", 0)],  # a second server must not share our port silently
     )
-    state = _ServingState()
+    state = ServingState()
     servicer = SegmentationServicer(settings, metrics, state)
     pb2_grpc.add_SegmentationServiceServicer_to_server(servicer, server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
@@ -547,8 +251,8 @@ def build_server(
     )
     if pipeline is not None:
         running._set_pipeline(pipeline)
-    else:
-        threading.Thread(target=running._load, name="pulmoseg-model-load", daemon=True).start()
+    elif autoload:
+        running.start_loading()
     return running
 
 

@@ -78,7 +78,9 @@ def _name(ds: Dataset, index: int) -> str:
     return f"#{index}"
 
 
-def _require(ds: Dataset, index: int, keyword: str, tag: str, count: int | None = None) -> list[float]:
+def _require(
+    ds: Dataset, index: int, keyword: str, tag: str, count: int | None = None
+) -> list[float]:
     value = ds.get(keyword)
     if value is None or value == "" or (count is not None and len(value) == 0):
         raise InvalidStudyError(
@@ -134,7 +136,9 @@ def _gap_summary(gaps: np.ndarray) -> str:
     return ", ".join(f"{g:g} mm ({n}x)" for g, n in sorted(counts.items()))
 
 
-def _slice_spacing(positions: np.ndarray, datasets: list[Dataset], index_order: np.ndarray) -> float:
+def _slice_spacing(
+    positions: np.ndarray, datasets: list[Dataset], index_order: np.ndarray
+) -> float:
     if len(positions) == 1:
         ds = datasets[0]
         for keyword in ("SpacingBetweenSlices", "SliceThickness"):
@@ -195,11 +199,13 @@ def series_to_volume(datasets: Sequence[Dataset]) -> CTVolume:
     stacks (gantry tilt), duplicate positions and non-uniform spacing are rejected because the
     model and the SEG writer assume a regular grid.
     """
-    if not isinstance(datasets, Sequence) or not datasets:
-        raise InvalidStudyError(
-            "Argument 'datasets' must be a non-empty sequence of CT instances, got "
-            f"{type(datasets).__name__} of length {len(datasets) if hasattr(datasets, '__len__') else '?'}."
+    if not isinstance(datasets, Sequence):
+        raise TypeError(
+            "Argument 'datasets' must be a sequence of pydicom Datasets, "
+            f"got {type(datasets).__name__}."
         )
+    if not datasets:
+        raise InvalidStudyError("Argument 'datasets' is empty; expected the slices of a CT series.")
     datasets = list(datasets)
     rows = [int(_require(ds, i, "Rows", "(0028,0010)")[0]) for i, ds in enumerate(datasets)]
     cols = [int(_require(ds, i, "Columns", "(0028,0011)")[0]) for i, ds in enumerate(datasets)]
@@ -211,11 +217,14 @@ def series_to_volume(datasets: Sequence[Dataset]) -> CTVolume:
     _check_same(datasets, "Rows", rows, lambda a, b: a == b)
     _check_same(datasets, "Columns", cols, lambda a, b: a == b)
     _check_same(
-        datasets, "PixelSpacing", spacings,
+        datasets,
+        "PixelSpacing",
+        spacings,
         lambda a, b: np.allclose(a, b, rtol=PIXEL_SPACING_RTOL, atol=0),
     )
     _check_same(
-        datasets, "ImageOrientationPatient",
+        datasets,
+        "ImageOrientationPatient",
         [np.concatenate(o).round(6).tolist() for o in orientations],
         lambda a, b: np.allclose(a, b, rtol=0, atol=ORIENTATION_ATOL),
     )

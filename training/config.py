@@ -60,6 +60,120 @@ class OptimConfig:
     num_threads: int = 0
 
 
+def _require_positive(section: str, obj: Any, names: tuple[str, ...]) -> None:
+    """Counts and rates that must be > 0; fails naming the key and the value."""
+    for name in names:
+        value = getattr(obj, name)
+        if not value > 0:
+            raise ValueError(f"Config key '{section}.{name}' must be > 0, got {value!r}.")
+
+
+_LOOP_KEYS = ("epochs", "steps_per_epoch", "batch_size", "lr", "temperature")
+
+
+#: The stages a training run can chain, in the order the method uses them.
+STAGE_NAMES: tuple[str, ...] = ("pretrain_global", "pretrain_local", "supervised", "tcsm")
+
+
+@dataclass
+class GlobalPretrainConfig:
+    """Global contrastive pre-training of the encoder (NT-Xent on pooled features, G^D)."""
+
+    epochs: int = 4
+    steps_per_epoch: int = 40
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    temperature: float = 0.1
+    #: Output size of the projection head (discarded after pre-training).
+    proj_dim: int = 128
+    #: G^D: slices in the same relative partition of their volume are positives too.
+    partition_positives: bool = True
+    partitions: int = 4
+    #: Geometric augmentation of each view: rot90/flip plus scale in [1 - d, 1 + d].
+    max_scale_delta: float = 0.1
+    #: Intensity augmentation of each view, in Hounsfield units (the input is raw HU).
+    contrast_jitter: float = 0.1
+    brightness_jitter_hu: float = 40.0
+    noise_std_hu: float = 20.0
+
+    def __post_init__(self) -> None:
+        _require_positive("pretrain_global", self, (*_LOOP_KEYS, "proj_dim", "partitions"))
+
+
+@dataclass
+class LocalPretrainConfig:
+    """Local contrastive pre-training of the decoder on feature maps (encoder frozen)."""
+
+    epochs: int = 4
+    steps_per_epoch: int = 40
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    temperature: float = 0.1
+    num_regions: int = 13
+    region_size: int = 3
+    #: Decoder output the loss looks at: upcat_4 (coarsest) … upcat_1 (full resolution).
+    decoder_stage: str = "upcat_2"
+    proj_channels: int = 64
+    #: False: the views differ in intensity only. True: the second view is also rotated /
+    #: flipped and its feature map mapped back (exactly invertible, so regions still align).
+    geometric: bool = False
+    contrast_jitter: float = 0.1
+    brightness_jitter_hu: float = 40.0
+    noise_std_hu: float = 20.0
+
+    def __post_init__(self) -> None:
+        _require_positive(
+            "pretrain_local", self, (*_LOOP_KEYS, "num_regions", "region_size", "proj_channels")
+        )
+
+
+@dataclass
+class TCSMStageConfig:
+    """Mean-teacher training with transformation consistency on labeled + unlabeled slices."""
+
+    epochs: int = 6
+    steps_per_epoch: int = 40
+    #: Labeled slices per step (they get the supervised loss and, optionally, consistency).
+    batch_size: int = 4
+    #: Slices of unlabeled studies per step (consistency only).
+    unlabeled_batch_size: int = 4
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    loss: str = "dice_ce"
+    ema_decay: float = 0.99
+    consistency_weight: float = 1.0
+    rampup_steps: int = 200
+    #: Noise added to the teacher's input, in HU (the network's input is raw HU).
+    noise_std_hu: float = 20.0
+    max_scale_delta: float = 0.1
+    image_padding: str = "border"
+    consistency_on_labeled: bool = True
+
+    def __post_init__(self) -> None:
+        _require_positive("tcsm", self, _LOOP_KEYS[:4])
+        if self.unlabeled_batch_size < 0:
+            raise ValueError(
+                f"Config key 'tcsm.unlabeled_batch_size' must be >= 0, "
+                f"got {self.unlabeled_batch_size!r}."
+            )
+
+
+@dataclass
+class RuntimeConfig:
+    """How training runs, not what it learns: logging, checkpoint cadence, devices."""
+
+    #: TensorBoard scalars under ``<output_dir>/tensorboard`` (needs the tensorboard package).
+    tensorboard: bool = True
+    #: Also write ``last.pt`` every this many steps inside an epoch (0: at epoch ends only).
+    checkpoint_every: int = 0
+    #: torch.distributed backend under torchrun: auto (nccl on GPU, gloo on CPU), gloo, nccl.
+    backend: str = "auto"
+    #: auto (the local GPU under torchrun when there is one, else CPU), cpu or cuda.
+    device: str = "auto"
+
+
 @dataclass
 class ExportConfig:
     """Identity of the exported model (goes into the ONNX manifest)."""
@@ -76,13 +190,43 @@ class TrainConfig:
 
     output_dir: str = "runs/demo/train"
     seed: int = 0
+    #: Ordered stages of ``training.stages.run_experiment``; each starts from the weights the
+    #: previous one ended with. ``train_supervised`` ignores this list.
+    stages: tuple[str, ...] = ("supervised",)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    #: Settings of the supervised stage; ``bf16`` and ``num_threads`` apply to every stage.
     optim: OptimConfig = field(default_factory=OptimConfig)
+    pretrain_global: GlobalPretrainConfig = field(default_factory=GlobalPretrainConfig)
+    pretrain_local: LocalPretrainConfig = field(default_factory=LocalPretrainConfig)
+    tcsm: TCSMStageConfig = field(default_factory=TCSMStageConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+
+    def __post_init__(self) -> None:
+        check_stages(self.stages)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def check_stages(stages: tuple[str, ...]) -> None:
+    """Stage names must be known and unique (each stage owns ``<output_dir>/<stage>/``)."""
+    if not stages:
+        raise ValueError(f"Config key 'stages' must list at least one of {list(STAGE_NAMES)}.")
+    for name in stages:
+        if name not in STAGE_NAMES:
+            close = difflib.get_close_matches(str(name), STAGE_NAMES, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise ValueError(
+                f"Config key 'stages' holds unknown stage '{name}'; expected one of "
+                f"{list(STAGE_NAMES)}.{hint}"
+            )
+    repeated = sorted({n for n in stages if stages.count(n) > 1})
+    if repeated:
+        raise ValueError(
+            f"Config key 'stages' lists {repeated} more than once; got {list(stages)}."
+        )
 
 
 def _convert(value: Any, annotation: Any, key: str) -> Any:
@@ -97,9 +241,9 @@ def _convert(value: Any, annotation: Any, key: str) -> Any:
             raise TypeError(f"Config key '{key}' must be a list, got {value!r}.")
         args = typing.get_args(annotation)
         item_type = args[0]
-        if len(args) != 2 or args[1] is not Ellipsis:
-            if len(value) != len(args):
-                raise ValueError(f"Config key '{key}' must have {len(args)} items, got {len(value)}.")
+        fixed_length = len(args) != 2 or args[1] is not Ellipsis
+        if fixed_length and len(value) != len(args):
+            raise ValueError(f"Config key '{key}' must have {len(args)} items, got {len(value)}.")
         return tuple(_convert(v, item_type, f"{key}[{i}]") for i, v in enumerate(value))
     if origin in (typing.Union, types.UnionType):
         if value is None:

@@ -13,8 +13,7 @@ left (image columns), ``y`` towards posterior (image rows), ``z`` towards superi
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -121,7 +120,7 @@ def synthesize_study(
     parenchyma = anatomy.parenchyma_hu(rng)
     hu[lung] = parenchyma[lung]
 
-    vessels = _render_trees(grid, anatomy.vessel_segments(rng, lung), _soft_fraction)
+    vessels = _render_trees(grid, anatomy.vessel_segments(rng, lung))
     hu += np.where(lung, vessels * (_BLOOD_HU - hu), 0.0).astype(np.float32)
     anatomy.paint_airways(hu, rng, lung)
 
@@ -182,8 +181,9 @@ def generate_dataset(
 # validation helpers
 
 
-def _check_int(name: str, value: object, *, minimum: int | None = None, maximum: int | None = None
-               ) -> None:
+def _check_int(
+    name: str, value: object, *, minimum: int | None = None, maximum: int | None = None
+) -> None:
     if isinstance(value, bool) or not isinstance(value, int | np.integer):
         raise TypeError(f"Argument '{name}' must be an int, got {type(value).__name__} {value!r}")
     if minimum is not None and value < minimum:
@@ -232,8 +232,9 @@ class _Grid:
         return (self.z, self.y, self.x)[a].reshape(-1)
 
 
-def _smooth_field(rng: np.random.Generator, shape: tuple[int, ...], coarse: tuple[int, ...]
-                  ) -> np.ndarray:
+def _smooth_field(
+    rng: np.random.Generator, shape: tuple[int, ...], coarse: tuple[int, ...]
+) -> np.ndarray:
     """Smooth random field, unit variance: Gaussian-kernel interpolation of a coarse grid.
 
     Separable matrix products instead of ``ndimage.zoom``: same look, ~20x faster.
@@ -248,8 +249,9 @@ def _smooth_field(rng: np.random.Generator, shape: tuple[int, ...], coarse: tupl
     return np.ascontiguousarray(field, dtype=np.float32)
 
 
-def _superellipse(x: np.ndarray, y: np.ndarray, a: float | np.ndarray, b: float | np.ndarray,
-                  p: float) -> np.ndarray:
+def _superellipse(
+    x: np.ndarray, y: np.ndarray, a: float | np.ndarray, b: float | np.ndarray, p: float
+) -> np.ndarray:
     """Normalised radius of a super-ellipse: < 1 inside."""
     return (np.abs(x / a) ** p + np.abs(y / b) ** p) ** (1.0 / p)
 
@@ -402,8 +404,9 @@ class _Anatomy:
         canal_y = self.spine_y + self.spine_r + 8.0
         rc2 = x**2 + (y - canal_y) ** 2
         arch = np.broadcast_to((rc2 <= 14.0**2) & (rc2 > 7.0**2), hu.shape)
-        spinous = np.broadcast_to((np.abs(x) < 4.5) & (y > canal_y) & (y < canal_y + 32.0),
-                                  hu.shape)
+        spinous = np.broadcast_to(
+            (np.abs(x) < 4.5) & (y > canal_y) & (y < canal_y + 32.0), hu.shape
+        )
         transverse = np.broadcast_to(
             (np.abs(x) < self.spine_r + 24.0) & (np.abs(y - canal_y + 3.0) < 4.5), hu.shape
         )
@@ -462,7 +465,7 @@ class _Anatomy:
         """Lung background HU: per-study level, gravity gradient (denser posteriorly), texture."""
         g = self.grid
         _, bc = self.cavity
-        gradient = 35.0 * np.clip((g.y + bc) / (2 * bc), 0.0, 1.0)
+        gradient = 30.0 * np.clip((g.y + bc) / (2 * bc), 0.0, 1.0)
         texture = 12.0 * _smooth_field(rng, g.shape, (8, 16, 16))
         return (self.lung_hu + gradient + texture).astype(np.float32)
 
@@ -475,18 +478,22 @@ class _Anatomy:
         return out
 
     def vessel_segments(self, rng: np.random.Generator, lung: np.ndarray) -> list[_Segment]:
-        inside = _mask_test(self.grid, lung)
-        segments: list[_Segment] = []
+        grower = _TreeGrower(rng, self.grid, lung, min_radius=1.0)
         for hilum in self._hila():
             side = np.sign(hilum[2])
-            for n in range(8):  # trunks fanning out from the hilum, up and down
-                polar = math.pi * (n + rng.uniform(0.1, 0.9)) / 8
+            for n in range(5):  # trunks fanning out from the hilum, up and down
+                polar = math.pi * (n + rng.uniform(0.1, 0.9)) / 5
                 azimuth = float(rng.uniform(-1.2, 1.2))
-                direction = np.array([math.cos(polar), math.sin(polar) * math.sin(azimuth),
-                                      side * math.sin(polar) * math.cos(azimuth)])
-                _grow(rng, hilum, direction, float(rng.uniform(25, 40)),
-                      float(rng.uniform(3.5, 5.5)), 0.7, 7, inside, segments)
-        return segments
+                direction = np.array(
+                    [
+                        math.cos(polar),
+                        math.sin(polar) * math.sin(azimuth),
+                        side * math.sin(polar) * math.cos(azimuth),
+                    ]
+                )
+                length, radius = float(rng.uniform(25, 40)), float(rng.uniform(3.5, 5.5))
+                grower.grow(hilum, direction, length, radius, depth=6)
+        return grower.segments
 
     def paint_airways(self, hu: np.ndarray, rng: np.random.Generator, lung: np.ndarray) -> None:
         """Trachea, main bronchi and intrapulmonary bronchi: air lumen inside a soft wall."""
@@ -495,23 +502,23 @@ class _Anatomy:
         z_car = zmin + (zmax - zmin) * self.carina_z
         y_t = float(self.heart[1] * 0.3)
         carina = np.array([z_car, y_t, 0.0])
-        central: list[_Segment] = [_Segment(np.array([zmax + 10.0, y_t, 0.0]), carina,
-                                            self.trachea_r)]
-        inside = _mask_test(g, lung)
-        peripheral: list[_Segment] = []
+        central: list[_Segment] = [
+            _Segment(np.array([zmax + 10.0, y_t, 0.0]), carina, self.trachea_r)
+        ]
+        grower = _TreeGrower(rng, g, lung, min_radius=1.2)
         for hilum in self._hila():
             central.append(_Segment(carina, hilum, self.trachea_r * 0.7))
             side = np.sign(hilum[2])
             for dz, dy, dxs in ((0.9, 0.1, 0.6), (-0.8, 0.3, 0.5), (-0.3, -0.6, 0.6)):
                 direction = np.array([dz, dy, side * dxs]) + rng.normal(0, 0.2, 3)
-                _grow(rng, hilum, direction, float(rng.uniform(25, 35)),
-                      self.trachea_r * 0.5, 1.2, 4, inside, peripheral)
+                length = float(rng.uniform(25, 35))
+                grower.grow(hilum, direction, length, self.trachea_r * 0.5, depth=4)
+        peripheral = grower.segments
         cav_a, cav_b = self.cavity
         in_cavity = _superellipse(g.x, g.y, cav_a, cav_b, 2.0) <= 1.0
         for segs, region in ((central, np.broadcast_to(in_cavity, g.shape)), (peripheral, lung)):
-            outer = _render_trees(g, segs, _soft_fraction)
-            lumen = _render_trees(g, [_Segment(s.start, s.end, s.radius * 0.72) for s in segs],
-                                  _soft_fraction)
+            outer = _render_trees(g, segs)
+            lumen = _render_trees(g, [_Segment(s.start, s.end, s.radius * 0.72) for s in segs])
             wall = np.clip(outer - lumen, 0.0, 1.0)
             painted = hu * (1.0 - outer) + _SOFT_HU * wall + _AIR_HU * lumen
             hu[:] = np.where(region & (outer > 0), painted, hu)
@@ -528,40 +535,46 @@ class _Segment:
     radius: float
 
 
-def _mask_test(grid: _Grid, mask: np.ndarray) -> Callable[[np.ndarray], bool]:
-    def inside(point: np.ndarray) -> bool:
-        idx = grid.index_of(point)
-        return idx is not None and bool(mask[idx])
+@dataclass
+class _TreeGrower:
+    """Grows bifurcating tubes (vessels, bronchi) that stay inside a mask."""
 
-    return inside
+    rng: np.random.Generator
+    grid: _Grid
+    mask: np.ndarray
+    min_radius: float
+    segments: list[_Segment] = field(default_factory=list)
 
+    def inside(self, point: np.ndarray) -> bool:
+        idx = self.grid.index_of(point)
+        return idx is not None and bool(self.mask[idx])
 
-def _grow(rng: np.random.Generator, start: np.ndarray, direction: np.ndarray, length: float,
-          radius: float, min_radius: float, depth: int,
-          inside: Callable[[np.ndarray], bool], out: list[_Segment]) -> None:
-    """Grow a bifurcating tree; branches stop where they would leave the lung."""
-    direction = direction / np.linalg.norm(direction)
-    end = start + direction * length
-    for _attempt in range(3):  # deflect or shorten a branch that would leave the lung
-        if inside(end):
-            break
-        direction = direction + rng.normal(0.0, 0.6, 3)
-        direction /= max(float(np.linalg.norm(direction)), 1e-6)
-        length *= 0.7
+    def grow(
+        self, start: np.ndarray, direction: np.ndarray, length: float, radius: float, depth: int
+    ) -> None:
+        rng = self.rng
+        direction = direction / np.linalg.norm(direction)
         end = start + direction * length
-    else:
-        return
-    out.append(_Segment(start, end, radius))
-    child_r = radius * float(rng.uniform(0.72, 0.82))
-    if depth <= 0 or child_r < min_radius:
-        return
-    perp = np.cross(direction, rng.normal(size=3))
-    perp /= max(float(np.linalg.norm(perp)), 1e-6)
-    for sign in (1.0, -1.0):
-        angle = math.radians(float(rng.uniform(18.0, 45.0)))
-        child = math.cos(angle) * direction + sign * math.sin(angle) * perp
-        _grow(rng, end, child, length * float(rng.uniform(0.7, 0.85)), child_r, min_radius,
-              depth - 1, inside, out)
+        for _attempt in range(3):  # deflect or shorten a branch that would leave the mask
+            if self.inside(end):
+                break
+            direction = direction + rng.normal(0.0, 0.6, 3)
+            direction /= max(float(np.linalg.norm(direction)), 1e-6)
+            length *= 0.7
+            end = start + direction * length
+        else:
+            return
+        self.segments.append(_Segment(start, end, radius))
+        child_r = radius * float(rng.uniform(0.72, 0.82))
+        if depth <= 0 or child_r < self.min_radius:
+            return
+        perp = np.cross(direction, rng.normal(size=3))
+        perp /= max(float(np.linalg.norm(perp)), 1e-6)
+        for sign in (1.0, -1.0):
+            angle = math.radians(float(rng.uniform(18.0, 45.0)))
+            child = math.cos(angle) * direction + sign * math.sin(angle) * perp
+            child_len = length * float(rng.uniform(0.7, 0.85))
+            self.grow(end, child, child_len, child_r, depth - 1)
 
 
 def _soft_fraction(dist: np.ndarray, radius: float, voxel: float) -> np.ndarray:
@@ -570,8 +583,7 @@ def _soft_fraction(dist: np.ndarray, radius: float, voxel: float) -> np.ndarray:
     return edge * min(1.0, 2.0 * radius / voxel)
 
 
-def _render_trees(grid: _Grid, segments: list[_Segment],
-                  fraction: Callable[[np.ndarray, float, float], np.ndarray]) -> np.ndarray:
+def _render_trees(grid: _Grid, segments: list[_Segment]) -> np.ndarray:
     """Max-composite occupancy of capsules, each evaluated only inside its bounding box."""
     out = np.zeros(grid.shape, dtype=np.float32)
     voxel = float(grid.spacing[1])
@@ -593,7 +605,7 @@ def _render_trees(grid: _Grid, segments: list[_Segment],
         t = np.clip((pz * d[0] + py * d[1] + px * d[2]) / max(float(d @ d), 1e-6), 0.0, 1.0)
         dist = np.sqrt((pz - t * d[0]) ** 2 + (py - t * d[1]) ** 2 + (px - t * d[2]) ** 2)
         block = out[tuple(sl)]
-        np.maximum(block, fraction(dist, seg.radius, voxel), out=block)
+        np.maximum(block, _soft_fraction(dist, seg.radius, voxel), out=block)
     return out
 
 
@@ -601,12 +613,24 @@ def _render_trees(grid: _Grid, segments: list[_Segment],
 # lesions
 
 
-def _paint_lesions(hu: np.ndarray, label: np.ndarray, lung: np.ndarray, parenchyma: np.ndarray,
-                   grid: _Grid, rng: np.random.Generator) -> tuple[LesionSpec, ...]:
-    """Draw GGO then consolidation blobs; intensity and label are masked to the lung field."""
+def _paint_lesions(
+    hu: np.ndarray,
+    label: np.ndarray,
+    lung: np.ndarray,
+    parenchyma: np.ndarray,
+    grid: _Grid,
+    rng: np.random.Generator,
+) -> tuple[LesionSpec, ...]:
+    """Draw GGO then consolidation blobs; intensity and label are masked to the lung field.
+
+    Lesion HU ramps beyond the label edge (soft GGO margins), so a thin unlabeled rim is as
+    ambiguous as a real reader's boundary. A study meant to have lesions always gets some
+    labeled lesion voxels (a lesion clipped away by the pleura is redrawn elsewhere).
+    """
     if not lung.any():
         return ()
-    peripheral = lung & ~ndimage.binary_erosion(lung, structure=np.ones((1, 3, 3)), iterations=3)
+    core = ndimage.binary_erosion(lung, structure=np.ones((1, 3, 3)), iterations=3)
+    peripheral = lung & ~core
     candidates = (np.argwhere(lung), np.argwhere(peripheral) if peripheral.any() else None)
     min_r = max(3.0, 1.6 * grid.spacing[1])
     n_ggo = int(rng.integers(1, 8))
@@ -617,49 +641,74 @@ def _paint_lesions(hu: np.ndarray, label: np.ndarray, lung: np.ndarray, parenchy
         plan.append(("ggo", math.exp(rng.uniform(math.log(lo), math.log(32.0))), None))
     for _ in range(n_cons):
         r = math.exp(rng.uniform(math.log(min_r), math.log(22.0)))
-        centre = _pick_centre(rng, candidates, grid)
+        centre = _pick_centre(rng, candidates)
         if rng.random() < 0.5:  # consolidation with a ground-glass halo
             plan.append(("ggo", r * float(rng.uniform(1.4, 2.0)), centre))
         plan.append(("consolidation", r, centre))
-    ggo_w = np.zeros(grid.shape, dtype=np.float32)
-    cons_w = np.zeros(grid.shape, dtype=np.float32)
-    specs = []
-    for kind, radius, centre in plan:
-        if centre is None:
-            centre = _pick_centre(rng, candidates, grid)
-        if kind == "ggo":
-            target = float(rng.uniform(-670.0, -330.0))
-            soft, shift = float(rng.uniform(0.15, 0.4)), 0.1
-        else:
-            target = float(rng.uniform(-90.0, 40.0))
-            soft, shift = float(rng.uniform(0.04, 0.1)), 0.2
-        sl, u = _blob(rng, grid, centre, radius, soft)
-        inside = lung[sl]
-        w = np.where(inside & (u >= 0.5), 1.0, 0.0).astype(np.float32)  # the label
-        u = np.clip(u + shift, 0.0, 1.0) * inside
-        u = u * u * (3.0 - 2.0 * u)  # smoothstep: soft edges without a kink, mostly outside
-        local_hu = target + 30.0 * _smooth_field(rng, u.shape, (2, 2, 2))
-        lesion_hu = parenchyma[sl] * (1.0 - u) + local_hu * u
-        np.maximum(hu[sl], np.where(u > 0, lesion_hu, hu[sl]), out=hu[sl])
-        weights = ggo_w if kind == "ggo" else cons_w
-        np.maximum(weights[sl], w, out=weights[sl])
-        specs.append(LesionSpec(kind, tuple(float(c) for c in centre), round(radius, 2),
-                                round(target, 1)))
-    label[ggo_w > 0] = GGO
-    label[cons_w > 0] = CONSOLIDATION
+    canvas = _LesionCanvas(hu, lung, parenchyma, grid, rng)
+    specs = [
+        canvas.draw(kind, radius, centre if centre is not None else _pick_centre(rng, candidates))
+        for kind, radius, centre in plan
+    ]
+    interior = (np.argwhere(core) if core.any() else candidates[0], None)
+    for _retry in range(5):
+        if canvas.ggo.any() or canvas.consolidation.any():
+            break
+        radius = float(rng.uniform(2.0, 4.0)) * min_r
+        specs.append(canvas.draw("ggo", radius, _pick_centre(rng, interior)))
+    label[canvas.ggo] = GGO
+    label[canvas.consolidation] = CONSOLIDATION
     return tuple(specs)
 
 
-def _pick_centre(rng: np.random.Generator, candidates: tuple[np.ndarray, np.ndarray | None],
-                 grid: _Grid) -> np.ndarray:
-    """Lesion centre in mm; COVID-type lesions favour the subpleural periphery."""
+@dataclass
+class _LesionCanvas:
+    """The volume being painted plus the lesion masks drawn so far."""
+
+    hu: np.ndarray
+    lung: np.ndarray
+    parenchyma: np.ndarray
+    grid: _Grid
+    rng: np.random.Generator
+
+    def __post_init__(self) -> None:
+        self.ggo = np.zeros(self.grid.shape, dtype=bool)
+        self.consolidation = np.zeros(self.grid.shape, dtype=bool)
+
+    def draw(self, kind: str, radius: float, centre_vox: np.ndarray) -> LesionSpec:
+        """Paint one blob (max-composite) and mark its label voxels."""
+        rng, grid = self.rng, self.grid
+        centre = np.array([grid.axis(a)[centre_vox[a]] for a in range(3)], dtype=np.float64)
+        if kind == "ggo":
+            target, texture = float(rng.uniform(-650.0, -320.0)), 30.0
+            edge_mm, shift = float(rng.uniform(2.0, 6.0)), 0.05
+        else:
+            target, texture = float(rng.uniform(-80.0, 30.0)), 12.0
+            edge_mm, shift = float(rng.uniform(0.8, 2.5)), 0.2
+        sl, u = _blob(rng, grid, centre, radius, min(edge_mm / radius, 0.45))
+        inside = self.lung[sl]
+        mask = self.ggo if kind == "ggo" else self.consolidation
+        np.logical_or(mask[sl], inside & (u >= 0.5), out=mask[sl])
+        u = np.clip(u / (1.0 - shift), 0.0, 1.0) * inside  # denser core, still 0 at the rim
+        u = u * u * (3.0 - 2.0 * u)  # smoothstep: soft edges without a kink
+        local_hu = target + texture * _smooth_field(rng, u.shape, (2, 2, 2))
+        lesion_hu = self.parenchyma[sl] * (1.0 - u) + local_hu * u
+        hu = self.hu[sl]
+        np.maximum(hu, np.where(u > 0, lesion_hu, hu), out=hu)
+        return LesionSpec(kind, tuple(float(c) for c in centre), round(radius, 2), round(target, 1))
+
+
+def _pick_centre(
+    rng: np.random.Generator, candidates: tuple[np.ndarray, np.ndarray | None]
+) -> np.ndarray:
+    """Lesion centre voxel (z, y, x); COVID-type lesions favour the subpleural periphery."""
     pool = candidates[1] if candidates[1] is not None and rng.random() < 0.65 else candidates[0]
-    k, j, i = pool[int(rng.integers(len(pool)))]
-    return np.array([grid.axis(0)[k], grid.axis(1)[j], grid.axis(2)[i]], dtype=np.float64)
+    return pool[int(rng.integers(len(pool)))]
 
 
-def _blob(rng: np.random.Generator, grid: _Grid, centre: np.ndarray, radius: float, soft: float
-          ) -> tuple[tuple[slice, ...], np.ndarray]:
+def _blob(
+    rng: np.random.Generator, grid: _Grid, centre: np.ndarray, radius: float, soft: float
+) -> tuple[tuple[slice, ...], np.ndarray]:
     """Irregular soft blob: union of 1-3 random ellipsoids, perturbed by smooth noise.
 
     Returns the bounding-box slices and a linear edge ramp in [0, 1] (>= 0.5 is "inside").
@@ -696,8 +745,7 @@ def _random_rotation(rng: np.random.Generator) -> np.ndarray:
     return q * np.sign(np.diag(r))
 
 
-def _correlated_noise(rng: np.random.Generator, shape: tuple[int, ...], std: float
-                      ) -> np.ndarray:
+def _correlated_noise(rng: np.random.Generator, shape: tuple[int, ...], std: float) -> np.ndarray:
     """Gaussian noise, slightly correlated in-plane like reconstructed CT noise."""
     white = rng.standard_normal(shape, dtype=np.float32)
     corr = float(rng.uniform(0.0, 0.9))

@@ -1,7 +1,11 @@
-"""Supervised training of the 2.5D network (walking-skeleton stage of the method).
+"""The training loop every stage shares, and supervised training on top of it.
 
-Checkpoints (``last.pt``, ``best.pt``) carry the weights, optimiser state, step counters and
-the resolved config, so a run resumes exactly and every exported model is traceable.
+A stage contributes a :class:`StageTask` (its optimiser and what one step does); the loop owns
+epochs, cosine learning-rate decay, validation, TensorBoard, progress bars and checkpoints.
+Checkpoints (``last.pt``, ``best.pt``) carry the weights, optimiser and scheduler state, the
+step counter and the resolved config. Every step draws its randomness from
+``(seed, stage, rank, step)`` alone, so a resumed run repeats an uninterrupted one exactly and
+each DDP rank samples different batches.
 """
 
 from __future__ import annotations
@@ -11,19 +15,29 @@ import logging
 import math
 import random
 import time
-from dataclasses import dataclass
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from training.config import TrainConfig, save_config
-from training.datasets import SliceBatchSampler, load_study, read_dataset_manifest, split_studies
+from training.datasets import (
+    LoadedStudy,
+    SliceBatchSampler,
+    load_study,
+    read_dataset_manifest,
+    split_studies,
+)
+from training.distributed import DistContext, init_distributed, shutdown_distributed
 from training.evaluate_torch import validate_studies
 from training.losses import build_supervised_loss
-from training.networks import build_network
+from training.networks import SegmentationNet, build_network
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +50,381 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+@dataclass
+class StepRandom:
+    """The random sources of one optimisation step (numpy for sampling, torch for augmenting)."""
+
+    numpy: np.random.Generator
+    torch: torch.Generator
+
+
+def step_random(seed: int, stage: str, rank: int, step: int) -> StepRandom:
+    """Randomness of step ``step`` of ``stage`` on ``rank``; also reseeds torch's global RNG
+    (dropout), so nothing depends on how many steps ran before in this process."""
+    seq = np.random.SeedSequence([seed, zlib.crc32(stage.encode()), rank, step])
+    torch_seed, global_seed = (int(v) for v in seq.generate_state(2, dtype=np.uint32))
+    torch.manual_seed(global_seed)
+    return StepRandom(np.random.default_rng(seq), torch.Generator().manual_seed(torch_seed))
+
+
+class AutocastForward(nn.Module):
+    """Runs the wrapped module under bf16 autocast (when enabled) and returns float32."""
+
+    def __init__(self, module: nn.Module, enabled: bool, device_type: str) -> None:
+        super().__init__()
+        self.module = module
+        self.enabled = enabled
+        self.device_type = device_type
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.enabled):
+            out = self.module(x)
+        return out.float()
+
+
+class _OnDevice(nn.Module):
+    """Lets the CPU-side validation helpers drive a model that lives on a GPU."""
+
+    def __init__(self, module: nn.Module, device: torch.device) -> None:
+        super().__init__()
+        self.module = module
+        self.device = device
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x.to(self.device)).float().cpu()
+
+
+def trainable(module: nn.Module) -> list[nn.Parameter]:
+    """Parameters that take gradients (frozen ones stay out of the optimiser and weight decay)."""
+    return [p for p in module.parameters() if p.requires_grad]
+
+
+@dataclass
+class ExperimentData:
+    """Studies split by study: labeled training, all training images, labeled validation."""
+
+    train_labeled: list[LoadedStudy]
+    train_unlabeled: list[LoadedStudy]
+    val: list[LoadedStudy]
+
+    @property
+    def train_all(self) -> list[LoadedStudy]:
+        return self.train_labeled + self.train_unlabeled
+
+
+def load_experiment_data(config: TrainConfig, *, with_unlabeled: bool = True) -> ExperimentData:
+    records = read_dataset_manifest(config.data.root)
+    train_records, val_records = split_studies(records, config.data.val_fraction, config.seed)
+    labeled = [load_study(r) for r in train_records if r.labeled]
+    unlabeled = [load_study(r) for r in train_records if not r.labeled] if with_unlabeled else []
+    val = [load_study(r) for r in val_records]
+    log.info(
+        "studies: %d labeled + %d unlabeled for training, %d for validation",
+        len(labeled),
+        len(unlabeled),
+        len(val),
+    )
+    return ExperimentData(labeled, unlabeled, val)
+
+
+@dataclass
+class StageTask:
+    """What one stage contributes to :func:`run_stage`.
+
+    ``step(step, rnd)`` runs one optimisation step (forward, backward, ``optimizer.step()``)
+    and returns its loss parts (at least ``loss``). ``extra`` modules (projection heads, the
+    TCSM teacher) are checkpointed with the stage. ``candidates()`` names the models validated
+    each epoch; the best one's weights go to ``best.pt``. Without it the stage is not
+    validated and ``best.pt`` holds its final weights.
+    """
+
+    name: str
+    model: SegmentationNet
+    optimizer: torch.optim.Optimizer
+    step: Callable[[int, StepRandom], dict[str, float]]
+    epochs: int
+    steps_per_epoch: int
+    extra: dict[str, nn.Module] = field(default_factory=dict)
+    candidates: Callable[[], list[tuple[str, nn.Module]]] | None = None
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+
+class StepBudget:
+    """At most ``max_steps`` optimisation steps in this call (None: no limit), across stages."""
+
+    def __init__(self, max_steps: int | None = None) -> None:
+        if max_steps is not None and max_steps < 0:
+            raise ValueError(f"Argument 'max_steps' must be >= 0 or None, got {max_steps}.")
+        self.left = max_steps
+
+    def exhausted(self) -> bool:
+        return self.left is not None and self.left <= 0
+
+    def spend(self) -> None:
+        if self.left is not None:
+            self.left -= 1
+
+
+@dataclass
+class StageResult:
+    """How a stage ended; ``finished`` is False when the step budget ran out first."""
+
+    name: str
+    directory: Path
+    finished: bool
+    global_step: int
+    total_steps: int
+    steps_run: int
+    epochs_run: int
+    final_loss: float
+    best_val_voldice: dict[str, float]
+    model_source: str
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.directory / BEST_CHECKPOINT
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.directory / LAST_CHECKPOINT
+
+
+def read_checkpoint(ctx: DistContext, path: Path) -> dict[str, Any] | None:
+    """Rank 0 reads ``path`` (None when absent) and every rank gets the same dict."""
+    state = None
+    if ctx.is_main and path.is_file():
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    return ctx.broadcast_object(state)
+
+
+def _open_writer(ctx: DistContext, config: TrainConfig, tb_dir: Path) -> Any:
+    if not (ctx.is_main and config.runtime.tensorboard):
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log.warning("TensorBoard logging is off: the 'tensorboard' package is not installed.")
+        return None
+    return SummaryWriter(log_dir=str(tb_dir))
+
+
+def _score(dice: dict[str, float]) -> float:
+    values = [v for v in dice.values() if math.isfinite(v)]
+    return float(np.mean(values)) if values else -math.inf
+
+
+def run_stage(
+    task: StageTask,
+    *,
+    config: TrainConfig,
+    directory: Path,
+    ctx: DistContext,
+    val_studies: list[LoadedStudy],
+    resume_state: dict[str, Any] | None = None,
+    budget: StepBudget | None = None,
+    progress: bool = True,
+    tb_dir: Path | None = None,
+) -> StageResult:
+    """Train ``task`` to its last step (or until ``budget`` runs out), resuming if asked."""
+    budget = budget or StepBudget()
+    spe, total, name = task.steps_per_epoch, task.total_steps, task.name
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        task.optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
+    )
+    step, best_score, best_dice, source, losses = 0, -math.inf, {}, "", []
+    final_loss = math.nan
+    if resume_state is not None:
+        final_loss = float(resume_state.get("final_loss", math.nan))
+        step = int(resume_state.get("global_step", (resume_state["epoch"] + 1) * spe))
+        best_score = float(resume_state.get("best_score", -math.inf))
+        best_dice, source = resume_state.get("best_dice", {}), resume_state.get("model_source", "")
+        if resume_state.get("finished", step >= total):
+            log.info("stage %s already finished (step %d); skipping it", name, step)
+            return StageResult(
+                name, directory, True, step, total, 0, 0, final_loss, best_dice, source
+            )
+        task.model.load_state_dict(resume_state["model"])
+        task.optimizer.load_state_dict(resume_state["optimizer"])
+        scheduler.load_state_dict(resume_state["scheduler"])
+        for key, module in task.extra.items():
+            module.load_state_dict(resume_state["extra"][key])
+        losses = list(resume_state.get("epoch_losses", []))
+        log.info("stage %s resumed at step %d/%d", name, step, total)
+
+    def save(path: Path, model_state: dict[str, Any] | None = None, full: bool = True) -> None:
+        if not ctx.is_main:
+            return
+        state: dict[str, Any] = {
+            "model": model_state if model_state is not None else task.model.state_dict(),
+            "config": config.to_dict(),
+            "stage": name,
+            "epoch": step // spe - 1,
+            "global_step": step,
+            "total_steps": total,
+            "finished": step >= total,
+            "best_score": best_score,
+            "best_dice": best_dice,
+            "model_source": source,
+            "final_loss": final_loss,
+        }
+        if full:
+            state.update(
+                optimizer=task.optimizer.state_dict(),
+                scheduler=scheduler.state_dict(),
+                extra={k: m.state_dict() for k, m in task.extra.items()},
+                epoch_losses=list(losses),
+            )
+        tmp = path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(path)  # atomic: an interrupted run never leaves a truncated checkpoint
+
+    if ctx.is_main:
+        directory.mkdir(parents=True, exist_ok=True)
+    writer = _open_writer(ctx, config, tb_dir or directory / "tensorboard")
+    mode = "a" if resume_state is not None else "w"  # a fresh start replaces old metrics
+    metrics = (directory / "metrics.jsonl").open(mode) if ctx.is_main else None
+    steps_run, epochs_run = 0, 0
+    every = config.runtime.checkpoint_every
+    try:
+        while step < total:
+            epoch = step // spe
+            bar = tqdm(
+                total=spe,
+                initial=step - epoch * spe,
+                leave=False,
+                desc=f"{name} epoch {epoch + 1}/{task.epochs}",
+                disable=not (progress and ctx.is_main),
+            )
+            while step < (epoch + 1) * spe:
+                if budget.exhausted():
+                    bar.close()
+                    if steps_run:
+                        save(directory / LAST_CHECKPOINT)
+                    log.info(
+                        "stage %s stopped at step %d/%d (step budget spent)", name, step, total
+                    )
+                    return StageResult(
+                        name,
+                        directory,
+                        False,
+                        step,
+                        total,
+                        steps_run,
+                        epochs_run,
+                        final_loss,
+                        best_dice,
+                        source,
+                    )
+                parts = task.step(step, step_random(config.seed, name, ctx.rank, step))
+                scheduler.step()
+                step, steps_run = step + 1, steps_run + 1
+                budget.spend()
+                losses.append(parts["loss"])
+                bar.update(1)
+                bar.set_postfix(loss=f"{parts['loss']:.3f}")
+                if writer is not None:
+                    for key, value in parts.items():
+                        writer.add_scalar(f"{name}/{key}", value, step)
+                    writer.add_scalar(f"{name}/lr", scheduler.get_last_lr()[0], step)
+                if every and step % every == 0 and step % spe:
+                    save(directory / LAST_CHECKPOINT)
+            bar.close()
+            final_loss, losses = float(np.mean(losses)), []
+            epochs_run += 1
+            record: dict[str, Any] = {"epoch": epoch + 1, "step": step, "loss": final_loss}
+            if ctx.is_main and task.candidates is not None:
+                scored = []
+                for label, module in task.candidates():
+                    dice = (
+                        validate_studies(
+                            _OnDevice(module, ctx.device),
+                            val_studies,
+                            slice_context=config.model.slice_context,
+                            input_size=config.model.input_size,
+                            class_names=config.model.class_names,
+                        )
+                        if val_studies
+                        else {}
+                    )
+                    score = _score(dice) if dice else -final_loss
+                    scored.append((score, label, dice, module))
+                    record[f"val_voldice_{label}" if label != "model" else "val_voldice"] = dice
+                    if writer is not None:
+                        for cls, value in dice.items():
+                            writer.add_scalar(f"{name}/val_{label}/{cls}", value, step)
+                top = max(scored, key=lambda s: s[0])  # first wins ties
+                if top[0] > best_score:
+                    best_score, _, best_dice, best_module = top
+                    source = top[1]
+                    save(directory / BEST_CHECKPOINT, best_module.state_dict(), full=False)
+                summary = " ".join(f"{k}={v:.3f}" for k, v in top[2].items()) or "n/a"
+            else:
+                summary = "n/a"
+                if task.candidates is None:
+                    source = "final"
+                    save(directory / BEST_CHECKPOINT, full=False)
+            save(directory / LAST_CHECKPOINT)
+            if metrics is not None:
+                metrics.write(json.dumps(record) + "\n")
+                metrics.flush()
+            if ctx.is_main:
+                message = (
+                    f"{name} epoch {epoch + 1}/{task.epochs} loss={final_loss:.4f} "
+                    f"val VolDice {summary}"
+                )
+                log.info(message)
+                if progress:
+                    tqdm.write(message)
+    finally:
+        if metrics is not None:
+            metrics.close()
+        if writer is not None:
+            writer.close()
+    return StageResult(
+        name, directory, True, step, total, steps_run, epochs_run, final_loss, best_dice, source
+    )
+
+
+def build_supervised_task(
+    config: TrainConfig, model: SegmentationNet, studies: list[LoadedStudy], ctx: DistContext
+) -> StageTask:
+    """Supervised stage: the configured loss (``optim.loss``) on labeled 2.5D slice batches."""
+    sampler = SliceBatchSampler(
+        studies,
+        slice_context=config.model.slice_context,
+        input_size=config.model.input_size,
+        lesion_oversampling=config.data.lesion_oversampling,
+        seed=config.seed,
+    )
+    opt = config.optim
+    net = ctx.wrap(AutocastForward(model, opt.bf16, ctx.device.type))
+    loss_fn = build_supervised_loss(opt.loss)
+    optimizer = torch.optim.AdamW(trainable(model), lr=opt.lr, weight_decay=opt.weight_decay)
+
+    def step(_: int, rnd: StepRandom) -> dict[str, float]:
+        sampler.rng = rnd.numpy
+        x, y = sampler.sample(opt.batch_size)
+        net.train()
+        loss = loss_fn(net(x.to(ctx.device)), y.to(ctx.device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return {"loss": float(loss.detach())}
+
+    return StageTask(
+        "supervised",
+        model,
+        optimizer,
+        step,
+        opt.epochs,
+        opt.steps_per_epoch,
+        candidates=lambda: [("model", model)],
+    )
 
 
 @dataclass
@@ -53,116 +442,42 @@ class TrainResult:
 def train_supervised(
     config: TrainConfig, *, resume: bool = False, progress: bool = True
 ) -> TrainResult:
-    """Train with the configured supervised loss; validate VolDice per class every epoch."""
+    """Train with the configured supervised loss; validate VolDice per class every epoch.
+
+    Checkpoints go straight into ``output_dir`` (``stages`` is ignored; see
+    ``training.stages.run_experiment`` for multi-stage runs).
+    """
     start_time = time.perf_counter()
-    seed_everything(config.seed)
-    if config.optim.num_threads > 0:
-        torch.set_num_threads(config.optim.num_threads)
-    out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(config, out / "config.yaml")
-
-    records = read_dataset_manifest(config.data.root)
-    train_records, val_records = split_studies(records, config.data.val_fraction, config.seed)
-    train_studies = [load_study(r) for r in train_records if r.labeled]
-    val_studies = [load_study(r) for r in val_records]
-    log.info("training on %d labeled studies, validating on %d", len(train_studies),
-             len(val_studies))
-    sampler = SliceBatchSampler(
-        train_studies,
-        slice_context=config.model.slice_context,
-        input_size=config.model.input_size,
-        lesion_oversampling=config.data.lesion_oversampling,
-        seed=config.seed,
-    )
-    model = build_network(config.model)
-    loss_fn = build_supervised_loss(config.optim.loss)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay
-    )
-    total_steps = config.optim.epochs * config.optim.steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps))
-    )
-    first_epoch, best_score, best_dice = 0, -1.0, {}
-    if resume and (out / LAST_CHECKPOINT).is_file():
-        state = torch.load(out / LAST_CHECKPOINT, map_location="cpu", weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        sampler.rng.bit_generator.state = state["sampler_rng"]
-        torch.set_rng_state(state["torch_rng"])
-        first_epoch, best_score, best_dice = state["epoch"] + 1, state["best_score"], state["best_dice"]
-        log.info("resumed from %s at epoch %d", out / LAST_CHECKPOINT, first_epoch)
-
-    metrics_log = (out / "metrics.jsonl").open("a")
-    loss_value = float("nan")
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.optim.bf16)
-    model.train()
-    for epoch in range(first_epoch, config.optim.epochs):
-        bar = tqdm(range(config.optim.steps_per_epoch), desc=f"epoch {epoch + 1}/{config.optim.epochs}",
-                   disable=not progress, leave=False)
-        running = []
-        for _ in bar:
-            x, y = sampler.sample(config.optim.batch_size)
-            with autocast:
-                logits = model(x)
-            loss = loss_fn(logits.float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            running.append(loss.item())
-            bar.set_postfix(loss=f"{running[-1]:.3f}")
-        loss_value = float(np.mean(running))
-        val = validate_studies(
-            model, val_studies, slice_context=config.model.slice_context,
-            input_size=config.model.input_size, class_names=config.model.class_names,
-        ) if val_studies else {}
-        score = float(np.nanmean(list(val.values()))) if val else -loss_value
-        record: dict[str, Any] = {"epoch": epoch + 1, "loss": loss_value, "val_voldice": val}
-        metrics_log.write(json.dumps(record) + "\n")
-        metrics_log.flush()
-        summary = " ".join(f"{k}={v:.3f}" for k, v in val.items())
-        log.info("epoch %d/%d loss=%.4f val VolDice: %s", epoch + 1, config.optim.epochs,
-                 loss_value, summary or "n/a")
-        if progress:
-            tqdm.write(f"epoch {epoch + 1}/{config.optim.epochs} loss={loss_value:.4f} "
-                       f"val VolDice {summary or 'n/a'}")
-        if score > best_score:
-            best_score, best_dice = score, val
-            _save(out / BEST_CHECKPOINT, model, optimizer, scheduler, sampler, epoch, best_score,
-                  best_dice, config)
-        _save(out / LAST_CHECKPOINT, model, optimizer, scheduler, sampler, epoch, best_score,
-              best_dice, config)
-    metrics_log.close()
+    ctx = init_distributed(config.runtime.backend, config.runtime.device)
+    try:
+        seed_everything(config.seed)
+        if config.optim.num_threads > 0:
+            torch.set_num_threads(config.optim.num_threads)
+        out = Path(config.output_dir)
+        if ctx.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            save_config(config, out / "config.yaml")
+        data = load_experiment_data(config, with_unlabeled=False)
+        model = build_network(config.model).to(ctx.device)
+        task = build_supervised_task(config, model, data.train_labeled, ctx)
+        state = read_checkpoint(ctx, out / LAST_CHECKPOINT) if resume else None
+        result = run_stage(
+            task,
+            config=config,
+            directory=out,
+            ctx=ctx,
+            val_studies=data.val,
+            resume_state=state,
+            progress=progress,
+            tb_dir=out / "tensorboard",
+        )
+    finally:
+        shutdown_distributed(ctx)
     return TrainResult(
         output_dir=out,
         best_checkpoint=out / BEST_CHECKPOINT,
-        best_val_voldice=best_dice,
-        final_loss=loss_value,
-        epochs_run=config.optim.epochs - first_epoch,
+        best_val_voldice=result.best_val_voldice,
+        final_loss=result.final_loss,
+        epochs_run=result.epochs_run,
         wall_seconds=time.perf_counter() - start_time,
     )
-
-
-def _save(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-          scheduler: Any, sampler: SliceBatchSampler, epoch: int, best_score: float,
-          best_dice: dict[str, float], config: TrainConfig) -> None:
-    """Write atomically so an interrupted run never leaves a truncated checkpoint."""
-    tmp = path.with_suffix(".tmp")
-    torch.save(
-        {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "sampler_rng": sampler.rng.bit_generator.state,
-            "torch_rng": torch.get_rng_state(),
-            "epoch": epoch,
-            "best_score": best_score,
-            "best_dice": best_dice,
-            "config": config.to_dict(),
-        },
-        tmp,
-    )
-    tmp.replace(path)

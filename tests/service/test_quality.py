@@ -111,7 +111,9 @@ def test_continuous_dice_equals_dice_for_binary_inputs():
 
 
 def test_continuous_dice_rejects_values_outside_unit_interval():
-    with pytest.raises(ValueError, match=r"'prob' must hold values in \[0, 1\], got range \[0, 1.5\]"):
+    with pytest.raises(
+        ValueError, match=r"'prob' must hold values in \[0, 1\], got range \[0, 1.5\]"
+    ):
         continuous_dice(np.array([0.0, 1.5]), np.array([1.0, 0.0]))
 
 

@@ -1,0 +1,267 @@
+"""The SegmentationService servicer: a thin adapter between gRPC and ``StudyPipeline``.
+
+It receives and validates the upload (``service.grpc_api.upload``), runs ``segment`` on a study
+thread while relaying its progress, and streams back the SEG and a summary. Status codes are
+picked only by ``service.grpc_errors.status_for``; the pipeline is duck-typed (``manifest``,
+``provider``, ``segment``) so this module does not import the heavy inference stack.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
+from typing import Any
+
+import grpc
+
+from service.errors import ServiceNotReadyError
+from service.grpc_api import segmentation_pb2 as pb2
+from service.grpc_api import segmentation_pb2_grpc as pb2_grpc
+from service.grpc_api.upload import UploadReceiver
+from service.grpc_errors import (
+    ResourceLimitError,
+    UnsupportedRequestError,
+    log_failure,
+    status_for,
+)
+from service.metrics import ServiceMetrics
+from service.settings import ServiceSettings
+
+logger = logging.getLogger(__name__)
+
+#: Pipeline stage names -> the progress stages of the API.
+PROGRESS_STAGES = {
+    "parse": "parsing",
+    "volume": "parsing",
+    "inference": "inference",
+    "seg_write": "writing",
+}
+_SEG_TYPES = {
+    pb2.SEGMENTATION_TYPE_UNSPECIFIED: "BINARY",
+    pb2.SEGMENTATION_TYPE_BINARY: "BINARY",
+    pb2.SEGMENTATION_TYPE_LABELMAP: "LABELMAP",
+}
+_PROGRESS_STEP = 0.05
+
+
+class ServingState:
+    """The loaded pipeline, or why there is none; shared by servicer and RunningServer."""
+
+    def __init__(self) -> None:
+        self.pipeline: Any = None
+        self.load_error: BaseException | None = None
+        self.settled = threading.Event()
+
+    def require(self) -> Any:
+        if self.pipeline is None:
+            if self.load_error is not None:
+                raise ServiceNotReadyError(
+                    "The server has no model: loading it failed (the server log says why)."
+                )
+            raise ServiceNotReadyError("The server is not ready: the model is still loading.")
+        return self.pipeline
+
+
+def _progress(stage: str, fraction: float) -> pb2.SegmentStudyResponse:
+    return pb2.SegmentStudyResponse(progress=pb2.Progress(stage=stage, fraction=fraction))
+
+
+class SegmentationServicer(pb2_grpc.SegmentationServiceServicer):
+    """Thin adapter: every method runs under :meth:`_guard`, the one place errors are mapped."""
+
+    def __init__(
+        self, settings: ServiceSettings, metrics: ServiceMetrics, state: ServingState
+    ) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self._state = state
+        self._slots = threading.BoundedSemaphore(settings.max_concurrent_studies)
+        self._studies = ThreadPoolExecutor(
+            settings.max_concurrent_studies, thread_name_prefix="pulmoseg-study"
+        )
+
+    def shutdown(self) -> None:
+        self._studies.shutdown(wait=False, cancel_futures=True)
+
+    # -- error mapping and request metrics ---------------------------------------------------
+    def _abort(self, method: str, exc: Exception, context: grpc.ServicerContext) -> grpc.StatusCode:
+        """Log ``exc`` and return the code it ends the call with (for the metrics)."""
+        code, _ = status_for(exc)
+        if not context.is_active():
+            # The client cancelled or its deadline passed; whatever failed afterwards (the pipeline
+            # noticing, or gRPC's request iterator raising) is a consequence, not a server fault.
+            remaining = context.time_remaining()
+            expired = remaining is not None and remaining <= 0
+            code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+            logger.info("%s ended early: %s (%s)", method, code.name, type(exc).__name__)
+            return code
+        log_failure(method, exc, code)
+        return code
+
+    def GetModelInfo(
+        self, request: pb2.GetModelInfoRequest, context: grpc.ServicerContext
+    ) -> pb2.ModelInfo:
+        code = grpc.StatusCode.OK
+        try:
+            return self._model_info(self._state.require())
+        except Exception as exc:
+            code = self._abort("GetModelInfo", exc, context)
+            context.abort(code, status_for(exc)[1])
+        finally:
+            self._metrics.record_request("GetModelInfo", code.name)
+
+    def SegmentStudy(
+        self, request_iterator: Iterator[pb2.SegmentStudyRequest], context: grpc.ServicerContext
+    ) -> Iterator[pb2.SegmentStudyResponse]:
+        code = grpc.StatusCode.OK
+        try:
+            yield from self._segment_study(request_iterator, context)
+        except GeneratorExit:  # gRPC closed the stream: the client went away
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception as exc:
+            code = self._abort("SegmentStudy", exc, context)
+            context.abort(code, status_for(exc)[1])
+        finally:
+            self._metrics.record_request("SegmentStudy", code.name)
+
+    # -- the work ------------------------------------------------------------------------------
+    def _model_info(self, pipeline: Any) -> pb2.ModelInfo:
+        m = pipeline.manifest
+        classes = [
+            pb2.ClassInfo(
+                index=c.index,
+                name=c.name,
+                category=pb2.CodedConcept(
+                    scheme=c.category.scheme, value=c.category.value, meaning=c.category.meaning
+                ),
+                property_type=pb2.CodedConcept(
+                    scheme=c.property_type.scheme,
+                    value=c.property_type.value,
+                    meaning=c.property_type.meaning,
+                ),
+                color=pb2.Color(r=c.color_rgb[0], g=c.color_rgb[1], b=c.color_rgb[2]),
+            )
+            for c in m.classes
+        ]
+        return pb2.ModelInfo(
+            name=m.name,
+            version=m.version,
+            provider=pipeline.provider,
+            classes=classes,
+            slice_context=m.slice_context,
+            hu_window=pb2.HuWindow(min=m.hu_window[0], max=m.hu_window[1]),
+            validation_voldice=m.validation_voldice,
+            input_size=pb2.InputSize(rows=m.input_size[0], columns=m.input_size[1]),
+            orientation=m.orientation,
+        )
+
+    def _segment_study(
+        self, requests: Iterator[pb2.SegmentStudyRequest], context: grpc.ServicerContext
+    ) -> Iterator[pb2.SegmentStudyResponse]:
+        pipeline = self._state.require()
+        if not self._slots.acquire(blocking=False):
+            n = self._settings.max_concurrent_studies
+            raise ResourceLimitError(
+                f"The server is busy: {n} studies are in progress (max_concurrent_studies={n}); "
+                "retry later."
+            )
+        self._metrics.in_progress.inc()
+        started = time.perf_counter()
+        try:
+            receiver = UploadReceiver(self._settings.max_upload_bytes)
+            sent = 0.0
+            for request in requests:
+                before = receiver.total_bytes
+                completed = receiver.add(request)
+                self._metrics.record_upload(receiver.total_bytes - before)
+                header = receiver.header
+                if completed and header is not None and header.expected_instance_count:
+                    fraction = min(len(receiver.instances) / header.expected_instance_count, 1.0)
+                    if fraction - sent >= _PROGRESS_STEP:
+                        sent = fraction
+                        yield _progress("receiving", fraction)
+            upload = receiver.finish()
+            if sent < 1.0:
+                yield _progress("receiving", 1.0)
+            seg_type = _SEG_TYPES.get(upload.header.segmentation_type)
+            if seg_type is None:
+                raise UnsupportedRequestError(
+                    f"segmentation_type {upload.header.segmentation_type} is not supported; "
+                    "use SEGMENTATION_TYPE_BINARY or SEGMENTATION_TYPE_LABELMAP."
+                )
+            client = upload.header.client_name or "unnamed client"
+            logger.info(
+                "study received from %s: %d instances, %d bytes",
+                client,
+                len(upload.instances),
+                upload.total_bytes,
+            )
+            result = yield from self._run_pipeline(pipeline, upload.instances, seg_type, context)
+            seg = result.seg_bytes
+            step = self._settings.chunk_bytes
+            for offset in range(0, len(seg), step):
+                yield pb2.SegmentStudyResponse(
+                    seg_chunk=pb2.SegChunk(data=seg[offset : offset + step], offset=offset)
+                )
+            total = time.perf_counter() - started
+            stage_seconds = {k: float(v) for k, v in result.timings.items()}
+            stage_seconds.setdefault("total", total)
+            yield pb2.SegmentStudyResponse(
+                summary=pb2.StudySummary(
+                    study_uid_hash=result.study_uid_hash,
+                    class_volumes_ml=result.class_volumes_ml,
+                    num_instances=result.num_instances,
+                    model_name=pipeline.manifest.name,
+                    model_version=pipeline.manifest.version,
+                    provider=pipeline.provider,
+                    stage_seconds=stage_seconds,
+                    seg_size_bytes=len(seg),
+                    seg_sha256=hashlib.sha256(seg).hexdigest(),
+                )
+            )
+            self._metrics.record_study(total, result.timings)
+            logger.info(
+                "study %s answered: %d instances, %.2f s, provider %s",
+                result.study_uid_hash,
+                result.num_instances,
+                total,
+                pipeline.provider,
+            )
+        finally:
+            self._metrics.in_progress.dec()
+            self._slots.release()
+
+    def _run_pipeline(
+        self, pipeline: Any, instances: list[bytes], seg_type: str, context: grpc.ServicerContext
+    ) -> Iterator[pb2.SegmentStudyResponse]:
+        """Run ``segment`` on a study thread and relay its progress; returns the StudyResult."""
+        events: queue.SimpleQueue[tuple[str, float]] = queue.SimpleQueue()
+        future = self._studies.submit(
+            pipeline.segment,
+            instances,
+            segmentation_type=seg_type,
+            on_progress=lambda stage, fraction: events.put((stage, fraction)),
+            is_cancelled=lambda: not context.is_active(),
+        )
+        last: tuple[str, float] = ("", -1.0)
+        try:
+            while not (future.done() and events.empty()):
+                try:
+                    stage, fraction = events.get(timeout=0.05)
+                except queue.Empty:
+                    continue
+                name = PROGRESS_STAGES.get(stage, stage)
+                if name != last[0] or fraction - last[1] >= _PROGRESS_STEP or fraction >= 1.0:
+                    last = (name, fraction)
+                    yield _progress(name, float(fraction))
+            return future.result()
+        finally:
+            # Keep the study slot until the pipeline has really stopped (it polls is_cancelled).
+            wait_futures([future])

@@ -1,0 +1,271 @@
+"""DICOM-SEG writer: round trip through highdicom, references, codes, and dciodvfy."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+from pydicom.uid import JPEG2000Lossless, generate_uid
+
+from service.manifest import DEFAULT_CLASSES, ModelManifest
+from service.seg_writer import build_segmentation, segmentation_to_bytes
+from service.volume import CTVolume, series_to_volume
+
+try:
+    from training.phantom_io import write_ct_series
+except ImportError:  # the phantom writer lands separately; this keeps the tests runnable
+    write_ct_series = None
+
+SPACING = (2.5, 0.75, 0.8)
+SHAPE = (6, 32, 36)
+
+
+def _fallback_write_ct_series(
+    hu, spacing_zyx, out_dir, *, study_uid, series_uid, patient_name, patient_id, seed
+):
+    """Minimal single-frame CT series (int16 + intercept -1024), axial, z ascending."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    frame_uid = generate_uid(entropy_srcs=[series_uid, "frame", str(seed)])
+    paths = []
+    for k in range(hu.shape[0]):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CTImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[series_uid, str(k)])
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = pydicom.FileDataset(None, Dataset(), file_meta=meta, preamble=b"\0" * 128)
+        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+        ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = (
+            patient_name,
+            patient_id,
+            "",
+            "O",
+        )
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
+        ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber = "20240101", "120000", "1", ""
+        ds.ReferringPhysicianName = ""
+        ds.Modality, ds.SeriesNumber, ds.InstanceNumber, ds.Manufacturer = "CT", 1, k + 1, "test"
+        ds.FrameOfReferenceUID, ds.PositionReferenceIndicator = frame_uid, ""
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.ImagePositionPatient = [-100.0, -120.0, 10.0 + k * spacing_zyx[0]]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.PixelSpacing = [spacing_zyx[1], spacing_zyx[2]]
+        ds.SliceThickness, ds.KVP, ds.AcquisitionNumber = spacing_zyx[0], "120", 1
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.Rows, ds.Columns = hu.shape[1:]
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = -1024, 1, "HU"
+        ds.PixelData = np.round(hu[k] + 1024).astype(np.int16).tobytes()
+        path = out / f"{k:04d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def volume(tmp_path_factory) -> CTVolume:
+    writer = write_ct_series or _fallback_write_ct_series
+    hu = np.random.default_rng(0).integers(-1000, 400, SHAPE).astype(np.float32)
+    paths = writer(
+        hu,
+        SPACING,
+        tmp_path_factory.mktemp("ct"),
+        study_uid=generate_uid(),
+        series_uid=generate_uid(),
+        patient_name="Phantom^Seg",
+        patient_id="PS0001",
+        seed=0,
+    )
+    return series_to_volume([pydicom.dcmread(p) for p in reversed(paths)])
+
+
+@pytest.fixture(scope="module")
+def manifest() -> ModelManifest:
+    return ModelManifest(
+        name="pulmoseg-test-net",
+        version="1.2.0",
+        classes=list(DEFAULT_CLASSES),
+        slice_context=3,
+        hu_window=(-1000.0, 200.0),
+        input_size=(32, 36),
+    )
+
+
+def lesion_labels(shape=SHAPE) -> np.ndarray:
+    """Lung in slices 1-4, GGO inside it on slices 2-3; no consolidation (an empty class)."""
+    labels = np.zeros(shape, dtype=np.uint8)
+    labels[1:5, 4:28, 3:30] = 1
+    labels[2:4, 10:16, 8:20] = 2
+    return labels
+
+
+def read_back(seg: hd.seg.Segmentation, volume: CTVolume) -> tuple[pydicom.Dataset, np.ndarray]:
+    data = segmentation_to_bytes(seg)
+    dataset = pydicom.dcmread(io.BytesIO(data))
+    parsed = hd.seg.Segmentation.from_dataset(dataset)
+    uids = [ds.SOPInstanceUID for ds in volume.datasets]
+    labels = parsed.get_pixels_by_source_instance(uids, combine_segments=True, relabel=False)
+    return dataset, labels
+
+
+def dciodvfy_errors(data: bytes, tmp_path: Path) -> list[str]:
+    if shutil.which("dciodvfy") is None:
+        pytest.fail("dciodvfy is not installed: run scripts/setup.sh (Debian dicom3tools)")
+    path = tmp_path / "seg.dcm"
+    path.write_bytes(data)
+    result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+    lines = (result.stdout + result.stderr).splitlines()
+    return [line for line in lines if line.startswith("Error")]
+
+
+@pytest.mark.parametrize("labels_kind", ["lesions", "all-background", "random"])
+def test_binary_round_trip_and_dciodvfy_clean(volume, manifest, tmp_path, labels_kind):
+    if labels_kind == "lesions":
+        labels = lesion_labels()
+    elif labels_kind == "all-background":
+        labels = np.zeros(SHAPE, dtype=np.uint8)
+    else:
+        labels = np.random.default_rng(5).integers(0, 4, SHAPE).astype(np.uint8)
+    seg = build_segmentation(volume, labels, manifest, software_version="0.1.0")
+    dataset, back = read_back(seg, volume)
+    np.testing.assert_array_equal(back, labels)
+    assert dataset.SegmentationType == "BINARY"
+    assert dciodvfy_errors(segmentation_to_bytes(seg), tmp_path) == []
+
+
+def test_every_foreground_class_is_a_segment_with_manifest_codes(volume, manifest):
+    seg = build_segmentation(volume, lesion_labels(), manifest, software_version="0.1.0")
+    segments = seg.SegmentSequence
+    assert [s.SegmentNumber for s in segments] == [1, 2, 3]
+    assert [s.SegmentLabel for s in segments] == ["lung", "ggo", "consolidation"]
+    ggo = segments[1]
+    assert ggo.SegmentedPropertyTypeCodeSequence[0].CodeValue == "112120"
+    assert ggo.SegmentedPropertyTypeCodeSequence[0].CodingSchemeDesignator == "DCM"
+    assert ggo.SegmentedPropertyCategoryCodeSequence[0].CodeValue == "49755003"
+    assert segments[0].SegmentedPropertyTypeCodeSequence[0].CodeValue == "39607008"
+    assert ggo.SegmentAlgorithmType == "AUTOMATIC"
+    algorithm = ggo.SegmentationAlgorithmIdentificationSequence[0]
+    assert algorithm.AlgorithmName == "pulmoseg-test-net"
+    assert algorithm.AlgorithmVersion == "1.2.0"
+    assert algorithm.AlgorithmFamilyCodeSequence[0].CodeMeaning == "Artificial Intelligence"
+    lab = hd.color.CIELabColor.from_rgb(241, 214, 145)
+    assert list(ggo.RecommendedDisplayCIELabValue) == list(lab.value)
+    # The empty consolidation class has no frames; frames exist for lung and GGO slices only.
+    numbers = [
+        f.SegmentIdentificationSequence[0].ReferencedSegmentNumber
+        for f in seg.PerFrameFunctionalGroupsSequence
+    ]
+    assert sorted(set(numbers)) == [1, 2]
+    assert seg.NumberOfFrames == 4 + 2
+
+
+def test_series_attributes_and_references(volume, manifest):
+    seg = build_segmentation(
+        volume,
+        lesion_labels(),
+        manifest,
+        software_version="0.1.0",
+        series_number=301,
+        instance_number=2,
+    )
+    source = volume.datasets[0]
+    assert seg.SeriesDescription == "pulmoseg pulmoseg-test-net 1.2.0"
+    assert seg.ContentLabel == "PULMOSEG"
+    assert (seg.SeriesNumber, seg.InstanceNumber) == (301, 2)
+    assert seg.Manufacturer == "pulmoseg"
+    assert seg.SoftwareVersions == "0.1.0"
+    assert seg.StudyInstanceUID == source.StudyInstanceUID
+    assert seg.FrameOfReferenceUID == source.FrameOfReferenceUID
+    assert seg.SeriesInstanceUID != source.SeriesInstanceUID
+    referenced = seg.ReferencedSeriesSequence[0]
+    assert referenced.SeriesInstanceUID == source.SeriesInstanceUID
+    assert {r.ReferencedSOPInstanceUID for r in referenced.ReferencedInstanceSequence} == {
+        ds.SOPInstanceUID for ds in volume.datasets
+    }
+
+
+def test_labelmap_round_trip(volume, manifest, tmp_path):
+    labels = np.random.default_rng(9).integers(0, 4, SHAPE).astype(np.uint8)
+    seg = build_segmentation(
+        volume, labels, manifest, software_version="0.1.0", segmentation_type="labelmap"
+    )
+    dataset, back = read_back(seg, volume)
+    np.testing.assert_array_equal(back, labels)
+    assert dataset.SegmentationType == "LABELMAP"
+    assert dataset.SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.7"
+    assert [s.SegmentLabel for s in dataset.SegmentSequence] == [
+        "Background",
+        "lung",
+        "ggo",
+        "consolidation",
+    ]
+    errors = dciodvfy_errors(segmentation_to_bytes(seg), tmp_path)
+    if any("Information Object Not found" in e for e in errors):
+        # dicom3tools before the 2024 Label Map Segmentation IOD cannot validate this SOP class;
+        # everything it does report must stem from not knowing the IOD.
+        known_gaps = (
+            "Information Object Not found",
+            "SegmentNumber of 0",
+            "Element=<Laterality> Module=<GeneralSeries>",
+            "Element=<PatientPosition> Module=<GeneralSeries>",
+        )
+        assert [e for e in errors if not any(gap in e for gap in known_gaps)] == []
+    else:
+        assert errors == []
+
+
+def test_compressed_binary_transfer_syntax(volume, manifest, tmp_path):
+    pytest.importorskip("openjpeg", reason="pylibjpeg-openjpeg encodes JPEG 2000")
+    labels = lesion_labels()
+    seg = build_segmentation(
+        volume, labels, manifest, software_version="0.1.0", transfer_syntax_uid=JPEG2000Lossless
+    )
+    dataset, back = read_back(seg, volume)
+    assert dataset.file_meta.TransferSyntaxUID == JPEG2000Lossless
+    np.testing.assert_array_equal(back, labels)
+    assert dciodvfy_errors(segmentation_to_bytes(seg), tmp_path) == []
+
+
+def test_segmentation_to_bytes_is_part10(volume, manifest):
+    data = segmentation_to_bytes(
+        build_segmentation(volume, lesion_labels(), manifest, software_version="0.1.0")
+    )
+    assert data[128:132] == b"DICM"
+
+
+def test_rejects_bad_labels_and_options(volume, manifest):
+    with pytest.raises(
+        ValueError,
+        match=r"'labels' must have the volume's shape \(z, y, x\) "
+        r"\(6, 32, 36\), got \(6, 32, 35\)",
+    ):
+        build_segmentation(volume, np.zeros((6, 32, 35), np.uint8), manifest, software_version="1")
+    bad = lesion_labels()
+    bad[0, 0, 0] = 4
+    with pytest.raises(
+        ValueError,
+        match=r"class indices 0..3 of the manifest, got values in "
+        r"\[0, 4\]",
+    ):
+        build_segmentation(volume, bad, manifest, software_version="1")
+    with pytest.raises(TypeError, match="'labels' must hold integer class indices, got float32"):
+        build_segmentation(volume, bad.astype(np.float32), manifest, software_version="1")
+    with pytest.raises(ValueError, match="Did you mean 'BINARY'"):
+        build_segmentation(
+            volume, lesion_labels(), manifest, software_version="1", segmentation_type="binarry"
+        )
+    with pytest.raises(ValueError, match="got 'FRACTIONAL'"):
+        build_segmentation(
+            volume, lesion_labels(), manifest, software_version="1", segmentation_type="FRACTIONAL"
+        )
+    with pytest.raises(ValueError, match="'software_version' must be a non-empty string"):
+        build_segmentation(volume, lesion_labels(), manifest, software_version="")

@@ -1,0 +1,404 @@
+"""Evaluate an exported ONNX model on labeled data, exactly as the service would run it.
+
+Only the ONNX file and the service's inference code (:class:`service.inference.OnnxSegmenter`)
+are used — never a training network — so the numbers describe the artefact that ships.
+Classes are matched by *name* between the model manifest and the dataset, because datasets
+number their labels differently (phantom: 0 bg/1 lung/2 ggo/3 consolidation; COVID-SemiSeg
+masks: 0 bg/1 ggo/2 consolidation). Lesion classes are also scored together as "infection".
+
+Metrics per item (empty reference and empty prediction agree: Dice 1.0, as in
+``service.quality``): 3D studies get mean slice Dice (``dice``), VolDice (``vol_dice``) and
+continuous Dice (``cdice``); 2D slices get Dice and continuous Dice. Items are aggregated as
+mean ± sample standard deviation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.quality import continuous_dice, dice, mean_slice_dice
+
+log = logging.getLogger(__name__)
+
+#: Classes that make up the "infection" aggregate.
+LESION_CLASSES: tuple[str, ...] = ("ggo", "consolidation")
+INFECTION = "infection"
+BACKGROUND = "background"
+#: Label names of 3D datasets whose manifest does not list its classes (the phantom scheme).
+DEFAULT_VOLUME_CLASSES: tuple[str, ...] = ("background", "lung", "ggo", "consolidation")
+#: Mask names of 2D slice folders by default (COVID-SemiSeg).
+DEFAULT_MASK_CLASSES: tuple[str, ...] = ("background", "ggo", "consolidation")
+METRICS: tuple[str, ...] = ("dice", "vol_dice", "cdice")
+SPLITS = ("all", "train", "val")
+
+
+@dataclass
+class ItemMetrics:
+    """Scores of one study (3D) or slice (2D), keyed by class name."""
+
+    item: str
+    kind: str
+    dice: dict[str, float]
+    cdice: dict[str, float]
+    vol_dice: dict[str, float] = field(default_factory=dict)
+    reference_voxels: dict[str, int] = field(default_factory=dict)
+    predicted_voxels: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class EvaluationReport:
+    """Items plus ``summary[metric][class]`` = mean, sd (None when n < 2), n, n_absent."""
+
+    model_path: str
+    model_name: str
+    model_version: str
+    provider: str
+    source: str
+    kind: str
+    split: str
+    classes: list[str]
+    items: list[ItemMetrics]
+    summary: dict[str, dict[str, dict[str, float | int | None]]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def write_json(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+    def format_table(self, *, per_item: bool = False) -> str:
+        """Plain-text table: one row per class, one column per metric (mean ± sd)."""
+        metrics = [m for m in METRICS if self.summary.get(m)]
+        width = max(len(c) for c in [*self.classes, "class"]) + 2
+        lines = [
+            f"{self.model_name} {self.model_version} on {len(self.items)} {self.kind} item(s) "
+            f"of {self.source} (split: {self.split}; provider: {self.provider})",
+            "class".ljust(width) + "".join(m.rjust(18) for m in metrics),
+        ]
+        for name in self.classes:
+            cells = []
+            for m in metrics:
+                s = self.summary[m][name]
+                sd = "" if s["sd"] is None else f" ± {s['sd']:.3f}"
+                cells.append(f"{s['mean']:.3f}{sd}".rjust(18))
+            lines.append(name.ljust(width) + "".join(cells))
+        if per_item:
+            lines.append("")
+            lines.append(
+                "item".ljust(24)
+                + "".join(f"{m}:{c}".rjust(22) for m in metrics for c in self.classes)
+            )
+            for it in self.items:
+                values = [getattr(it, m)[c] for m in metrics for c in self.classes]
+                lines.append(it.item[:23].ljust(24) + "".join(f"{v:.3f}".rjust(22) for v in values))
+        return "\n".join(lines)
+
+
+def _dataset_classes(
+    mask_mapping: Sequence[str] | Mapping[int, str] | None, default: Sequence[str]
+) -> dict[int, str]:
+    """Raw label value → class name (a sequence lists names by raw value)."""
+    if mask_mapping is None:
+        mask_mapping = default
+    if isinstance(mask_mapping, str):
+        raise TypeError(
+            "Argument 'mask_mapping' must be a sequence of class names or a {value: name} "
+            f"mapping, got the string {mask_mapping!r}; split it by commas first."
+        )
+    if isinstance(mask_mapping, Mapping):
+        pairs = {int(k): str(v) for k, v in mask_mapping.items()}
+    else:
+        pairs = {i: str(v) for i, v in enumerate(mask_mapping)}
+    if BACKGROUND not in pairs.values():
+        raise ValueError(f"Argument 'mask_mapping' must name a '{BACKGROUND}' class, got {pairs}.")
+    return pairs
+
+
+def _model_indices(
+    model_classes: Sequence[str], dataset: Mapping[int, str], model_path: Path
+) -> dict[str, int]:
+    missing = sorted({n for n in dataset.values() if n not in model_classes})
+    if missing:
+        raise ValueError(
+            f"Model '{model_path}' has no class {missing} that the dataset labels; the model's "
+            f"classes are {list(model_classes)} (set the dataset's names with --mask-classes)."
+        )
+    return {name: list(model_classes).index(name) for name in dataset.values()}
+
+
+def parse_mask_classes(text: str) -> list[str]:
+    """``"background,ggo,consolidation"`` → names by raw mask value."""
+    names = [t.strip() for t in text.split(",")]
+    if len(names) < 2 or any(not n for n in names) or len(set(names)) != len(names):
+        raise ValueError(
+            f"Argument '--mask-classes' must list distinct class names separated by commas "
+            f"(value 0 first), got {text!r}."
+        )
+    return names
+
+
+class _Scorer:
+    """Turns (probabilities, reference) into per-class scores in the dataset's name space."""
+
+    def __init__(self, model_index: Mapping[str, int], dataset: Mapping[int, str]) -> None:
+        self.names = [n for n in dict.fromkeys(dataset.values()) if n != BACKGROUND]
+        self.raw_values = {n: [v for v, m in dataset.items() if m == n] for n in self.names}
+        self.model_index = dict(model_index)
+        self.lesions = [n for n in self.names if n in LESION_CLASSES]
+        self.classes = self.names + ([INFECTION] if self.lesions else [])
+        self.known_values = sorted(dataset)
+
+    def check_reference(self, ref: np.ndarray, item: str) -> None:
+        unknown = np.setdiff1d(np.unique(ref), self.known_values)
+        if unknown.size:
+            raise ValueError(
+                f"Reference of '{item}' holds label values {unknown.tolist()} that the dataset's "
+                f"classes do not name (named: {self.known_values})."
+            )
+
+    def masks(self, probs: np.ndarray, pred: np.ndarray, ref: np.ndarray):
+        for name in self.classes:
+            members = self.lesions if name == INFECTION else [name]
+            model_idx = [self.model_index[m] for m in members]
+            raw = [v for m in members for v in self.raw_values[m]]
+            prob = np.clip(probs[model_idx].sum(axis=0), 0.0, 1.0)
+            yield name, np.isin(pred, model_idx), np.isin(ref, raw), prob
+
+    def score(self, item: str, kind: str, probs: np.ndarray, ref: np.ndarray) -> ItemMetrics:
+        pred = probs.argmax(axis=0)
+        result = ItemMetrics(item=item, kind=kind, dice={}, cdice={})
+        for name, pm, rm, prob in self.masks(probs, pred, ref):
+            if kind == "3d":
+                result.dice[name] = mean_slice_dice(pm.astype(np.uint8), rm.astype(np.uint8), 1)
+                result.vol_dice[name] = dice(pm, rm)
+            else:
+                result.dice[name] = dice(pm, rm)
+            result.cdice[name] = continuous_dice(prob, rm.astype(np.float32))
+            result.reference_voxels[name] = int(rm.sum())
+            result.predicted_voxels[name] = int(pm.sum())
+        return result
+
+
+def _summarise(items: Sequence[ItemMetrics], classes: Sequence[str]):
+    summary: dict[str, dict[str, dict[str, float | int | None]]] = {}
+    for metric in METRICS:
+        per_class = {}
+        for name in classes:
+            values = [getattr(it, metric)[name] for it in items if name in getattr(it, metric)]
+            if not values:
+                continue
+            arr = np.asarray(values, dtype=np.float64)
+            per_class[name] = {
+                "mean": float(arr.mean()),
+                "sd": float(arr.std(ddof=1)) if arr.size > 1 else None,
+                "n": int(arr.size),
+                # Items without this class in the reference score Dice 1.0 if none predicted.
+                "n_absent": sum(1 for it in items if it.reference_voxels.get(name) == 0),
+            }
+        if per_class:
+            summary[metric] = per_class
+    return summary
+
+
+def _check_split(split: str | None) -> str:
+    split = "all" if split is None else split
+    if split not in SPLITS:
+        raise ValueError(f"Argument 'split' must be one of {list(SPLITS)}, got {split!r}.")
+    return split
+
+
+def _volume_items(root: Path, split: str, val_fraction: float, seed: int):
+    """(study id, image path, label path) of the chosen studies that have a label file.
+
+    ``val``/``train`` reproduce training's study split (``split_studies``, same fraction and
+    seed); label files of studies marked unlabeled for training still count for evaluation.
+    """
+    from training.datasets import read_dataset_manifest, split_studies
+
+    records = read_dataset_manifest(root)
+    if split != "all":
+        train, val = split_studies(records, val_fraction, seed)
+        records = val if split == "val" else train
+    raw = json.loads((root / "manifest.json").read_text())
+    labels = {str(s["id"]): s.get("label") for s in raw["studies"] if isinstance(s, dict)}
+    items = [
+        (r.study_id, r.image_path, root / labels[r.study_id])
+        for r in records
+        if labels.get(r.study_id)
+    ]
+    if not items:
+        raise ValueError(f"Dataset '{root}' has no study with a label file in split '{split}'.")
+    return items
+
+
+def _manifest_class_names(root: Path) -> dict[int, str] | None:
+    raw = json.loads((root / "manifest.json").read_text())
+    classes = raw.get("classes") if isinstance(raw, dict) else None
+    if isinstance(classes, dict) and classes:
+        return {int(k): str(v) for k, v in classes.items()}
+    return None
+
+
+def evaluate_model(
+    model_path: str | Path,
+    *,
+    dataset_root: str | Path | None = None,
+    images: str | Path | None = None,
+    masks: str | Path | None = None,
+    mask_mapping: Sequence[str] | Mapping[int, str] | None = None,
+    split: str | None = None,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+) -> EvaluationReport:
+    """Score ``model_path`` on a 3D dataset (``dataset_root``) or a 2D slice folder pair.
+
+    ``mask_mapping`` names the dataset's label values (a list by value, or {value: name});
+    default: the 3D manifest's ``classes`` (else the phantom scheme) or COVID-SemiSeg's names
+    for 2D. ``split`` (``all``/``train``/``val``; None = all) selects a study split like
+    training's or a group split of the slices (``split_by_group``) with ``val_fraction``/``seed``.
+    """
+    from service.inference import OnnxSegmenter
+
+    split = _check_split(split)
+    if (dataset_root is None) == (images is None):
+        raise ValueError(
+            "Pass either 'dataset_root' (a 3D dataset with manifest.json) or 'images' and "
+            "'masks' (2D slice folders), not both or neither."
+        )
+    if images is not None and masks is None:
+        raise ValueError(
+            f"Argument 'masks' is required with 'images' ({images}): evaluation needs masks."
+        )
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise FileNotFoundError(f"Model file '{model_path}' does not exist.")
+
+    if dataset_root is not None:
+        root = Path(dataset_root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"Dataset folder '{root}' does not exist.")
+        if mask_mapping is None:
+            mask_mapping = _manifest_class_names(root) or DEFAULT_VOLUME_CLASSES
+        dataset = _dataset_classes(mask_mapping, DEFAULT_VOLUME_CLASSES)
+        source, kind = str(root), "3d"
+    else:
+        dataset = _dataset_classes(mask_mapping, DEFAULT_MASK_CLASSES)
+        source, kind = str(images), "2d"
+
+    segmenter = OnnxSegmenter(model_path)
+    manifest = segmenter.manifest
+    model_names = [c.name for c in manifest.classes]
+    scorer = _Scorer(_model_indices(model_names, dataset, model_path), dataset)
+
+    items: list[ItemMetrics] = []
+    if kind == "3d":
+        from training.datasets import load_nifti_zyx
+
+        for study_id, image_path, label_path in _volume_items(
+            Path(source), split, val_fraction, seed
+        ):
+            hu, _ = load_nifti_zyx(image_path)
+            ref, _ = load_nifti_zyx(label_path)
+            if ref.shape != hu.shape:
+                raise ValueError(
+                    f"Label '{label_path}' has shape {ref.shape} but image '{image_path}' has "
+                    f"{hu.shape}."
+                )
+            ref = np.rint(ref).astype(np.int64)
+            scorer.check_reference(ref, study_id)
+            probs = segmenter.predict_probabilities(hu.astype(np.float32))
+            items.append(scorer.score(study_id, "3d", probs, ref))
+    else:
+        from training.slices2d import list_slice_folder, load_slice, split_by_group
+
+        if tuple(manifest.hu_window) != (0.0, 255.0):
+            log.warning(
+                "model window %s is not (0, 255): 8-bit slices may be misread", manifest.hu_window
+            )
+        records = list_slice_folder(images, masks)  # type: ignore[arg-type]
+        if split != "all":
+            train, val = split_by_group(records, val_fraction, seed)
+            records = val if split == "val" else train
+        identity = {v: v for v in dataset}
+        for record in records:
+            loaded = load_slice(record, identity)
+            if loaded.label is None:  # cannot happen: masks_dir was given
+                raise ValueError(f"Image '{record.image_path}' has no mask.")
+            volume = loaded.image.astype(np.float32)[None]
+            probs = segmenter.predict_probabilities(volume)[:, 0]
+            items.append(scorer.score(record.name, "2d", probs, loaded.label))
+    if not items:
+        raise ValueError(f"No item to evaluate in '{source}' for split '{split}'.")
+
+    log.info("evaluated %d %s items of %s", len(items), kind, source)
+    return EvaluationReport(
+        model_path=str(model_path),
+        model_name=manifest.name,
+        model_version=manifest.version,
+        provider=segmenter.provider,
+        source=source,
+        kind=kind,
+        split=split,
+        classes=scorer.classes,
+        items=items,
+        summary=_summarise(items, scorer.classes),
+    )
+
+
+def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``pulmoseg evaluate`` (handler: :func:`run_evaluate_command`)."""
+    p = subparsers.add_parser("evaluate", help="score an exported ONNX model on labeled data")
+    p.add_argument("--model", required=True, type=Path, help="exported model.onnx")
+    p.add_argument("--data", type=Path, help="3D dataset folder with manifest.json")
+    p.add_argument("--images", type=Path, help="folder of 2D slice images (PNG/JPG)")
+    p.add_argument("--masks", type=Path, help="folder of 2D masks (PNG), paired by file stem")
+    p.add_argument(
+        "--mask-classes",
+        type=parse_mask_classes,
+        default=None,
+        help="dataset class names by label value, e.g. background,ggo,consolidation",
+    )
+    p.add_argument(
+        "--split",
+        choices=SPLITS,
+        default="all",
+        help="evaluate all items or one side of the study/group split (default all)",
+    )
+    p.add_argument("--val-fraction", type=float, default=0.2, help="split fraction (default 0.2)")
+    p.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    p.add_argument("--out", type=Path, help="write the metrics as JSON here")
+    p.add_argument("--per-item", action="store_true", help="also print one row per item")
+    p.set_defaults(func=run_evaluate_command)
+    return p
+
+
+def run_evaluate_command(args: argparse.Namespace) -> int:
+    if (args.data is None) == (args.images is None):
+        raise ValueError("Pass either --data DIR or --images DIR --masks DIR.")
+    if args.images is not None and args.masks is None:
+        raise ValueError("--images needs --masks DIR (evaluation compares against masks).")
+    report = evaluate_model(
+        args.model,
+        dataset_root=args.data,
+        images=args.images,
+        masks=args.masks,
+        mask_mapping=args.mask_classes,
+        split=args.split,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+    )
+    print(report.format_table(per_item=args.per_item))
+    if args.out is not None:
+        print(f"wrote {report.write_json(args.out)}")
+    return 0

@@ -1,0 +1,212 @@
+"""Contrastive pre-training stages (Chaitanya et al. 2020) built on ``training.contrastive``.
+
+* ``pretrain_global``: two augmented views (intensity + rot90/flip/scale) of every slice go
+  through the encoder; NT-Xent on the projected "AVG layer" features, optionally with slices
+  of the same relative partition of their volume as extra positives (G^D).
+* ``pretrain_local``: the encoder is frozen; the decoder's feature maps of two views that share
+  geometry (intensity-only augmentation, or rot90/flip undone on the feature map) are compared
+  region by region.
+
+Both use images only, from every training-side study (labeled or not). Validation studies are
+left out on purpose so the validation VolDice of later stages stays an unseen-data number.
+Projection heads are checkpointed with their stage (for resuming) and dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from service.slices import slice_context_stack
+from training.augment import PaddingMode, SpatialTransform, apply, invert, sample_transform
+from training.config import TrainConfig
+from training.contrastive import (
+    DECODER_STAGES,
+    ENCODER_STAGES,
+    GlobalContrastiveModel,
+    LocalContrastiveModel,
+    local_contrastive_loss,
+    nt_xent_loss,
+    partition_ids_for,
+)
+from training.datasets import LoadedStudy, resize_batch
+from training.distributed import DistContext
+from training.networks import SegmentationNet
+from training.train import AutocastForward, StageTask, StepRandom, trainable
+
+
+class ImageSliceSampler:
+    """Uniformly drawn 2.5D slice stacks of any study (labels unused) with their positions."""
+
+    def __init__(
+        self, studies: list[LoadedStudy], *, slice_context: int, input_size: tuple[int, int]
+    ) -> None:
+        if not studies:
+            raise ValueError(
+                "Argument 'studies' is empty; image sampling needs at least one study."
+            )
+        self.studies = studies
+        self.slice_context = slice_context
+        self.input_size = input_size
+        self.index = [(si, z) for si, s in enumerate(studies) for z in range(s.hu.shape[0])]
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> tuple[Tensor, Tensor, Tensor]:
+        """HU stacks ``(B, C, H, W)``, slice indices ``(B,)`` and volume depths ``(B,)``."""
+        picks = rng.integers(0, len(self.index), size=batch_size)
+        stacks, z_index, depth = [], [], []
+        for p in picks:
+            si, z = self.index[int(p)]
+            hu = self.studies[si].hu
+            stacks.append(slice_context_stack(hu, self.slice_context, np.array([z]))[0])
+            z_index.append(z)
+            depth.append(hu.shape[0])
+        x, _ = resize_batch(torch.from_numpy(np.stack(stacks)), None, self.input_size)
+        return x.float(), torch.tensor(z_index), torch.tensor(depth)
+
+
+def intensity_augment(
+    x: Tensor, gen: torch.Generator, contrast: float, brightness_hu: float, noise_hu: float
+) -> Tensor:
+    """Per-sample contrast about the slice mean, brightness shift and Gaussian noise, in HU."""
+    n = x.shape[0]
+    scale = 1.0 + contrast * (2.0 * torch.rand(n, 1, 1, 1, generator=gen) - 1.0)
+    shift = brightness_hu * (2.0 * torch.rand(n, 1, 1, 1, generator=gen) - 1.0)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    out = (x - mean) * scale + mean + shift
+    if noise_hu > 0:
+        out = out + noise_hu * torch.randn(x.shape, generator=gen)
+    return out
+
+
+def _geometric_views(x: Tensor, gen: torch.Generator, max_scale_delta: float) -> Tensor:
+    transforms = [sample_transform(gen, max_scale_delta) for _ in range(x.shape[0])]
+    return apply(x, transforms, padding_mode=PaddingMode.BORDER)
+
+
+def _train_only(model: SegmentationNet, stages: tuple[str, ...]) -> None:
+    """Freeze the whole network except the named BasicUNet stages.
+
+    Parts the loss never reaches must not require gradients, or DDP waits for them forever.
+    """
+    model.requires_grad_(False)
+    for name in stages:
+        getattr(model.unet, name).requires_grad_(True)
+
+
+def build_global_task(
+    config: TrainConfig, model: SegmentationNet, studies: list[LoadedStudy], ctx: DistContext
+) -> StageTask:
+    """Encoder + projection head trained with NT-Xent on two views per slice."""
+    cfg = config.pretrain_global
+    sampler = ImageSliceSampler(
+        studies, slice_context=config.model.slice_context, input_size=config.model.input_size
+    )
+    _train_only(model, ENCODER_STAGES)
+    contrastive = GlobalContrastiveModel(model.unet, proj_dim=cfg.proj_dim).to(ctx.device)
+    net = ctx.wrap(
+        AutocastForward(
+            nn.Sequential(model.window, contrastive), config.optim.bf16, ctx.device.type
+        )
+    )
+    params = trainable(model) + list(contrastive.head.parameters())
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def step(_: int, rnd: StepRandom) -> dict[str, float]:
+        x, z, depth = sampler.sample(cfg.batch_size, rnd.numpy)
+        views = []
+        for _view in range(2):
+            v = intensity_augment(
+                x, rnd.torch, cfg.contrast_jitter, cfg.brightness_jitter_hu, cfg.noise_std_hu
+            )
+            views.append(_geometric_views(v, rnd.torch, cfg.max_scale_delta))
+        ids = partition_ids_for(z, depth, cfg.partitions) if cfg.partition_positives else None
+        net.train()
+        z1, z2 = net(torch.cat(views).to(ctx.device)).chunk(2)
+        loss = nt_xent_loss(z1, z2, cfg.temperature, partition_ids=ids)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return {"loss": float(loss.detach())}
+
+    return StageTask(
+        "pretrain_global",
+        model,
+        optimizer,
+        step,
+        cfg.epochs,
+        cfg.steps_per_epoch,
+        extra={"head": contrastive.head},
+    )
+
+
+def _check_regions(config: TrainConfig, stage: str) -> None:
+    """Fail before training if the chosen decoder map cannot hold ``num_regions`` cells."""
+    cfg = config.pretrain_local
+    level = DECODER_STAGES.index(stage)
+    factor = 2 ** (3 - level)  # upcat_4 is at 1/8 of the input, upcat_1 at full size
+    h, w = (s // factor for s in config.model.input_size)
+    cells = (h // cfg.region_size) * (w // cfg.region_size)
+    if cfg.num_regions > cells:
+        raise ValueError(
+            f"Config key 'pretrain_local.num_regions' is {cfg.num_regions}, but the {h}x{w} "
+            f"'{stage}' map of a {config.model.input_size} input holds only {cells} "
+            f"regions of {cfg.region_size}x{cfg.region_size}; use fewer or smaller regions, or "
+            "a finer decoder stage."
+        )
+
+
+def build_local_task(
+    config: TrainConfig, model: SegmentationNet, studies: list[LoadedStudy], ctx: DistContext
+) -> StageTask:
+    """Decoder (up to ``decoder_stage``) + 1x1 head trained with the local contrastive loss."""
+    cfg = config.pretrain_local
+    sampler = ImageSliceSampler(
+        studies, slice_context=config.model.slice_context, input_size=config.model.input_size
+    )
+    contrastive = LocalContrastiveModel(model.unet, cfg.decoder_stage, cfg.proj_channels)
+    _check_regions(config, contrastive.stage.value)
+    stop = DECODER_STAGES.index(contrastive.stage.value)
+    _train_only(model, DECODER_STAGES[: stop + 1])  # encoder frozen: it runs without autograd
+    contrastive.to(ctx.device)
+    net = ctx.wrap(
+        AutocastForward(
+            nn.Sequential(model.window, contrastive), config.optim.bf16, ctx.device.type
+        )
+    )
+    params = trainable(model) + list(contrastive.head.parameters())
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def step(_: int, rnd: StepRandom) -> dict[str, float]:
+        x, _z, _d = sampler.sample(cfg.batch_size, rnd.numpy)
+        v1, v2 = (
+            intensity_augment(
+                x, rnd.torch, cfg.contrast_jitter, cfg.brightness_jitter_hu, cfg.noise_std_hu
+            )
+            for _view in range(2)
+        )
+        transforms: list[SpatialTransform] = []
+        if cfg.geometric:  # rot90/flip only: exactly invertible, so regions stay aligned
+            transforms = [sample_transform(rnd.torch, 0.0) for _ in range(x.shape[0])]
+            v2 = apply(v2, transforms)
+        net.train()
+        f1, f2 = net(torch.cat([v1, v2]).to(ctx.device)).chunk(2)
+        if transforms:
+            f2 = invert(f2, transforms)
+        loss = local_contrastive_loss(
+            f1, f2, cfg.num_regions, cfg.region_size, cfg.temperature, generator=rnd.torch
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return {"loss": float(loss.detach())}
+
+    return StageTask(
+        "pretrain_local",
+        model,
+        optimizer,
+        step,
+        cfg.epochs,
+        cfg.steps_per_epoch,
+        extra={"head": contrastive.head},
+    )

@@ -1,0 +1,243 @@
+"""Multi-stage experiments: pretrain_global → pretrain_local → supervised → tcsm (any subset).
+
+Each stage writes ``<output_dir>/<stage>/last.pt`` and ``best.pt`` and starts from the previous
+stage's ``best.pt``; once every stage finished, the last stage's ``best.pt`` is copied to
+``<output_dir>/final.pt`` (what ``pulmoseg export`` takes). With ``resume=True`` finished
+stages are skipped and an interrupted one continues from its ``last.pt``.
+
+Multi-process (DDP)::
+
+    python -m torch.distributed.run --nproc_per_node=2 -m training.stages --config X.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+import time
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from training.config import TrainConfig, check_stages, load_config, save_config
+from training.distributed import (
+    DistContext,
+    check_replicas_agree,
+    init_distributed,
+    shutdown_distributed,
+)
+from training.networks import SegmentationNet, build_network
+from training.pretrain import build_global_task, build_local_task
+from training.semisup import build_tcsm_task
+from training.train import (
+    BEST_CHECKPOINT,
+    LAST_CHECKPOINT,
+    ExperimentData,
+    StageResult,
+    StageTask,
+    StepBudget,
+    build_supervised_task,
+    load_experiment_data,
+    read_checkpoint,
+    run_stage,
+    seed_everything,
+)
+
+log = logging.getLogger(__name__)
+
+FINAL_CHECKPOINT = "final.pt"
+
+
+@dataclass
+class ExperimentResult:
+    """How far the run got. ``model`` is this rank's network as the last stage that ran left it
+    (the student's last step, not necessarily ``final.pt``)."""
+
+    output_dir: Path
+    stages: list[StageResult]
+    finished: bool
+    #: ``<output_dir>/final.pt`` once every stage finished, else None.
+    final_checkpoint: Path | None
+    model: SegmentationNet
+    wall_seconds: float
+    #: This process's rank under torchrun (0 when alone); only rank 0 wrote files.
+    rank: int = 0
+
+    @property
+    def best_val_voldice(self) -> dict[str, float]:
+        """Validation VolDice of the final model (the last validated stage)."""
+        for result in reversed(self.stages):
+            if result.best_val_voldice:
+                return result.best_val_voldice
+        return {}
+
+
+def _build_task(
+    name: str, config: TrainConfig, model: SegmentationNet, data: ExperimentData, ctx: DistContext
+) -> StageTask:
+    # Heads and the teacher are created here: seed per stage so that a stage built after a
+    # resume starts exactly as it would have in one uninterrupted run.
+    torch.manual_seed(
+        int(np.random.SeedSequence([config.seed, zlib.crc32(name.encode())]).generate_state(1)[0])
+    )
+    model.requires_grad_(True)
+    if name == "pretrain_global":
+        return build_global_task(config, model, data.train_all, ctx)
+    if name == "pretrain_local":
+        return build_local_task(config, model, data.train_all, ctx)
+    if name == "supervised":
+        return build_supervised_task(config, model, data.train_labeled, ctx)
+    if name == "tcsm":
+        return build_tcsm_task(config, model, data.train_labeled, data.train_unlabeled, ctx)
+    check_stages((name,))  # raises with a "did you mean" hint
+    raise AssertionError(f"stage '{name}' passed validation but has no builder")
+
+
+def run_experiment(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    max_steps: int | None = None,
+) -> ExperimentResult:
+    """Run ``config.stages`` in order; under torchrun every rank calls this.
+
+    ``max_steps`` stops the run (after writing ``last.pt``) once that many optimisation steps
+    ran in this call, across stages: for time-boxed jobs on preemptible machines.
+    """
+    start = time.perf_counter()
+    check_stages(config.stages)
+    budget = StepBudget(max_steps)
+    ctx = init_distributed(config.runtime.backend, config.runtime.device)
+    try:
+        seed_everything(config.seed)
+        if config.optim.num_threads > 0:
+            torch.set_num_threads(config.optim.num_threads)
+        out = Path(config.output_dir)
+        if ctx.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            save_config(config, out / "config.yaml")
+        data = load_experiment_data(config)
+        model = build_network(config.model).to(ctx.device)
+        results: list[StageResult] = []
+        previous: Path | None = None
+        for name in config.stages:
+            directory = out / name
+            state = read_checkpoint(ctx, directory / LAST_CHECKPOINT) if resume else None
+            if previous is not None:
+                init = read_checkpoint(ctx, previous)
+                if init is None:
+                    raise FileNotFoundError(f"Stage '{name}' needs '{previous}', which is missing.")
+                model.load_state_dict(init["model"])
+            task = _build_task(name, config, model, data, ctx)
+            result = run_stage(
+                task,
+                config=config,
+                directory=directory,
+                ctx=ctx,
+                val_studies=data.val,
+                resume_state=state,
+                budget=budget,
+                progress=progress,
+                tb_dir=out / "tensorboard" / name,
+            )
+            results.append(result)
+            if result.steps_run:
+                check_replicas_agree(ctx, model, f"stage {name}")
+            ctx.barrier()  # later stages read this stage's checkpoints
+            if not result.finished:
+                break
+            previous = directory / BEST_CHECKPOINT
+        model.requires_grad_(True)
+        finished = len(results) == len(config.stages) and all(r.finished for r in results)
+        final = None
+        if finished and previous is not None:
+            final = out / FINAL_CHECKPOINT
+            if ctx.is_main:
+                tmp = final.with_suffix(".tmp")
+                shutil.copyfile(previous, tmp)
+                tmp.replace(final)
+            ctx.barrier()
+    finally:
+        shutdown_distributed(ctx)
+    return ExperimentResult(
+        out, results, finished, final, model, time.perf_counter() - start, ctx.rank
+    )
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m training.stages",
+        description="Run a multi-stage training experiment (works under torchrun).",
+    )
+    p.add_argument("--config", required=True, type=Path, help="experiment YAML file")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip finished stages and continue the interrupted one",
+    )
+    p.add_argument("--data", type=Path, help="override data.root of the config")
+    p.add_argument("--output-dir", type=Path, help="override output_dir of the config")
+    p.add_argument("--stages", help="override the stage list, comma-separated")
+    p.add_argument("--max-steps", type=int, help="stop after this many steps (resumable)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    return p.parse_args(argv)
+
+
+def apply_overrides(config: TrainConfig, args: argparse.Namespace) -> TrainConfig:
+    """Command-line overrides (``--data``, ``--output-dir``, ``--stages``) on a loaded config."""
+    if args.data is not None:
+        config.data.root = str(args.data)
+    if args.output_dir is not None:
+        config.output_dir = str(args.output_dir)
+    if args.stages:
+        stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
+        check_stages(stages)
+        config.stages = stages
+    return config
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code (1 with a one-line message for bad input)."""
+    args = _parse(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        config = apply_overrides(load_config(args.config), args)
+        result = run_experiment(
+            config, resume=args.resume, progress=not args.no_progress, max_steps=args.max_steps
+        )
+    except (FileNotFoundError, ValueError, TypeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if result.rank != 0:
+        return 0
+    if result.finished:
+        dice = " ".join(f"{k}={v:.3f}" for k, v in result.best_val_voldice.items()) or "n/a"
+        log.info(
+            "final model: %s (validation VolDice %s); %.0f s",
+            result.final_checkpoint,
+            dice,
+            result.wall_seconds,
+        )
+    else:
+        last = result.stages[-1]
+        log.info(
+            "stopped in stage %s at step %d/%d; continue with --resume",
+            last.name,
+            last.global_step,
+            last.total_steps,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
