@@ -73,9 +73,13 @@ RUN groupadd --system --gid 10001 pulmoseg \
 
 COPY --from=builder /opt/venv /opt/venv
 
+# In a container the server must listen on all interfaces (the default is loopback only).
 ENV VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:${PATH} \
-    XDG_CACHE_HOME=/tmp/.cache
+    XDG_CACHE_HOME=/tmp/.cache \
+    PULMOSEG_HOST=0.0.0.0 \
+    PULMOSEG_METRICS_HOST=0.0.0.0 \
+    HOLOSCAN_LOG_LEVEL=WARN
 
 # Models are not baked in: mount the exported ONNX file (with its manifest metadata) here.
 VOLUME ["/models"]

@@ -134,6 +134,10 @@ def test_model_comes_from_the_pvc_and_args_point_at_it(chart: Any) -> None:
         "50051",
         "--metrics-port",
         "9090",
+        "--host",
+        "0.0.0.0",
+        "--metrics-host",
+        "0.0.0.0",
     ]
     assert main["image"] == "pulmoseg:0.1.0"
 

@@ -147,6 +147,18 @@ def test_failed_model_load_stays_not_serving(tmp_path: Path) -> None:
         running.stop(grace=0)
 
 
+def test_busy_port_is_a_clear_error(tmp_path: Path) -> None:
+    settings = _settings(model_path=tmp_path / "m.onnx", metrics_enabled=False)
+    first = build_server(settings, autoload=False)
+    try:
+        with pytest.raises(OSError, match=rf"Could not bind the gRPC port 127.0.0.1:{first.port}"):
+            build_server(settings.with_overrides(port=first.port), autoload=False)
+        with pytest.raises(ValueError, match="'model_path' is required"):
+            build_server(_settings(metrics_enabled=False))
+    finally:
+        first.stop(grace=0)
+
+
 def test_model_info_describes_the_manifest(
     client: SegmentationClient, exported_model: Path
 ) -> None:

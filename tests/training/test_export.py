@@ -1,0 +1,81 @@
+"""ONNX export: parity with PyTorch, manifest contents, dynamic batch, refusal on mismatch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from service.manifest import MANIFEST_KEY, read_manifest
+from training.config import config_from_dict
+from training.export import ExportParityError, export_onnx, load_checkpoint
+from training.networks import build_network
+
+SCHEMA = Path(__file__).resolve().parents[2] / "protos/pulmoseg/v1/model_manifest.schema.json"
+
+
+def _tiny_checkpoint(tmp_path: Path) -> Path:
+    config = config_from_dict({
+        "model": {"features": [4, 4, 8, 8, 16, 4], "input_size": [32, 32]},
+        "export": {"name": "tiny", "version": "9.9.9"},
+    })
+    torch.manual_seed(0)
+    net = build_network(config.model)
+    path = tmp_path / "tiny.pt"
+    torch.save({"model": net.state_dict(), "config": config.to_dict(), "epoch": 2,
+                "best_dice": {"lung": 0.5}}, path)
+    return path
+
+
+def test_export_matches_pytorch_and_carries_manifest(tmp_path: Path) -> None:
+    ckpt = _tiny_checkpoint(tmp_path)
+    result = export_onnx(ckpt, tmp_path / "m.onnx")
+    assert result.max_abs_diff <= 1e-4
+
+    manifest = read_manifest(tmp_path / "m.onnx")
+    assert (manifest.name, manifest.version) == ("tiny", "9.9.9")
+    assert [c.name for c in manifest.classes] == ["background", "lung", "ggo", "consolidation"]
+    assert manifest.classes[2].property_type.value == "112120"
+    assert manifest.slice_context == 3 and manifest.input_size == (32, 32)
+    assert manifest.hu_window == (-1024.0, 400.0)
+    assert manifest.validation_voldice == {"lung": 0.5}
+    raw = {p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
+    jsonschema.validate(json.loads(raw[MANIFEST_KEY]), json.loads(SCHEMA.read_text()))
+
+    # Dynamic batch and raw HU input: the HU window is inside the graph.
+    model, _, _ = load_checkpoint(ckpt)
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    for batch in (1, 5):
+        hu = np.random.default_rng(batch).uniform(-1500, 2000, (batch, 3, 32, 32)).astype(np.float32)
+        onnx_out = session.run(None, {"hu": hu})[0]
+        with torch.no_grad():
+            torch_out = model(torch.from_numpy(hu)).numpy()
+        assert onnx_out.shape == (batch, 4, 32, 32)
+        np.testing.assert_allclose(onnx_out, torch_out, atol=1e-4)
+    # Values beyond the window are clipped by the graph: -3000 HU behaves like -1024 HU.
+    low = np.full((1, 3, 32, 32), -3000.0, np.float32)
+    edge = np.full((1, 3, 32, 32), -1024.0, np.float32)
+    np.testing.assert_allclose(session.run(None, {"hu": low})[0], session.run(None, {"hu": edge})[0])
+
+
+def test_export_refuses_when_parity_fails_and_leaves_no_file(tmp_path: Path) -> None:
+    ckpt = _tiny_checkpoint(tmp_path)
+    with pytest.raises(ExportParityError, match="differs from PyTorch"):
+        export_onnx(ckpt, tmp_path / "out" / "m.onnx", tolerance=0.0 - 1.0)
+    assert not (tmp_path / "out" / "m.onnx").exists()
+    assert list((tmp_path / "out").iterdir()) == []  # no temp files left behind
+
+
+def test_export_rejects_non_checkpoint(tmp_path: Path) -> None:
+    bogus = tmp_path / "x.pt"
+    torch.save({"weights": 1}, bogus)
+    with pytest.raises(ValueError, match="not a pulmoseg training checkpoint"):
+        export_onnx(bogus, tmp_path / "m.onnx")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        export_onnx(tmp_path / "missing.pt", tmp_path / "m.onnx")
