@@ -37,25 +37,45 @@ def resolve_model_path(path: Path) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     env = RuntimeEnv()
-    parser = argparse.ArgumentParser(prog="python -m service.app", description=__doc__.splitlines()[0])
-    parser.add_argument("-i", "--input", type=Path, default=Path(env.input),
-                        help="folder with the study's DICOM files (env HOLOSCAN_INPUT_PATH)")
-    parser.add_argument("-o", "--output", type=Path, default=Path(env.output),
-                        help="output folder for seg.dcm (env HOLOSCAN_OUTPUT_PATH)")
-    parser.add_argument("-m", "--model", type=Path, default=Path(env.model),
-                        help="model.onnx or a folder holding one (env HOLOSCAN_MODEL_PATH)")
+    parser = argparse.ArgumentParser(
+        prog="python -m service.app", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "-i",
+        "--input",
+        type=Path,
+        default=Path(env.input),
+        help="folder with the study's DICOM files (env HOLOSCAN_INPUT_PATH)",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=Path(env.output),
+        help="output folder for seg.dcm (env HOLOSCAN_OUTPUT_PATH)",
+    )
+    parser.add_argument(
+        "-m",
+        "--model",
+        type=Path,
+        default=Path(env.model),
+        help="model.onnx or a folder holding one (env HOLOSCAN_MODEL_PATH)",
+    )
     parser.add_argument("--segmentation-type", default="BINARY", choices=["BINARY", "LABELMAP"])
     parser.add_argument("--require-gpu", action="store_true")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     from service.pipeline import StudyPipeline
 
     try:
         if not args.input.is_dir():
             raise PulmosegError(f"Input folder '{args.input}' does not exist.")
         pipeline = StudyPipeline.load(resolve_model_path(args.model), require_gpu=args.require_gpu)
-        result = pipeline.segment_directory(args.input, args.output,
-                                            segmentation_type=args.segmentation_type)
+        result = pipeline.segment_directory(
+            args.input, args.output, segmentation_type=args.segmentation_type
+        )
     except PulmosegError as exc:
         print(f"service.app: error: {exc}", file=sys.stderr)
         return 1

@@ -33,7 +33,9 @@ class LungSegmentationApp(Application):
     name = "pulmoseg"
     description = "Segments lung, ground-glass opacity and consolidation in chest CT."
 
-    def __init__(self, segmenter: OnnxSegmenter, study: StudyRun, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self, segmenter: OnnxSegmenter, study: StudyRun, *args: Any, **kwargs: Any
+    ) -> None:
         self.segmenter = segmenter
         self.study = study
         # Holoscan parses argv when given none; the study, not the command line, is the input.
@@ -42,11 +44,14 @@ class LungSegmentationApp(Application):
 
     def compose(self) -> None:
         study, segmenter = self.study, self.segmenter
-        loader = DicomInstancesLoaderOperator(self, CountCondition(self, 1), study=study,
-                                              name="dicom_loader")
+        loader = DicomInstancesLoaderOperator(
+            self, CountCondition(self, 1), study=study, name="dicom_loader"
+        )
         selector = CTSeriesSelectorOperator(self, study=study, name="series_selector")
         to_volume = SeriesToVolumeOperator(self, study=study, name="series_to_volume")
-        infer = OnnxSegmentationOperator(self, segmenter=segmenter, study=study, name="onnx_inference")
+        infer = OnnxSegmentationOperator(
+            self, segmenter=segmenter, study=study, name="onnx_inference"
+        )
         writer = DicomSegWriterOperator(self, segmenter=segmenter, study=study, name="seg_writer")
         sink = StudyResultOperator(self, study=study, name="study_result")
         self.add_flow(loader, selector, {("datasets", "datasets")})

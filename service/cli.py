@@ -17,48 +17,73 @@ EXIT_FAILURE = 1
 
 
 def _add_phantom(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("phantom", help="generate synthetic chest-CT studies (DICOM + NIfTI + labels)")
+    p = sub.add_parser(
+        "phantom", help="generate synthetic chest-CT studies (DICOM + NIfTI + labels)"
+    )
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--studies", type=int, default=8, help="number of studies (default 8)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--size", type=int, default=128, help="in-plane size in pixels (default 128)")
     p.add_argument("--slices", type=int, default=48, help="slices per study (default 48)")
-    p.add_argument("--labeled-fraction", type=float, default=1.0,
-                   help="fraction of studies marked labeled in the manifest (default 1.0)")
+    p.add_argument(
+        "--labeled-fraction",
+        type=float,
+        default=1.0,
+        help="fraction of studies marked labeled in the manifest (default 1.0)",
+    )
     p.set_defaults(func=_cmd_phantom)
 
 
 def _cmd_phantom(args: argparse.Namespace) -> int:
     from training.phantom import generate_dataset
 
-    manifest = generate_dataset(args.out, studies=args.studies, seed=args.seed, size=args.size,
-                                slices=args.slices, labeled_fraction=args.labeled_fraction)
+    manifest = generate_dataset(
+        args.out,
+        studies=args.studies,
+        seed=args.seed,
+        size=args.size,
+        slices=args.slices,
+        labeled_fraction=args.labeled_fraction,
+    )
     print(f"wrote {args.studies} phantom studies; manifest: {manifest}")
     return 0
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a segmentation model from a YAML config")
+    p = sub.add_parser(
+        "train",
+        help="train a model from a YAML experiment (stages: pretrain_global, pretrain_local, "
+        "supervised, tcsm)",
+    )
     p.add_argument("--config", required=True, type=Path, help="experiment YAML file")
-    p.add_argument("--resume", action="store_true", help="continue from output_dir/last.pt")
+    p.add_argument("--resume", action="store_true", help="skip finished stages, resume the last")
     p.add_argument("--data", type=Path, help="override data.root of the config")
     p.add_argument("--output-dir", type=Path, help="override output_dir of the config")
+    p.add_argument("--stages", help="override the stage list, e.g. supervised,tcsm")
+    p.add_argument("--max-steps", type=int, help="stop after N steps (resume later)")
     p.set_defaults(func=_cmd_train)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from training.config import load_config
-    from training.train import train_supervised
+    from training.stages import apply_overrides, run_experiment
 
-    config = load_config(args.config)
-    if args.data is not None:
-        config.data.root = str(args.data)
-    if args.output_dir is not None:
-        config.output_dir = str(args.output_dir)
-    result = train_supervised(config, resume=args.resume)
+    config = apply_overrides(load_config(args.config), args)
+    result = run_experiment(config, resume=args.resume, max_steps=args.max_steps)
+    if result.rank != 0:
+        return 0
+    if not result.finished:
+        last = result.stages[-1]
+        print(
+            f"stopped in stage {last.name} at step {last.global_step}/{last.total_steps}; "
+            "continue with --resume"
+        )
+        return 0
     dice = " ".join(f"{k}={v:.3f}" for k, v in result.best_val_voldice.items())
-    print(f"best checkpoint: {result.best_checkpoint} (validation VolDice {dice or 'n/a'}); "
-          f"{result.wall_seconds:.0f} s")
+    print(
+        f"final checkpoint: {result.final_checkpoint} (validation VolDice {dice or 'n/a'}); "
+        f"{result.wall_seconds:.0f} s"
+    )
     return 0
 
 
@@ -74,8 +99,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from training.export import export_onnx
 
     result = export_onnx(args.checkpoint, args.out, tolerance=args.tolerance)
-    print(f"exported {result.onnx_path} ({result.manifest.name} {result.manifest.version}); "
-          f"max |ORT - PyTorch| = {result.max_abs_diff:.2e}")
+    print(
+        f"exported {result.onnx_path} ({result.manifest.name} {result.manifest.version}); "
+        f"max |ORT - PyTorch| = {result.max_abs_diff:.2e}"
+    )
     return 0
 
 
@@ -86,8 +113,12 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, help="gRPC port (default 50051; 0 picks a free one)")
     p.add_argument("--metrics-port", type=int, help="Prometheus metrics port (default 9090)")
     p.add_argument("--metrics-host", help="address for the metrics endpoint")
-    p.add_argument("--require-gpu", action="store_true", default=None,
-                   help="fail at start unless ONNX Runtime runs on a GPU provider")
+    p.add_argument(
+        "--require-gpu",
+        action="store_true",
+        default=None,
+        help="fail at start unless ONNX Runtime runs on a GPU provider",
+    )
     p.add_argument("--settings", type=Path, help="YAML settings file (env PULMOSEG_* override it)")
     p.set_defaults(func=_cmd_serve)
 
@@ -97,8 +128,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from service.settings import load_settings
 
     overrides = {
-        "model_path": args.model, "host": args.host, "port": args.port,
-        "metrics_port": args.metrics_port, "metrics_host": args.metrics_host,
+        "model_path": args.model,
+        "host": args.host,
+        "port": args.port,
+        "metrics_port": args.metrics_port,
+        "metrics_host": args.metrics_host,
         "require_gpu": args.require_gpu,
     }
     settings = load_settings(args.settings, **{k: v for k, v in overrides.items() if v is not None})
@@ -123,8 +157,9 @@ def _cmd_segment(args: argparse.Namespace) -> int:
 
     if not args.study_dir.is_dir():
         raise FileNotFoundError(f"Study folder '{args.study_dir}' does not exist.")
-    with SegmentationClient(args.server, token=args.token, tls_ca=args.tls_ca,
-                            timeout_s=args.timeout) as client:
+    with SegmentationClient(
+        args.server, token=args.token, tls_ca=args.tls_ca, timeout_s=args.timeout
+    ) as client:
         result = client.segment_directory(args.study_dir)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(result.seg_bytes)
@@ -168,8 +203,10 @@ def _extra_commands() -> list[tuple[str, Callable[[argparse._SubParsersAction], 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -51,8 +51,9 @@ def run_demo(workdir: Path, *, config_path: Path | None = None) -> int:
 
     _step(f"1/5 phantom data: {DEMO_TRAIN_STUDIES} training studies + 1 held-out study")
     generate_dataset(data_dir, studies=DEMO_TRAIN_STUDIES, seed=config.seed)
-    test_manifest = generate_dataset(test_dir, studies=1, seed=DEMO_TEST_SEED,
-                                     lesion_free_fraction=0.0)
+    test_manifest = generate_dataset(
+        test_dir, studies=1, seed=DEMO_TEST_SEED, lesion_free_fraction=0.0
+    )
     test_study = json.loads(test_manifest.read_text())["studies"][0]
 
     _step("2/5 training (supervised, Dice + cross-entropy)")
@@ -63,12 +64,26 @@ def run_demo(workdir: Path, *, config_path: Path | None = None) -> int:
     exported = export_onnx(result.best_checkpoint, model_path)
     print(f"max |ORT - PyTorch| = {exported.max_abs_diff:.2e}")
 
-    return serve_and_report(workdir, model_path, test_dir, test_study, config.model.class_names,
-                            result.best_checkpoint, started)
+    return serve_and_report(
+        workdir,
+        model_path,
+        test_dir,
+        test_study,
+        config.model.class_names,
+        result.best_checkpoint,
+        started,
+    )
 
 
-def serve_and_report(workdir: Path, model_path: Path, test_dir: Path, test_study: dict,
-                     names: tuple[str, ...], checkpoint: Path, started: float) -> int:
+def serve_and_report(
+    workdir: Path,
+    model_path: Path,
+    test_dir: Path,
+    test_study: dict,
+    names: tuple[str, ...],
+    checkpoint: Path,
+    started: float,
+) -> int:
     """Steps 4-5: serve the model, segment the held-out study through gRPC, report."""
     from service.client import SegmentationClient
     from service.dicom_input import load_instances_from_dir, select_ct_series
@@ -82,9 +97,21 @@ def serve_and_report(workdir: Path, model_path: Path, test_dir: Path, test_study
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     server_log = (workdir / "server.log").open("w")
     server = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--model", str(model_path),
-         "--port", str(port), "--metrics-port", str(metrics_port)],
-        stdout=server_log, stderr=subprocess.STDOUT, env=env,
+        [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "serve",
+            "--model",
+            str(model_path),
+            "--port",
+            str(port),
+            "--metrics-port",
+            str(metrics_port),
+        ],
+        stdout=server_log,
+        stderr=subprocess.STDOUT,
+        env=env,
     )
     seg_path = workdir / "seg.dcm"
     target = f"127.0.0.1:{port}"
@@ -95,9 +122,11 @@ def serve_and_report(workdir: Path, model_path: Path, test_dir: Path, test_study
             print(f"server {target}: model {info['name']} {info['version']} on {info['provider']}")
             answer = client.segment_directory(test_dir / test_study["dicom"])
         seg_path.write_bytes(answer.seg_bytes)
-        metrics_text = urllib.request.urlopen(
-            f"http://127.0.0.1:{metrics_port}/metrics", timeout=10
-        ).read().decode()
+        metrics_text = (
+            urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
+            .read()
+            .decode()
+        )
     finally:
         server.terminate()
         try:
@@ -122,11 +151,18 @@ def serve_and_report(workdir: Path, model_path: Path, test_dir: Path, test_study
     print(f"  model       {model_path}")
     print(f"  DICOM-SEG   {seg_path}")
     print(f"  server log  {workdir / 'server.log'}")
-    print(f"metrics: served at http://127.0.0.1:{metrics_port}/metrics while the server ran; "
-          f"run 'pulmoseg serve --model {model_path}' to keep it up. Sample:")
+    print(
+        f"metrics: served at http://127.0.0.1:{metrics_port}/metrics while the server ran; "
+        f"run 'pulmoseg serve --model {model_path}' to keep it up. Sample:"
+    )
     for line in metrics_text.splitlines():
-        if line.startswith(("pulmoseg_requests_total", "pulmoseg_model_info",
-                            "pulmoseg_request_duration_seconds_sum")):
+        if line.startswith(
+            (
+                "pulmoseg_requests_total",
+                "pulmoseg_model_info",
+                "pulmoseg_request_duration_seconds_sum",
+            )
+        ):
             print(f"  {line}")
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s")
     return 0 if scores[1] >= 0.90 else 1

@@ -61,7 +61,9 @@ class OnnxSegmenter:
         try:
             self.session = ort.InferenceSession(str(self.model_path), options, providers=requested)
         except Exception as exc:
-            raise ModelError(f"ONNX Runtime could not load model '{self.model_path}': {exc}") from exc
+            raise ModelError(
+                f"ONNX Runtime could not load model '{self.model_path}': {exc}"
+            ) from exc
         self.providers: list[str] = list(self.session.get_providers())
         self.provider: str = self.providers[0]
         if require_gpu and self.provider not in GPU_PROVIDERS:
@@ -74,8 +76,11 @@ class OnnxSegmenter:
         self.input_name = self.session.get_inputs()[0].name
         log.info(
             "model loaded",
-            extra={"model": self.manifest.name, "version": self.manifest.version,
-                   "provider": self.provider},
+            extra={
+                "model": self.manifest.name,
+                "version": self.manifest.version,
+                "provider": self.provider,
+            },
         )
 
     def predict_probabilities(
@@ -87,7 +92,9 @@ class OnnxSegmenter:
     ) -> np.ndarray:
         """Class probabilities (K, z, y, x) float32 for a (z, y, x) volume in HU."""
         if hu_volume.ndim != 3:
-            raise ValueError(f"Argument 'hu_volume' must be 3-D (z, y, x), got shape {hu_volume.shape}.")
+            raise ValueError(
+                f"Argument 'hu_volume' must be 3-D (z, y, x), got shape {hu_volume.shape}."
+            )
         depth, height, width = hu_volume.shape
         target_h, target_w = self.manifest.input_size
         volume = hu_volume.astype(np.float32, copy=False)

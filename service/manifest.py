@@ -46,12 +46,23 @@ BACKGROUND = CodedConcept("DCM", "125040", "Background")
 #: Default label scheme of pulmoseg models: 0 background, 1 lung, 2 GGO, 3 consolidation.
 DEFAULT_CLASSES: tuple[ClassInfo, ...] = (
     ClassInfo(0, "background", ANATOMICAL_STRUCTURE, BACKGROUND, (0, 0, 0)),
-    ClassInfo(1, "lung", ANATOMICAL_STRUCTURE, CodedConcept("SCT", "39607008", "Lung"),
-              (128, 174, 128)),
-    ClassInfo(2, "ggo", MORPHOLOGICALLY_ABNORMAL,
-              CodedConcept("DCM", "112120", "Ground glass opacity"), (241, 214, 145)),
-    ClassInfo(3, "consolidation", MORPHOLOGICALLY_ABNORMAL,
-              CodedConcept("SCT", "95436008", "Lung consolidation"), (216, 101, 79)),
+    ClassInfo(
+        1, "lung", ANATOMICAL_STRUCTURE, CodedConcept("SCT", "39607008", "Lung"), (128, 174, 128)
+    ),
+    ClassInfo(
+        2,
+        "ggo",
+        MORPHOLOGICALLY_ABNORMAL,
+        CodedConcept("DCM", "112120", "Ground glass opacity"),
+        (241, 214, 145),
+    ),
+    ClassInfo(
+        3,
+        "consolidation",
+        MORPHOLOGICALLY_ABNORMAL,
+        CodedConcept("SCT", "95436008", "Lung consolidation"),
+        (216, 101, 79),
+    ),
 )
 
 
@@ -114,7 +125,9 @@ class ModelManifest:
                 input_size=(int(raw["input_size"][0]), int(raw["input_size"][1])),
                 orientation=str(raw.get("orientation", "")),
                 training_summary=dict(raw.get("training_summary", {})),
-                validation_voldice={k: float(v) for k, v in raw.get("validation_voldice", {}).items()},
+                validation_voldice={
+                    k: float(v) for k, v in raw.get("validation_voldice", {}).items()
+                },
                 created=str(raw.get("created", "")),
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -127,14 +140,18 @@ class ModelManifest:
         indices = [c.index for c in self.classes]
         if indices != list(range(len(self.classes))) or len(indices) < 2:
             raise ModelError(
-                f"Manifest field 'classes' must list indices 0..N-1 (N >= 2) in order, got {indices}."
+                "Manifest field 'classes' must list indices 0..N-1 (N >= 2) in order, "
+                f"got {indices}."
             )
         if self.slice_context < 1 or self.slice_context % 2 == 0:
             raise ModelError(
-                f"Manifest field 'slice_context' must be a positive odd number, got {self.slice_context}."
+                "Manifest field 'slice_context' must be a positive odd number, "
+                f"got {self.slice_context}."
             )
         if not self.hu_window[0] < self.hu_window[1]:
-            raise ModelError(f"Manifest field 'hu_window' must be (min, max), got {self.hu_window}.")
+            raise ModelError(
+                f"Manifest field 'hu_window' must be (min, max), got {self.hu_window}."
+            )
 
 
 def read_manifest(model_path: str | Path) -> ModelManifest:
@@ -151,4 +168,6 @@ def read_manifest(model_path: str | Path) -> ModelManifest:
     for prop in model.metadata_props:
         if prop.key == MANIFEST_KEY:
             return ModelManifest.from_json(prop.value)
-    raise ModelError(f"Model file '{path}' has no '{MANIFEST_KEY}' metadata: export it with pulmoseg.")
+    raise ModelError(
+        f"Model file '{path}' has no '{MANIFEST_KEY}' metadata: export it with pulmoseg."
+    )

@@ -66,16 +66,27 @@ class StudyPipeline:
         is_cancelled: Callable[[], bool] | None = None,
     ) -> StudyResult:
         """Segment uploaded DICOM instances; raises the pipeline's domain exceptions."""
-        study = StudyRun(instances=list(instances), segmentation_type=segmentation_type,
-                         on_progress=on_progress, is_cancelled=is_cancelled)
+        study = StudyRun(
+            instances=list(instances),
+            segmentation_type=segmentation_type,
+            on_progress=on_progress,
+            is_cancelled=is_cancelled,
+        )
         return self._run(study)
 
-    def segment_directory(self, input_dir: str | Path, output_dir: str | Path | None = None,
-                          *, segmentation_type: str = "BINARY") -> StudyResult:
+    def segment_directory(
+        self,
+        input_dir: str | Path,
+        output_dir: str | Path | None = None,
+        *,
+        segmentation_type: str = "BINARY",
+    ) -> StudyResult:
         """Segment a folder of DICOM files; writes ``seg.dcm`` into ``output_dir`` if given."""
-        study = StudyRun(input_dir=Path(input_dir),
-                         output_dir=Path(output_dir) if output_dir is not None else None,
-                         segmentation_type=segmentation_type)
+        study = StudyRun(
+            input_dir=Path(input_dir),
+            output_dir=Path(output_dir) if output_dir is not None else None,
+            segmentation_type=segmentation_type,
+        )
         return self._run(study)
 
     def _run(self, study: StudyRun) -> StudyResult:
@@ -89,12 +100,19 @@ class StudyPipeline:
         labels: np.ndarray = study.outputs["labels"]
         timings = dict(study.timings)
         timings["total"] = time.perf_counter() - started
-        volumes = class_volumes_ml(labels, volume.spacing_zyx,
-                                   [c.index for c in self.manifest.foreground_classes])
+        volumes = class_volumes_ml(
+            labels, volume.spacing_zyx, [c.index for c in self.manifest.foreground_classes]
+        )
         by_name = {c.name: float(volumes[c.index]) for c in self.manifest.foreground_classes}
         uid_hash = study_uid_hash(str(volume.datasets[0].StudyInstanceUID))
-        log.info("study segmented", extra={"study": uid_hash, "instances": len(volume.datasets),
-                                           "seconds": round(timings["total"], 3)})
+        log.info(
+            "study segmented",
+            extra={
+                "study": uid_hash,
+                "instances": len(volume.datasets),
+                "seconds": round(timings["total"], 3),
+            },
+        )
         return StudyResult(
             seg_bytes=study.outputs["seg_bytes"],
             study_uid_hash=uid_hash,

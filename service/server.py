@@ -130,15 +130,17 @@ class RunningServer:
             pipeline = StudyPipeline.load(model_path, require_gpu=self.settings.require_gpu)
         except Exception as exc:
             self.state.load_error = exc
-            self.state.settled.set()
             logger.error(
                 "Could not load the model '%s' (%s: %s); the server stays NOT_SERVING.",
                 model_path,
                 type(exc).__name__,
                 exc,
             )
-            if self.on_load_failed is not None:
-                self.on_load_failed(exc)
+            try:
+                if self.on_load_failed is not None:
+                    self.on_load_failed(exc)
+            finally:  # waiters wake only after the failure has been fully reported
+                self.state.settled.set()
             return
         self._set_pipeline(pipeline)
 

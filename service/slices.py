@@ -15,7 +15,9 @@ def context_indices(num_slices: int, slice_context: int) -> np.ndarray:
     Returns an int array of shape (num_slices, slice_context); row z is centred on z.
     """
     if slice_context < 1 or slice_context % 2 == 0:
-        raise ValueError(f"Argument 'slice_context' must be a positive odd number, got {slice_context}.")
+        raise ValueError(
+            f"Argument 'slice_context' must be a positive odd number, got {slice_context}."
+        )
     if num_slices < 1:
         raise ValueError(f"Argument 'num_slices' must be at least 1, got {num_slices}.")
     half = slice_context // 2
@@ -23,7 +25,9 @@ def context_indices(num_slices: int, slice_context: int) -> np.ndarray:
     return np.clip(np.arange(num_slices)[:, None] + offsets[None, :], 0, num_slices - 1)
 
 
-def slice_context_stack(volume: np.ndarray, slice_context: int, z: np.ndarray | None = None) -> np.ndarray:
+def slice_context_stack(
+    volume: np.ndarray, slice_context: int, z: np.ndarray | None = None
+) -> np.ndarray:
     """Stack neighbouring slices of a (z, y, x) volume as channels: (n, slice_context, y, x).
 
     ``z`` selects which centre slices to build (all when omitted).

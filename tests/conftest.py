@@ -49,11 +49,19 @@ def held_out_study(tmp_path_factory: pytest.TempPathFactory) -> PhantomStudyPath
     from training.phantom import generate_dataset
 
     root = tmp_path_factory.mktemp("phantom_test")
-    manifest = generate_dataset(root, studies=1, seed=4242, size=TEST_SIZE, slices=TEST_SLICES,
-                                lesion_free_fraction=0.0, progress=False)
+    manifest = generate_dataset(
+        root,
+        studies=1,
+        seed=4242,
+        size=TEST_SIZE,
+        slices=TEST_SLICES,
+        lesion_free_fraction=0.0,
+        progress=False,
+    )
     study = _studies(manifest)[0]
-    return PhantomStudyPaths(root, study["id"], root / study["dicom"], root / study["image"],
-                             root / study["label"])
+    return PhantomStudyPaths(
+        root, study["id"], root / study["dicom"], root / study["image"], root / study["label"]
+    )
 
 
 @pytest.fixture(scope="session")
@@ -63,14 +71,16 @@ def trained_checkpoint(phantom_dataset: Path, tmp_path_factory: pytest.TempPathF
     from training.train import train_supervised
 
     out = tmp_path_factory.mktemp("train")
-    config = config_from_dict({
-        "output_dir": str(out),
-        "seed": 0,
-        "data": {"root": str(phantom_dataset), "val_fraction": 0.25},
-        "model": {"features": [8, 8, 16, 32, 64, 8], "input_size": [TEST_SIZE, TEST_SIZE]},
-        "optim": {"epochs": 4, "steps_per_epoch": 30, "batch_size": 8, "lr": 0.005},
-        "export": {"name": "pulmoseg-test", "version": "0.0.1"},
-    })
+    config = config_from_dict(
+        {
+            "output_dir": str(out),
+            "seed": 0,
+            "data": {"root": str(phantom_dataset), "val_fraction": 0.25},
+            "model": {"features": [8, 8, 16, 32, 64, 8], "input_size": [TEST_SIZE, TEST_SIZE]},
+            "optim": {"epochs": 4, "steps_per_epoch": 30, "batch_size": 8, "lr": 0.005},
+            "export": {"name": "pulmoseg-test", "version": "0.0.1"},
+        }
+    )
     return train_supervised(config, progress=False).best_checkpoint
 
 

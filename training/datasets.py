@@ -83,16 +83,20 @@ def split_studies(
     labeled = [r for r in records if r.labeled]
     unlabeled = [r for r in records if not r.labeled]
     if not labeled:
-        raise ValueError("The dataset has no labeled study; supervised training needs at least one.")
+        raise ValueError(
+            "The dataset has no labeled study; supervised training needs at least one."
+        )
     order = np.random.default_rng(seed).permutation(len(labeled))
-    n_val = max(1, round(val_fraction * len(labeled))) if val_fraction > 0 and len(labeled) > 1 else 0
+    n_val = (
+        max(1, round(val_fraction * len(labeled))) if val_fraction > 0 and len(labeled) > 1 else 0
+    )
     val = [labeled[i] for i in order[:n_val]]
     train = [labeled[i] for i in order[n_val:]] + unlabeled
     return train, val
 
 
 def load_nifti_zyx(path: str | Path) -> tuple[np.ndarray, tuple[float, float, float]]:
-    """Load a NIfTI volume reoriented to LPS and transposed to (z, y, x); returns spacing (z, y, x)."""
+    """Load a NIfTI volume reoriented to LPS as (z, y, x), with its spacing (z, y, x) in mm."""
     img = nib.load(str(path))
     current = nib.orientations.io_orientation(img.affine)
     target = nib.orientations.axcodes2ornt(("L", "P", "S"))
@@ -124,7 +128,8 @@ def load_study(record: StudyRecord) -> LoadedStudy:
         label, _ = load_nifti_zyx(record.label_path)
         if label.shape != hu.shape:
             raise ValueError(
-                f"Study '{record.study_id}': label shape {label.shape} differs from image {hu.shape}."
+                f"Study '{record.study_id}': label shape {label.shape} differs from "
+                f"image {hu.shape}."
             )
         label = label.astype(np.int64)
     return LoadedStudy(record, hu.astype(np.float32), label, spacing)

@@ -65,8 +65,9 @@ def classes_for(names: tuple[str, ...]) -> list[ClassInfo]:
                 f"Class name '{name}' has no DICOM code in pulmoseg; known: {sorted(known)}."
             )
         template = known[name]
-        classes.append(ClassInfo(index, name, template.category, template.property_type,
-                                 template.color_rgb))
+        classes.append(
+            ClassInfo(index, name, template.category, template.property_type, template.color_rgb)
+        )
     return classes
 
 
@@ -110,7 +111,9 @@ def export_onnx(
         rng = np.random.default_rng(config.seed)
         sample_hu = rng.uniform(-1100.0, 1200.0, size=(2, c, h, w)).astype(np.float32)
     if sample_hu.ndim != 4 or sample_hu.shape[1:] != (c, h, w):
-        raise ValueError(f"Argument 'sample_hu' must have shape (N, {c}, {h}, {w}), got {sample_hu.shape}.")
+        raise ValueError(
+            f"Argument 'sample_hu' must have shape (N, {c}, {h}, {w}), got {sample_hu.shape}."
+        )
 
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -121,8 +124,14 @@ def export_onnx(
         example = torch.from_numpy(sample_hu[:1].copy())
         batch = torch.export.Dim("batch", min=1, max=4096)
         program = torch.onnx.export(
-            model, (example,), dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_shapes=({0: batch},), opset_version=config.export.opset, verbose=False,
+            model,
+            (example,),
+            dynamo=True,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes=({0: batch},),
+            opset_version=config.export.opset,
+            verbose=False,
         )
         program.save(str(tmp))
         proto = onnx.load(str(tmp))
@@ -145,8 +154,9 @@ def export_onnx(
     return ExportResult(output, manifest, max_diff)
 
 
-def check_parity(model: torch.nn.Module, onnx_path: Path, sample_hu: np.ndarray,
-                 tolerance: float) -> float:
+def check_parity(
+    model: torch.nn.Module, onnx_path: Path, sample_hu: np.ndarray, tolerance: float
+) -> float:
     """Max absolute difference of ORT (CPU) and PyTorch logits; raises beyond ``tolerance``."""
     import onnxruntime as ort
 
@@ -157,7 +167,8 @@ def check_parity(model: torch.nn.Module, onnx_path: Path, sample_hu: np.ndarray,
     max_diff = float(np.abs(ort_out - torch_out).max())
     if not max_diff <= tolerance:
         raise ExportParityError(
-            f"ONNX Runtime output differs from PyTorch by {max_diff:.3g} (tolerance {tolerance:g}); "
+            f"ONNX Runtime output differs from PyTorch by {max_diff:.3g} "
+            f"(tolerance {tolerance:g}); "
             "the exported model was not written."
         )
     return max_diff

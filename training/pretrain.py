@@ -32,8 +32,8 @@ from training.contrastive import (
 )
 from training.datasets import LoadedStudy, resize_batch
 from training.distributed import DistContext
+from training.loop import AutocastForward, StageTask, StepRandom, trainable
 from training.networks import SegmentationNet
-from training.train import AutocastForward, StageTask, StepRandom, trainable
 
 
 class ImageSliceSampler:

@@ -22,11 +22,11 @@ from torch import Tensor, nn
 from training.config import TrainConfig
 from training.datasets import LoadedStudy, SliceBatchSampler
 from training.distributed import DistContext
+from training.loop import AutocastForward, StageTask, StepRandom, trainable
 from training.losses import build_supervised_loss
 from training.networks import SegmentationNet
 from training.pretrain import ImageSliceSampler
 from training.tcsm import EMATeacher, TCSMConfig, tcsm_train_step
-from training.train import AutocastForward, StageTask, StepRandom, trainable
 
 log = logging.getLogger(__name__)
 

@@ -32,20 +32,22 @@ from training.distributed import (
     init_distributed,
     shutdown_distributed,
 )
+from training.loop import (
+    BEST_CHECKPOINT,
+    LAST_CHECKPOINT,
+    StageResult,
+    StageTask,
+    StepBudget,
+    read_checkpoint,
+    run_stage,
+)
 from training.networks import SegmentationNet, build_network
 from training.pretrain import build_global_task, build_local_task
 from training.semisup import build_tcsm_task
 from training.train import (
-    BEST_CHECKPOINT,
-    LAST_CHECKPOINT,
     ExperimentData,
-    StageResult,
-    StageTask,
-    StepBudget,
     build_supervised_task,
     load_experiment_data,
-    read_checkpoint,
-    run_stage,
     seed_everything,
 )
 

@@ -67,14 +67,18 @@ class SeriesToVolumeOperator(StageOperator):
 
 
 class OnnxSegmentationOperator(StageOperator):
-    """Runs the shared, warm ONNX Runtime session (MONAI's stock inference operator has no ONNX path)."""
+    """Runs the shared, warm ONNX Runtime session.
+
+    MONAI's stock ``MonaiSegInferenceOperator`` has no ONNX path, hence this operator.
+    """
 
     stage = "inference"
     inputs = ("volume",)
     outputs = ("volume", "labels")
 
-    def __init__(self, fragment: Any, *args: Any, segmenter: OnnxSegmenter, study: StudyRun,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, fragment: Any, *args: Any, segmenter: OnnxSegmenter, study: StudyRun, **kwargs: Any
+    ) -> None:
         self.segmenter = segmenter
         super().__init__(fragment, *args, study=study, **kwargs)
 
@@ -88,20 +92,24 @@ class OnnxSegmentationOperator(StageOperator):
 
 
 class DicomSegWriterOperator(StageOperator):
-    """Encodes the labels as DICOM-SEG bytes (and writes ``seg.dcm`` when an output folder is set)."""
+    """Encodes the labels as DICOM-SEG bytes; writes ``seg.dcm`` when an output folder is set."""
 
     stage = "seg_write"
     inputs = ("volume", "labels")
     outputs = ("result",)
 
-    def __init__(self, fragment: Any, *args: Any, segmenter: OnnxSegmenter, study: StudyRun,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, fragment: Any, *args: Any, segmenter: OnnxSegmenter, study: StudyRun, **kwargs: Any
+    ) -> None:
         self.manifest = segmenter.manifest
         super().__init__(fragment, *args, study=study, **kwargs)
 
     def run_stage(self, volume: CTVolume, labels: np.ndarray) -> dict[str, Any]:
         seg = build_segmentation(
-            volume, labels, self.manifest, software_version=__version__,
+            volume,
+            labels,
+            self.manifest,
+            software_version=__version__,
             segmentation_type=self.study.segmentation_type,
         )
         seg_bytes = segmentation_to_bytes(seg)

@@ -27,8 +27,9 @@ def _blobs(folder: Path) -> list[bytes]:
 
 def test_segment_returns_seg_matching_truth(pipeline: StudyPipeline, held_out_study) -> None:
     stages: list[str] = []
-    result = pipeline.segment(_blobs(held_out_study.dicom_dir),
-                              on_progress=lambda stage, _: stages.append(stage))
+    result = pipeline.segment(
+        _blobs(held_out_study.dicom_dir), on_progress=lambda stage, _: stages.append(stage)
+    )
     assert {"parse", "select", "volume", "inference", "seg_write"} <= set(result.timings)
     assert result.timings["total"] >= result.timings["inference"]
     assert stages[0] == "parse" and "inference" in stages and "seg_write" in stages
@@ -74,11 +75,16 @@ def test_concurrent_studies_share_one_session(pipeline: StudyPipeline, held_out_
         np.testing.assert_array_equal(labels, results[0])
 
 
-def test_monai_deploy_app_entry_point(exported_model: Path, held_out_study, tmp_path: Path,
-                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_monai_deploy_app_entry_point(
+    exported_model: Path, held_out_study, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "out"
-    assert app_main(["-i", str(held_out_study.dicom_dir), "-o", str(out), "-m",
-                     str(exported_model.parent)]) == 0
+    assert (
+        app_main(
+            ["-i", str(held_out_study.dicom_dir), "-o", str(out), "-m", str(exported_model.parent)]
+        )
+        == 0
+    )
     assert (out / "seg.dcm").is_file() and (out / "summary.json").is_file()
     assert sorted(p.name for p in out.iterdir()) == ["seg.dcm", "summary.json"]
     assert app_main(["-i", str(tmp_path / "nope"), "-o", str(out), "-m", str(exported_model)]) == 1

@@ -16,64 +16,15 @@ from pydicom.uid import JPEG2000Lossless, generate_uid
 from service.manifest import DEFAULT_CLASSES, ModelManifest
 from service.seg_writer import build_segmentation, segmentation_to_bytes
 from service.volume import CTVolume, series_to_volume
-
-try:
-    from training.phantom_io import write_ct_series
-except ImportError:  # the phantom writer lands separately; this keeps the tests runnable
-    write_ct_series = None
+from training.phantom_io import write_ct_series
 
 SPACING = (2.5, 0.75, 0.8)
 SHAPE = (6, 32, 36)
 
 
-def _fallback_write_ct_series(
-    hu, spacing_zyx, out_dir, *, study_uid, series_uid, patient_name, patient_id, seed
-):
-    """Minimal single-frame CT series (int16 + intercept -1024), axial, z ascending."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    frame_uid = generate_uid(entropy_srcs=[series_uid, "frame", str(seed)])
-    paths = []
-    for k in range(hu.shape[0]):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[series_uid, str(k)])
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = pydicom.FileDataset(None, Dataset(), file_meta=meta, preamble=b"\0" * 128)
-        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
-        ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = (
-            patient_name,
-            patient_id,
-            "",
-            "O",
-        )
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
-        ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber = "20240101", "120000", "1", ""
-        ds.ReferringPhysicianName = ""
-        ds.Modality, ds.SeriesNumber, ds.InstanceNumber, ds.Manufacturer = "CT", 1, k + 1, "test"
-        ds.FrameOfReferenceUID, ds.PositionReferenceIndicator = frame_uid, ""
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.ImagePositionPatient = [-100.0, -120.0, 10.0 + k * spacing_zyx[0]]
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.PixelSpacing = [spacing_zyx[1], spacing_zyx[2]]
-        ds.SliceThickness, ds.KVP, ds.AcquisitionNumber = spacing_zyx[0], "120", 1
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.Rows, ds.Columns = hu.shape[1:]
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = -1024, 1, "HU"
-        ds.PixelData = np.round(hu[k] + 1024).astype(np.int16).tobytes()
-        path = out / f"{k:04d}.dcm"
-        ds.save_as(path, enforce_file_format=True)
-        paths.append(path)
-    return paths
-
-
 @pytest.fixture(scope="module")
 def volume(tmp_path_factory) -> CTVolume:
-    writer = write_ct_series or _fallback_write_ct_series
+    writer = write_ct_series
     hu = np.random.default_rng(0).integers(-1000, 400, SHAPE).astype(np.float32)
     paths = writer(
         hu,

@@ -26,12 +26,25 @@ def _non_default() -> dict:
         "data": {"root": "data/x", "val_fraction": 0.3, "lesion_oversampling": 2.0},
         "model": {"features": [4, 4, 8, 8, 16, 4], "input_size": [48, 48], "dropout": 0.1},
         "optim": {"loss": "cdice_ce", "lr": 0.01, "epochs": 2, "bf16": False},
-        "pretrain_global": {"temperature": 0.5, "proj_dim": 32, "partitions": 3,
-                            "partition_positives": False},
-        "pretrain_local": {"num_regions": 5, "region_size": 2, "decoder_stage": "upcat_3",
-                           "geometric": True},
-        "tcsm": {"ema_decay": 0.999, "consistency_weight": 0.5, "rampup_steps": 10,
-                 "unlabeled_batch_size": 6, "loss": "dice"},
+        "pretrain_global": {
+            "temperature": 0.5,
+            "proj_dim": 32,
+            "partitions": 3,
+            "partition_positives": False,
+        },
+        "pretrain_local": {
+            "num_regions": 5,
+            "region_size": 2,
+            "decoder_stage": "upcat_3",
+            "geometric": True,
+        },
+        "tcsm": {
+            "ema_decay": 0.999,
+            "consistency_weight": 0.5,
+            "rampup_steps": 10,
+            "unlabeled_batch_size": 6,
+            "loss": "dice",
+        },
         "runtime": {"tensorboard": False, "checkpoint_every": 3, "backend": "gloo"},
         "export": {"name": "m", "version": "9.9.9"},
     }
@@ -71,11 +84,17 @@ def test_old_configs_without_stage_sections_still_load() -> None:
     ("raw", "message"),
     [
         ({"optimm": {}}, r"Unknown config key 'optimm'\. Did you mean 'optim'\?"),
-        ({"tcsm": {"ema_decy": 0.9}}, r"Unknown config key 'tcsm\.ema_decy'\. Did you mean "
-                                      r"'tcsm\.ema_decay'\?"),
+        (
+            {"tcsm": {"ema_decy": 0.9}},
+            r"Unknown config key 'tcsm\.ema_decy'\. Did you mean "
+            r"'tcsm\.ema_decay'\?",
+        ),
         ({"pretrain_local": {"num_region": 3}}, r"Did you mean 'pretrain_local\.num_regions'\?"),
-        ({"stages": ["pretrain_globl"]}, r"unknown stage 'pretrain_globl'.*Did you mean "
-                                         r"'pretrain_global'\?"),
+        (
+            {"stages": ["pretrain_globl"]},
+            r"unknown stage 'pretrain_globl'.*Did you mean "
+            r"'pretrain_global'\?",
+        ),
         ({"stages": ["supervised", "supervised"]}, r"lists \['supervised'\] more than once"),
         ({"stages": []}, r"'stages' must list at least one"),
         ({"tcsm": {"lr": 0}}, r"'tcsm\.lr' must be > 0, got 0\.0"),

@@ -34,8 +34,16 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def ddp_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("ddp_phantoms")
-    generate_dataset(root, studies=3, seed=9, size=48, slices=12, labeled_fraction=0.67,
-                     lesion_free_fraction=0.0, progress=False)
+    generate_dataset(
+        root,
+        studies=3,
+        seed=9,
+        size=48,
+        slices=12,
+        labeled_fraction=0.67,
+        lesion_free_fraction=0.0,
+        progress=False,
+    )
     return root
 
 
@@ -57,11 +65,19 @@ def _raw_config(data: Path, out: Path) -> dict:
 
 def _worker(rank: int, world_size: int, port: int, raw: dict, report_dir: str) -> None:
     """One rank: the environment torchrun would set, then the real runner."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        LOCAL_RANK=str(rank),
+    )
     result = run_experiment(config_from_dict(raw), progress=False)
-    report = {"rank": result.rank, "digest": state_digest(result.model),
-              "steps": [s.steps_run for s in result.stages]}
+    report = {
+        "rank": result.rank,
+        "digest": state_digest(result.model),
+        "steps": [s.steps_run for s in result.stages],
+    }
     Path(report_dir, f"rank{rank}.json").write_text(json.dumps(report))
 
 
@@ -90,9 +106,20 @@ def test_torchrun_cli_trains_with_two_processes(ddp_data: Path, tmp_path: Path) 
     raw = _raw_config(ddp_data, tmp_path / "out")
     path = tmp_path / "exp.yaml"
     save_config(config_from_dict(raw), path)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-           f"--master_port={_free_port()}", "-m", "training.stages", "--config", str(path),
-           "--stages", "supervised,tcsm", "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={_free_port()}",
+        "-m",
+        "training.stages",
+        "--config",
+        str(path),
+        "--stages",
+        "supervised,tcsm",
+        "--no-progress",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
     assert run.returncode == 0, run.stderr[-3000:]

@@ -21,15 +21,24 @@ SCHEMA = Path(__file__).resolve().parents[2] / "protos/pulmoseg/v1/model_manifes
 
 
 def _tiny_checkpoint(tmp_path: Path) -> Path:
-    config = config_from_dict({
-        "model": {"features": [4, 4, 8, 8, 16, 4], "input_size": [32, 32]},
-        "export": {"name": "tiny", "version": "9.9.9"},
-    })
+    config = config_from_dict(
+        {
+            "model": {"features": [4, 4, 8, 8, 16, 4], "input_size": [32, 32]},
+            "export": {"name": "tiny", "version": "9.9.9"},
+        }
+    )
     torch.manual_seed(0)
     net = build_network(config.model)
     path = tmp_path / "tiny.pt"
-    torch.save({"model": net.state_dict(), "config": config.to_dict(), "epoch": 2,
-                "best_dice": {"lung": 0.5}}, path)
+    torch.save(
+        {
+            "model": net.state_dict(),
+            "config": config.to_dict(),
+            "epoch": 2,
+            "best_dice": {"lung": 0.5},
+        },
+        path,
+    )
     return path
 
 
@@ -52,7 +61,9 @@ def test_export_matches_pytorch_and_carries_manifest(tmp_path: Path) -> None:
     model, _, _ = load_checkpoint(ckpt)
     session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
     for batch in (1, 5):
-        hu = np.random.default_rng(batch).uniform(-1500, 2000, (batch, 3, 32, 32)).astype(np.float32)
+        hu = (
+            np.random.default_rng(batch).uniform(-1500, 2000, (batch, 3, 32, 32)).astype(np.float32)
+        )
         onnx_out = session.run(None, {"hu": hu})[0]
         with torch.no_grad():
             torch_out = model(torch.from_numpy(hu)).numpy()
@@ -61,7 +72,9 @@ def test_export_matches_pytorch_and_carries_manifest(tmp_path: Path) -> None:
     # Values beyond the window are clipped by the graph: -3000 HU behaves like -1024 HU.
     low = np.full((1, 3, 32, 32), -3000.0, np.float32)
     edge = np.full((1, 3, 32, 32), -1024.0, np.float32)
-    np.testing.assert_allclose(session.run(None, {"hu": low})[0], session.run(None, {"hu": edge})[0])
+    np.testing.assert_allclose(
+        session.run(None, {"hu": low})[0], session.run(None, {"hu": edge})[0]
+    )
 
 
 def test_export_refuses_when_parity_fails_and_leaves_no_file(tmp_path: Path) -> None:

@@ -14,10 +14,11 @@ from training.config import TrainConfig, config_from_dict, save_config
 from training.contrastive import DECODER_STAGES, ENCODER_STAGES
 from training.distributed import DistContext, state_digest
 from training.export import load_checkpoint
+from training.loop import step_random
 from training.networks import build_network
 from training.phantom import generate_dataset
 from training.stages import _build_task, main, run_experiment
-from training.train import load_experiment_data, seed_everything, step_random
+from training.train import load_experiment_data, seed_everything
 
 ALL_STAGES = ["pretrain_global", "pretrain_local", "supervised", "tcsm"]
 
@@ -26,8 +27,16 @@ ALL_STAGES = ["pretrain_global", "pretrain_local", "supervised", "tcsm"]
 def semi_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Four 48x48x12 phantoms, two of them labeled (one trains, one validates)."""
     root = tmp_path_factory.mktemp("semi_phantoms")
-    generate_dataset(root, studies=4, seed=3, size=48, slices=12, labeled_fraction=0.5,
-                     lesion_free_fraction=0.0, progress=False)
+    generate_dataset(
+        root,
+        studies=4,
+        seed=3,
+        size=48,
+        slices=12,
+        labeled_fraction=0.5,
+        lesion_free_fraction=0.0,
+        progress=False,
+    )
     return root
 
 
@@ -47,14 +56,36 @@ def _raw_config(data: Path, out: Path) -> dict:
         "stages": ALL_STAGES,
         "data": {"root": str(data), "val_fraction": 0.5},
         "model": {"features": [4, 4, 8, 8, 16, 4], "input_size": [32, 32]},
-        "optim": {"epochs": 1, "steps_per_epoch": 3, "batch_size": 4, "lr": 0.01,
-                  "bf16": False, "num_threads": 1},
-        "pretrain_global": {"epochs": 1, "steps_per_epoch": 3, "batch_size": 6, "proj_dim": 16,
-                            "lr": 0.01},
-        "pretrain_local": {"epochs": 1, "steps_per_epoch": 3, "batch_size": 2,
-                           "proj_channels": 8, "lr": 0.01},
-        "tcsm": {"epochs": 2, "steps_per_epoch": 3, "batch_size": 2, "unlabeled_batch_size": 2,
-                 "rampup_steps": 2, "lr": 0.01},
+        "optim": {
+            "epochs": 1,
+            "steps_per_epoch": 3,
+            "batch_size": 4,
+            "lr": 0.01,
+            "bf16": False,
+            "num_threads": 1,
+        },
+        "pretrain_global": {
+            "epochs": 1,
+            "steps_per_epoch": 3,
+            "batch_size": 6,
+            "proj_dim": 16,
+            "lr": 0.01,
+        },
+        "pretrain_local": {
+            "epochs": 1,
+            "steps_per_epoch": 3,
+            "batch_size": 2,
+            "proj_channels": 8,
+            "lr": 0.01,
+        },
+        "tcsm": {
+            "epochs": 2,
+            "steps_per_epoch": 3,
+            "batch_size": 2,
+            "unlabeled_batch_size": 2,
+            "rampup_steps": 2,
+            "lr": 0.01,
+        },
         "runtime": {"tensorboard": False},
     }
 
@@ -67,8 +98,11 @@ def _config(data: Path, out: Path, **overrides: dict) -> TrainConfig:
 
 
 def _stage_params(model: torch.nn.Module, stages: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    return {f"{s}.{n}": p.detach().clone() for s in stages
-            for n, p in getattr(model.unet, s).named_parameters()}
+    return {
+        f"{s}.{n}": p.detach().clone()
+        for s in stages
+        for n, p in getattr(model.unet, s).named_parameters()
+    }
 
 
 def _changed(before: dict[str, torch.Tensor], model: torch.nn.Module) -> set[str]:
@@ -85,14 +119,17 @@ ALL_PARTS = (*ENCODER_STAGES, *DECODER_STAGES, "final_conv")
     [
         ("pretrain_global", {}, set(ENCODER_STAGES)),
         ("pretrain_local", {}, {"upcat_4", "upcat_3", "upcat_2"}),
-        ("pretrain_local", {"geometric": True, "decoder_stage": "upcat_1"},
-         set(DECODER_STAGES)),
+        ("pretrain_local", {"geometric": True, "decoder_stage": "upcat_1"}, set(DECODER_STAGES)),
         ("supervised", {}, set(ALL_PARTS)),
         ("tcsm", {}, set(ALL_PARTS)),
     ],
 )
 def test_each_stage_lowers_its_loss_and_trains_only_its_part(
-    semi_data: Path, tmp_path: Path, one_thread: None, stage: str, local_overrides: dict,
+    semi_data: Path,
+    tmp_path: Path,
+    one_thread: None,
+    stage: str,
+    local_overrides: dict,
     trained: set[str],
 ) -> None:
     config = _config(semi_data, tmp_path, pretrain_local=local_overrides)
@@ -113,8 +150,11 @@ def test_local_stage_refuses_more_regions_than_the_map_holds(
 ) -> None:
     config = _config(semi_data, tmp_path, pretrain_local={"decoder_stage": "upcat_4"})
     data = load_experiment_data(config)
-    with pytest.raises(ValueError, match=r"'pretrain_local\.num_regions' is 13, but the 4x4 "
-                                         r"'upcat_4' map .* holds only 1 regions"):
+    with pytest.raises(
+        ValueError,
+        match=r"'pretrain_local\.num_regions' is 13, but the 4x4 "
+        r"'upcat_4' map .* holds only 1 regions",
+    ):
         _build_task("pretrain_local", config, build_network(config.model), data, DistContext())
 
 
@@ -122,16 +162,26 @@ def test_staged_run_chains_stages_and_resumes_exactly(semi_data: Path, tmp_path:
     whole = run_experiment(_config(semi_data, tmp_path / "whole"), progress=False)
     assert whole.finished and whole.final_checkpoint == tmp_path / "whole" / "final.pt"
     assert [(s.name, s.steps_run) for s in whole.stages] == [
-        ("pretrain_global", 3), ("pretrain_local", 3), ("supervised", 3), ("tcsm", 6)]
+        ("pretrain_global", 3),
+        ("pretrain_local", 3),
+        ("supervised", 3),
+        ("tcsm", 6),
+    ]
 
     split = _config(semi_data, tmp_path / "split")
     first = run_experiment(split, progress=False, max_steps=5)  # stops inside pretrain_local
     assert not first.finished and first.final_checkpoint is None
     assert [(s.name, s.finished, s.global_step) for s in first.stages] == [
-        ("pretrain_global", True, 3), ("pretrain_local", False, 2)]
+        ("pretrain_global", True, 3),
+        ("pretrain_local", False, 2),
+    ]
     second = run_experiment(split, resume=True, progress=False, max_steps=6)  # into tcsm
     assert [(s.name, s.steps_run) for s in second.stages] == [
-        ("pretrain_global", 0), ("pretrain_local", 1), ("supervised", 3), ("tcsm", 2)]
+        ("pretrain_global", 0),
+        ("pretrain_local", 1),
+        ("supervised", 3),
+        ("tcsm", 2),
+    ]
     third = run_experiment(split, resume=True, progress=False)
     assert [s.steps_run for s in third.stages] == [0, 0, 0, 4]
     assert third.finished
@@ -164,15 +214,17 @@ def test_cli_runs_resumes_and_reports_bad_input(
     raw = _raw_config(semi_data, tmp_path / "out")
     path = tmp_path / "exp.yaml"
     save_config(config_from_dict(raw), path)
-    assert main(["--config", str(path), "--stages", "supervised", "--max-steps", "2",
-                 "--no-progress"]) == 0
+    assert (
+        main(["--config", str(path), "--stages", "supervised", "--max-steps", "2", "--no-progress"])
+        == 0
+    )
     last = torch.load(tmp_path / "out" / "supervised" / "last.pt", weights_only=False)
     assert (last["global_step"], last["finished"]) == (2, False)
-    assert main(["--config", str(path), "--stages", "supervised", "--resume",
-                 "--no-progress"]) == 0
+    assert main(["--config", str(path), "--stages", "supervised", "--resume", "--no-progress"]) == 0
     assert (tmp_path / "out" / "final.pt").is_file()
     assert yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())["stages"] == [
-        "supervised"]
+        "supervised"
+    ]
 
     assert main(["--config", str(path), "--stages", "supervized"]) == 1
     assert "Did you mean 'supervised'?" in capsys.readouterr().err

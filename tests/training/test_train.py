@@ -1,4 +1,5 @@
-"""Tests for training.train: supervised training, checkpoints, exact resume, TensorBoard, bf16."""
+"""Tests for training.train and the loop under it (training.loop): supervised training,
+checkpoints, exact resume, TensorBoard, bf16."""
 
 from __future__ import annotations
 
@@ -12,18 +13,20 @@ import torch
 from training.config import TrainConfig, config_from_dict
 from training.distributed import DistContext, state_digest
 from training.export import load_checkpoint
-from training.networks import build_network
-from training.phantom import generate_dataset
-from training.train import (
+from training.loop import (
     LAST_CHECKPOINT,
     AutocastForward,
     StepBudget,
-    build_supervised_task,
-    load_experiment_data,
     read_checkpoint,
     run_stage,
-    seed_everything,
     step_random,
+)
+from training.networks import build_network
+from training.phantom import generate_dataset
+from training.train import (
+    build_supervised_task,
+    load_experiment_data,
+    seed_everything,
     train_supervised,
 )
 
@@ -38,15 +41,23 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _config(data: Path, out: Path, **optim: object) -> TrainConfig:
-    return config_from_dict({
-        "output_dir": str(out),
-        "seed": 3,
-        "data": {"root": str(data), "val_fraction": 0.4},
-        "model": {"features": FEATURES, "input_size": [32, 32]},
-        "optim": {"epochs": 2, "steps_per_epoch": 3, "batch_size": 4, "lr": 0.01,
-                  "num_threads": 1, **optim},
-        "runtime": {"tensorboard": True},
-    })
+    return config_from_dict(
+        {
+            "output_dir": str(out),
+            "seed": 3,
+            "data": {"root": str(data), "val_fraction": 0.4},
+            "model": {"features": FEATURES, "input_size": [32, 32]},
+            "optim": {
+                "epochs": 2,
+                "steps_per_epoch": 3,
+                "batch_size": 4,
+                "lr": 0.01,
+                "num_threads": 1,
+                **optim,
+            },
+            "runtime": {"tensorboard": True},
+        }
+    )
 
 
 def _initial_digest(config: TrainConfig) -> str:
@@ -90,16 +101,25 @@ def test_tensorboard_gets_loss_lr_and_per_class_voldice(tiny_data: Path, tmp_pat
     assert [e.step for e in events.Scalars("supervised/val_model/lung")] == [3, 6]
 
 
-def _supervised_run(config: TrainConfig, directory: Path, budget: int | None,
-                    resume: bool = False) -> tuple[str, object]:
+def _supervised_run(
+    config: TrainConfig, directory: Path, budget: int | None, resume: bool = False
+) -> tuple[str, object]:
     ctx = DistContext()
     seed_everything(config.seed)
     data = load_experiment_data(config, with_unlabeled=False)
     model = build_network(config.model)
     task = build_supervised_task(config, model, data.train_labeled, ctx)
     state = read_checkpoint(ctx, directory / LAST_CHECKPOINT) if resume else None
-    result = run_stage(task, config=config, directory=directory, ctx=ctx, val_studies=data.val,
-                       resume_state=state, budget=StepBudget(budget), progress=False)
+    result = run_stage(
+        task,
+        config=config,
+        directory=directory,
+        ctx=ctx,
+        val_studies=data.val,
+        resume_state=state,
+        budget=StepBudget(budget),
+        progress=False,
+    )
     return state_digest(model), result
 
 
