@@ -50,8 +50,9 @@ def main() -> None:
     torch.manual_seed(0)
     net = build_network(config.model).eval()
     ckpt = work / "net.pt"
-    torch.save({"model": net.state_dict(), "config": config.to_dict(), "epoch": 0,
-                "best_dice": {}}, ckpt)
+    torch.save(
+        {"model": net.state_dict(), "config": config.to_dict(), "epoch": 0, "best_dice": {}}, ckpt
+    )
     export_onnx(ckpt, work / "model.onnx")
 
     batch = np.random.default_rng(0).uniform(-1000, 400, (args.batch, 3, args.size, args.size))
@@ -71,8 +72,9 @@ def main() -> None:
     t_torch = _time(run_torch, args.repeats)
     t_ort = _time(run_ort, args.repeats)
 
-    manifest = generate_dataset(work / "data", studies=1, seed=3, size=args.size,
-                                slices=args.slices, progress=False)
+    manifest = generate_dataset(
+        work / "data", studies=1, seed=3, size=args.size, slices=args.slices, progress=False
+    )
     study = json.loads(manifest.read_text())["studies"][0]
     dicom_dir = manifest.parent / study["dicom"]
     blobs = [p.read_bytes() for p in sorted(dicom_dir.iterdir())]
@@ -84,10 +86,14 @@ def main() -> None:
 
     t_pipeline = _time(run_pipeline, args.repeats)
 
-    print(f"machine: {platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}, ort {ort.__version__}")
-    print(f"network: 2.5D BasicUNet {config.model.features}, input {args.size}x{args.size}, "
-          f"{args.slices} slices in batches of {args.batch}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}, ort {ort.__version__}"
+    )
+    print(
+        f"network: 2.5D BasicUNet {config.model.features}, input {args.size}x{args.size}, "
+        f"{args.slices} slices in batches of {args.batch}"
+    )
     print(f"{'what':<38}{'seconds':>10}{'ratio':>10}")
     print(f"{'PyTorch eager (fp32), all slices':<38}{t_torch:>10.3f}{1.0:>10.2f}")
     print(f"{'ONNX Runtime CPU, all slices':<38}{t_ort:>10.3f}{t_torch / t_ort:>10.2f}")
