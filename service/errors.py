@@ -28,3 +28,16 @@ class ProviderUnavailableError(ModelError):
 
 class ServiceNotReadyError(PulmosegError):
     """The service has no model loaded yet (maps to UNAVAILABLE so clients may retry)."""
+
+
+class ResourceLimitError(PulmosegError):
+    """A request exceeds a configured limit (upload size, concurrent studies); maps to
+    RESOURCE_EXHAUSTED."""
+
+
+class AuthenticationError(PulmosegError):
+    """The call carries no valid ``authorization: Bearer <token>`` metadata."""
+
+
+class UnsupportedRequestError(PulmosegError):
+    """The request asks for something this server does not implement (e.g. an output type)."""

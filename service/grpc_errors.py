@@ -1,9 +1,9 @@
 """Domain exceptions -> gRPC status codes, in one table.
 
-Servicer code raises exceptions that say what went wrong (``service.errors`` plus the two
-transport-level ones below); :func:`status_for` is the only place that picks a status code and
-the details string. Unexpected exceptions become INTERNAL with a generic message: the traceback
-goes to the server log only, so internals (and any data they might hold) never reach a client.
+Servicer code raises exceptions that say what went wrong (``service.errors``); :func:`status_for`
+is the only place that picks a status code and the details string. Unexpected exceptions become
+INTERNAL with a generic message: the traceback goes to the server log only, so internals (and
+any data they might hold) never reach a client.
 """
 
 from __future__ import annotations
@@ -13,26 +13,16 @@ import logging
 
 import grpc
 
-from service.errors import (
+from service.errors import (  # re-exported: servicer code imports them from here too
+    AuthenticationError,
     InvalidStudyError,
     ModelError,
-    PulmosegError,
+    ResourceLimitError,
     ServiceNotReadyError,
+    UnsupportedRequestError,
 )
 
 logger = logging.getLogger(__name__)
-
-
-class ResourceLimitError(PulmosegError):
-    """A request exceeds a configured limit (upload size, concurrent studies)."""
-
-
-class AuthenticationError(PulmosegError):
-    """The call carries no valid ``authorization: Bearer <token>`` metadata."""
-
-
-class UnsupportedRequestError(PulmosegError):
-    """The request asks for something this server does not implement (e.g. an output type)."""
 
 
 #: Ordered: the first matching class wins, so subclasses come before their bases.

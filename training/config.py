@@ -17,17 +17,54 @@ from typing import Any
 
 import yaml
 
+#: ``data.kind`` values (see ``training.data_sources.DataKind``).
+DATA_KINDS: tuple[str, ...] = ("volumes", "slices2d")
+
 
 @dataclass
 class DataConfig:
-    """Where the studies are and how they are split (by study, never by slice)."""
+    """Where the data is and how it is split (by study or slice group, never by slice of a
+    volume).
 
-    #: A phantom/dataset folder holding ``manifest.json`` (see ``training.datasets``).
+    ``kind: volumes`` (default) reads ``root/manifest.json`` of NIfTI volumes in HU.
+    ``kind: slices2d`` reads folders of 8-bit slices already in a display window (e.g.
+    COVID-SemiSeg): ``images``/``masks``/``unlabeled`` are relative to ``root`` (or absolute);
+    the model then takes the 0..255 pixel values as its input ("HU window" (0, 255), slice
+    context 1).
+    """
+
+    #: A phantom/dataset folder holding ``manifest.json`` (see ``training.datasets``), or the
+    #: base folder of the slice folders.
     root: str = "runs/demo/data"
-    #: Fraction of labeled studies held out for validation (at least one study).
+    #: Fraction of labeled studies (slice groups for 2D) held out for validation (at least one).
     val_fraction: float = 0.2
     #: Slices with lesions are drawn this many times more often than others.
     lesion_oversampling: float = 3.0
+    #: Data layout: "volumes" (3D studies) or "slices2d" (2D slice folders).
+    kind: str = "volumes"
+    #: slices2d: folder of labeled slice images (PNG/JPEG) and of their class-index PNG masks.
+    images: str = "images"
+    masks: str = "masks"
+    #: slices2d: folder of unlabeled slices for the semi-supervised stages (None: none).
+    unlabeled: str | None = None
+    #: slices2d: class names by raw mask value; mapped to ``model.class_names`` by name.
+    mask_classes: tuple[str, ...] = ("background", "ggo", "consolidation")
+    #: slices2d: flips, small rotation/zoom and intensity jitter on labeled batches.
+    augment: bool = True
+
+    def __post_init__(self) -> None:
+        if self.kind not in DATA_KINDS:
+            close = difflib.get_close_matches(str(self.kind), DATA_KINDS, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise ValueError(
+                f"Config key 'data.kind' must be one of {list(DATA_KINDS)}, got "
+                f"{self.kind!r}.{hint}"
+            )
+        if len(self.mask_classes) < 2 or len(set(self.mask_classes)) != len(self.mask_classes):
+            raise ValueError(
+                "Config key 'data.mask_classes' must list at least two distinct class names "
+                f"(raw value 0 first), got {list(self.mask_classes)}."
+            )
 
 
 @dataclass
@@ -43,6 +80,9 @@ class ModelConfig:
     #: In-plane size the network trains on (slices are resampled to it).
     input_size: tuple[int, int] = (128, 128)
     dropout: float = 0.0
+    #: Standardise each input image after the window (zero mean, unit variance); for sources
+    #: whose display windows differ (8-bit slices). Part of the exported graph.
+    standardize_input: bool = False
 
 
 @dataclass

@@ -14,7 +14,7 @@ import json
 import logging
 import math
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,9 +25,8 @@ from torch import nn
 from tqdm import tqdm
 
 from training.config import TrainConfig
-from training.datasets import LoadedStudy
+from training.data_sources import Item, data_source
 from training.distributed import DistContext
-from training.evaluate_torch import validate_studies
 from training.networks import SegmentationNet
 
 log = logging.getLogger(__name__)
@@ -180,14 +179,19 @@ def run_stage(
     config: TrainConfig,
     directory: Path,
     ctx: DistContext,
-    val_studies: list[LoadedStudy],
+    val_studies: Sequence[Item],
     resume_state: dict[str, Any] | None = None,
     budget: StepBudget | None = None,
     progress: bool = True,
     tb_dir: Path | None = None,
 ) -> StageResult:
-    """Train ``task`` to its last step (or until ``budget`` runs out), resuming if asked."""
+    """Train ``task`` to its last step (or until ``budget`` runs out), resuming if asked.
+
+    ``val_studies`` are the validation items of ``config.data.kind`` (studies or slices);
+    their score (VolDice or slice Dice per class) picks ``best.pt``.
+    """
     budget = budget or StepBudget()
+    data = data_source(config)
     spe, total, name = task.steps_per_epoch, task.total_steps, task.name
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         task.optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
@@ -297,13 +301,7 @@ def run_stage(
                 scored = []
                 for label, module in task.candidates():
                     dice = (
-                        validate_studies(
-                            _OnDevice(module, ctx.device),
-                            val_studies,
-                            slice_context=config.model.slice_context,
-                            input_size=config.model.input_size,
-                            class_names=config.model.class_names,
-                        )
+                        data.validate(_OnDevice(module, ctx.device), val_studies)
                         if val_studies
                         else {}
                     )
@@ -331,7 +329,7 @@ def run_stage(
             if ctx.is_main:
                 message = (
                     f"{name} epoch {epoch + 1}/{task.epochs} loss={final_loss:.4f} "
-                    f"val VolDice {summary}"
+                    f"val {data.metric} {summary}"
                 )
                 log.info(message)
                 if progress:

@@ -27,6 +27,24 @@ class HUWindow(nn.Module):
         return (hu.clamp(self.lo, self.hi) - self.lo) / (self.hi - self.lo)
 
 
+class PerImageStandardize(nn.Module):
+    """Zero mean, unit variance per sample (over its channels and pixels).
+
+    For inputs whose display window varies between sources (8-bit slices exported with
+    different lung windows), this removes the linear part of the difference inside the graph,
+    so the service needs no extra preprocessing.
+    """
+
+    def __init__(self, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        var = ((x - mean) ** 2).mean(dim=(1, 2, 3), keepdim=True)
+        return (x - mean) / torch.sqrt(var + self.eps)
+
+
 class SegmentationNet(nn.Module):
     """HU window + 2D BasicUNet over ``slice_context`` adjacent slices; returns logits.
 
@@ -36,6 +54,9 @@ class SegmentationNet(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.window = HUWindow(*config.hu_window)
+        standardize = PerImageStandardize() if config.standardize_input else nn.Identity()
+        #: Everything between raw input and the U-Net; contrastive stages reuse it.
+        self.preprocess = nn.Sequential(self.window, standardize)
         self.unet = BasicUNet(
             spatial_dims=2,
             in_channels=config.slice_context,
@@ -45,7 +66,7 @@ class SegmentationNet(nn.Module):
         )
 
     def forward(self, hu: torch.Tensor) -> torch.Tensor:
-        return self.unet(self.window(hu))
+        return self.unet(self.preprocess(hu))
 
 
 def build_network(config: ModelConfig) -> SegmentationNet:

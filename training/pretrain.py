@@ -7,12 +7,17 @@
   geometry (intensity-only augmentation, or rot90/flip undone on the feature map) are compared
   region by region.
 
-Both use images only, from every training-side study (labeled or not). Validation studies are
-left out on purpose so the validation VolDice of later stages stays an unseen-data number.
+Both use images only, from every training-side study or slice (labeled or not; batches come
+from ``training.data_sources``, so 3D studies and 2D slice folders alike). Validation items are
+left out on purpose so the validation score of later stages stays an unseen-data number. 2D
+slices carry no position within a volume, so G^D falls back to plain SimCLR positives there.
 Projection heads are checkpointed with their stage (for resuming) and dropped afterwards.
 """
 
 from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -30,10 +35,13 @@ from training.contrastive import (
     nt_xent_loss,
     partition_ids_for,
 )
+from training.data_sources import Item, data_source
 from training.datasets import LoadedStudy, resize_batch
 from training.distributed import DistContext
 from training.loop import AutocastForward, StageTask, StepRandom, trainable
 from training.networks import SegmentationNet
+
+log = logging.getLogger(__name__)
 
 
 class ImageSliceSampler:
@@ -95,32 +103,38 @@ def _train_only(model: SegmentationNet, stages: tuple[str, ...]) -> None:
 
 
 def build_global_task(
-    config: TrainConfig, model: SegmentationNet, studies: list[LoadedStudy], ctx: DistContext
+    config: TrainConfig, model: SegmentationNet, studies: Sequence[Item], ctx: DistContext
 ) -> StageTask:
     """Encoder + projection head trained with NT-Xent on two views per slice."""
     cfg = config.pretrain_global
-    sampler = ImageSliceSampler(
-        studies, slice_context=config.model.slice_context, input_size=config.model.input_size
-    )
+    sampler = data_source(config).image_batches(studies)
+    use_partitions = cfg.partition_positives and sampler.knows_positions
+    if cfg.partition_positives and not use_partitions:
+        log.info("pretrain_global: slice positions unknown for this data; G^D positives off")
     _train_only(model, ENCODER_STAGES)
     contrastive = GlobalContrastiveModel(model.unet, proj_dim=cfg.proj_dim).to(ctx.device)
     net = ctx.wrap(
         AutocastForward(
-            nn.Sequential(model.window, contrastive), config.optim.bf16, ctx.device.type
+            nn.Sequential(model.preprocess, contrastive), config.optim.bf16, ctx.device.type
         )
     )
     params = trainable(model) + list(contrastive.head.parameters())
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     def step(_: int, rnd: StepRandom) -> dict[str, float]:
-        x, z, depth = sampler.sample(cfg.batch_size, rnd.numpy)
+        batch = sampler.sample(cfg.batch_size, rnd.numpy, rnd.torch)
+        x = batch.x
         views = []
         for _view in range(2):
             v = intensity_augment(
                 x, rnd.torch, cfg.contrast_jitter, cfg.brightness_jitter_hu, cfg.noise_std_hu
             )
             views.append(_geometric_views(v, rnd.torch, cfg.max_scale_delta))
-        ids = partition_ids_for(z, depth, cfg.partitions) if cfg.partition_positives else None
+        ids = (
+            partition_ids_for(batch.position, batch.depth, cfg.partitions)
+            if use_partitions
+            else None
+        )
         net.train()
         z1, z2 = net(torch.cat(views).to(ctx.device)).chunk(2)
         loss = nt_xent_loss(z1, z2, cfg.temperature, partition_ids=ids)
@@ -157,13 +171,11 @@ def _check_regions(config: TrainConfig, stage: str) -> None:
 
 
 def build_local_task(
-    config: TrainConfig, model: SegmentationNet, studies: list[LoadedStudy], ctx: DistContext
+    config: TrainConfig, model: SegmentationNet, studies: Sequence[Item], ctx: DistContext
 ) -> StageTask:
     """Decoder (up to ``decoder_stage``) + 1x1 head trained with the local contrastive loss."""
     cfg = config.pretrain_local
-    sampler = ImageSliceSampler(
-        studies, slice_context=config.model.slice_context, input_size=config.model.input_size
-    )
+    sampler = data_source(config).image_batches(studies)
     contrastive = LocalContrastiveModel(model.unet, cfg.decoder_stage, cfg.proj_channels)
     _check_regions(config, contrastive.stage.value)
     stop = DECODER_STAGES.index(contrastive.stage.value)
@@ -171,14 +183,14 @@ def build_local_task(
     contrastive.to(ctx.device)
     net = ctx.wrap(
         AutocastForward(
-            nn.Sequential(model.window, contrastive), config.optim.bf16, ctx.device.type
+            nn.Sequential(model.preprocess, contrastive), config.optim.bf16, ctx.device.type
         )
     )
     params = trainable(model) + list(contrastive.head.parameters())
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     def step(_: int, rnd: StepRandom) -> dict[str, float]:
-        x, _z, _d = sampler.sample(cfg.batch_size, rnd.numpy)
+        x = sampler.sample(cfg.batch_size, rnd.numpy, rnd.torch).x
         v1, v2 = (
             intensity_augment(
                 x, rnd.torch, cfg.contrast_jitter, cfg.brightness_jitter_hu, cfg.noise_std_hu

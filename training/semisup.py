@@ -15,17 +15,17 @@ the student can be ahead; choosing by validation costs one extra validation pass
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
 from training.config import TrainConfig
-from training.datasets import LoadedStudy, SliceBatchSampler
+from training.data_sources import ImageBatches, Item, data_source
 from training.distributed import DistContext
 from training.loop import AutocastForward, StageTask, StepRandom, trainable
 from training.losses import build_supervised_loss
 from training.networks import SegmentationNet
-from training.pretrain import ImageSliceSampler
 from training.tcsm import EMATeacher, TCSMConfig, tcsm_train_step
 
 log = logging.getLogger(__name__)
@@ -64,40 +64,31 @@ def tcsm_config(config: TrainConfig) -> TCSMConfig:
 def build_tcsm_task(
     config: TrainConfig,
     model: SegmentationNet,
-    labeled: list[LoadedStudy],
-    unlabeled: list[LoadedStudy],
+    labeled: Sequence[Item],
+    unlabeled: Sequence[Item],
     ctx: DistContext,
 ) -> StageTask:
     """Student = ``model`` (wrapped for autocast/DDP); teacher = an EMA copy of it."""
     cfg = config.tcsm
     params = tcsm_config(config)
-    sup_sampler = SliceBatchSampler(
-        labeled,
-        slice_context=config.model.slice_context,
-        input_size=config.model.input_size,
-        lesion_oversampling=config.data.lesion_oversampling,
-        seed=config.seed,
-    )
-    unl_sampler = None
+    source = data_source(config)
+    sup_sampler = source.labeled_batches(labeled)
+    unl_sampler: ImageBatches | None = None
     if unlabeled and cfg.unlabeled_batch_size > 0:
-        unl_sampler = ImageSliceSampler(
-            unlabeled,
-            slice_context=config.model.slice_context,
-            input_size=config.model.input_size,
-        )
+        unl_sampler = source.image_batches(unlabeled)
     else:
-        log.info("tcsm: no unlabeled studies; consistency uses the labeled slices only")
+        log.info("tcsm: no unlabeled data; consistency uses the labeled slices only")
     net = ctx.wrap(AutocastForward(model, config.optim.bf16, ctx.device.type))
     teacher = LinkedTeacher(model, cfg.ema_decay)  # after wrap: DDP synced the weights
     loss_fn = build_supervised_loss(cfg.loss)
     optimizer = torch.optim.AdamW(trainable(model), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     def step(index: int, rnd: StepRandom) -> dict[str, float]:
-        sup_sampler.rng = rnd.numpy
-        x, y = sup_sampler.sample(cfg.batch_size)
+        x, y = sup_sampler.sample(cfg.batch_size, rnd.numpy, rnd.torch)
         x_u: Tensor | None = None
         if unl_sampler is not None:
-            x_u = unl_sampler.sample(cfg.unlabeled_batch_size, rnd.numpy)[0].to(ctx.device)
+            batch = unl_sampler.sample(cfg.unlabeled_batch_size, rnd.numpy, rnd.torch)
+            x_u = batch.x.to(ctx.device)
         return tcsm_train_step(
             net,
             teacher,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,13 +18,7 @@ import numpy as np
 import torch
 
 from training.config import TrainConfig, save_config
-from training.datasets import (
-    LoadedStudy,
-    SliceBatchSampler,
-    load_study,
-    read_dataset_manifest,
-    split_studies,
-)
+from training.data_sources import ExperimentData, Item, data_source
 from training.distributed import DistContext, init_distributed, shutdown_distributed
 from training.loop import (
     BEST_CHECKPOINT,
@@ -59,53 +54,24 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-@dataclass
-class ExperimentData:
-    """Studies split by study: labeled training, all training images, labeled validation."""
-
-    train_labeled: list[LoadedStudy]
-    train_unlabeled: list[LoadedStudy]
-    val: list[LoadedStudy]
-
-    @property
-    def train_all(self) -> list[LoadedStudy]:
-        return self.train_labeled + self.train_unlabeled
-
-
 def load_experiment_data(config: TrainConfig, *, with_unlabeled: bool = True) -> ExperimentData:
-    records = read_dataset_manifest(config.data.root)
-    train_records, val_records = split_studies(records, config.data.val_fraction, config.seed)
-    labeled = [load_study(r) for r in train_records if r.labeled]
-    unlabeled = [load_study(r) for r in train_records if not r.labeled] if with_unlabeled else []
-    val = [load_study(r) for r in val_records]
-    log.info(
-        "studies: %d labeled + %d unlabeled for training, %d for validation",
-        len(labeled),
-        len(unlabeled),
-        len(val),
-    )
-    return ExperimentData(labeled, unlabeled, val)
+    """Read and split the run's data for ``config.data.kind`` (see ``training.data_sources``)."""
+    return data_source(config).load(with_unlabeled=with_unlabeled)
 
 
 def build_supervised_task(
-    config: TrainConfig, model: SegmentationNet, studies: list[LoadedStudy], ctx: DistContext
+    config: TrainConfig, model: SegmentationNet, studies: Sequence[Item], ctx: DistContext
 ) -> StageTask:
-    """Supervised stage: the configured loss (``optim.loss``) on labeled 2.5D slice batches."""
-    sampler = SliceBatchSampler(
-        studies,
-        slice_context=config.model.slice_context,
-        input_size=config.model.input_size,
-        lesion_oversampling=config.data.lesion_oversampling,
-        seed=config.seed,
-    )
+    """Supervised stage: the configured loss (``optim.loss``) on labeled batches (2.5D stacks
+    of studies or 2D slices, per ``data.kind``)."""
+    sampler = data_source(config).labeled_batches(studies)
     opt = config.optim
     net = ctx.wrap(AutocastForward(model, opt.bf16, ctx.device.type))
     loss_fn = build_supervised_loss(opt.loss)
     optimizer = torch.optim.AdamW(trainable(model), lr=opt.lr, weight_decay=opt.weight_decay)
 
     def step(_: int, rnd: StepRandom) -> dict[str, float]:
-        sampler.rng = rnd.numpy
-        x, y = sampler.sample(opt.batch_size)
+        x, y = sampler.sample(opt.batch_size, rnd.numpy, rnd.torch)
         net.train()
         loss = loss_fn(net(x.to(ctx.device)), y.to(ctx.device))
         optimizer.zero_grad(set_to_none=True)

@@ -92,3 +92,35 @@ def test_export_rejects_non_checkpoint(tmp_path: Path) -> None:
         export_onnx(bogus, tmp_path / "m.onnx")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         export_onnx(tmp_path / "missing.pt", tmp_path / "m.onnx")
+
+
+def test_standardized_input_model_exports_and_ignores_linear_intensity_changes(
+    tmp_path: Path,
+) -> None:
+    config = config_from_dict(
+        {
+            "model": {
+                "features": [4, 4, 8, 8, 16, 4],
+                "input_size": [32, 32],
+                "slice_context": 1,
+                "class_names": ["background", "ggo", "consolidation"],
+                "num_classes": 3,
+                "hu_window": [0.0, 255.0],
+                "standardize_input": True,
+            },
+        }
+    )
+    torch.manual_seed(1)
+    net = build_network(config.model)
+    ckpt = tmp_path / "std.pt"
+    torch.save(
+        {"model": net.state_dict(), "config": config.to_dict(), "epoch": 0, "best_dice": {}}, ckpt
+    )
+    result = export_onnx(ckpt, tmp_path / "std.onnx")
+    assert result.max_abs_diff <= 1e-4
+    session = ort.InferenceSession(str(tmp_path / "std.onnx"), providers=["CPUExecutionProvider"])
+    image = np.random.default_rng(0).uniform(20, 120, (1, 1, 32, 32)).astype(np.float32)
+    brighter = (image * 1.5 + 40).astype(np.float32)  # another display window, still in 0..255
+    np.testing.assert_allclose(
+        session.run(None, {"hu": image})[0], session.run(None, {"hu": brighter})[0], atol=1e-3
+    )

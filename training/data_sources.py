@@ -1,0 +1,397 @@
+"""Where a run's batches and validation scores come from: 3D volumes or 2D slice folders.
+
+Every stage needs the same three things from its data: labeled batches, image-only batches
+(contrastive pre-training, TCSM's unlabeled term) and a validation score. 3D studies (NIfTI
+volumes in HU, 2.5D slice stacks) and 2D slice folders (8-bit slices already in a display
+window, e.g. COVID-SemiSeg) provide them differently, so :func:`data_source` picks the
+implementation for ``config.data.kind`` once and the stages never branch on the kind.
+
+Randomness is handed in per call (a numpy generator for sampling, a torch generator for
+augmentation) so that each optimisation step's batch depends on ``(seed, stage, rank, step)``
+alone, as ``training.loop`` requires for exact resumes.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from service.quality import dice
+from training.config import TrainConfig
+from training.datasets import (
+    LoadedStudy,
+    SliceBatchSampler,
+    load_study,
+    read_dataset_manifest,
+    split_studies,
+)
+from training.evaluate_torch import validate_studies
+from training.losses import as_option
+from training.slices2d import (
+    Augment2D,
+    LabeledSliceSampler,
+    LoadedSlice,
+    UnlabeledSliceSampler,
+    list_slice_folder,
+    load_slice,
+    mapping_by_names,
+    split_by_group,
+)
+
+if TYPE_CHECKING:
+    from training.pretrain import ImageSliceSampler
+
+__all__ = [
+    "DataKind",
+    "DataSource",
+    "ExperimentData",
+    "ImageBatch",
+    "ImageBatches",
+    "Item",
+    "LabeledBatches",
+    "SliceSource",
+    "VolumeSource",
+    "data_source",
+]
+
+log = logging.getLogger(__name__)
+
+#: One training/validation item: a 3D study or a 2D slice.
+Item = LoadedStudy | LoadedSlice
+
+
+class DataKind(StrEnum):
+    """The on-disk layouts a run can train from (``data.kind``)."""
+
+    VOLUMES = "volumes"
+    SLICES2D = "slices2d"
+
+
+@dataclass
+class ExperimentData:
+    """Items split for one run: labeled training, unlabeled training, labeled validation.
+
+    3D runs split by study, 2D runs by slice group (volume/patient); unlabeled items always
+    stay on the training side.
+    """
+
+    train_labeled: list[Item]
+    train_unlabeled: list[Item]
+    val: list[Item]
+
+    @property
+    def train_all(self) -> list[Item]:
+        return self.train_labeled + self.train_unlabeled
+
+
+@dataclass
+class ImageBatch:
+    """Network inputs ``x`` (B, C, H, W) and, where the layout knows them, each slice's index
+    within its volume and the volume's depth (for G^D partition positives)."""
+
+    x: Tensor
+    position: Tensor | None = None
+    depth: Tensor | None = None
+
+
+class LabeledBatches(abc.ABC):
+    """Draws labeled training batches."""
+
+    @abc.abstractmethod
+    def sample(
+        self, batch_size: int, rng: np.random.Generator, generator: torch.Generator
+    ) -> tuple[Tensor, Tensor]:
+        """Inputs (B, C, H, W) float32 and labels (B, H, W) int64 in model class indices."""
+
+
+class ImageBatches(abc.ABC):
+    """Draws image-only batches (labels, if any, unused)."""
+
+    #: Whether batches carry slice positions (G^D needs them).
+    knows_positions: bool = False
+
+    @abc.abstractmethod
+    def sample(
+        self, batch_size: int, rng: np.random.Generator, generator: torch.Generator
+    ) -> ImageBatch: ...
+
+
+class DataSource(abc.ABC):
+    """Loads and splits a run's data, and serves batches and validation for one layout."""
+
+    kind: DataKind
+    #: Name of the validation score in logs ("VolDice" for studies, "Dice" for slices).
+    metric: str
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+
+    @abc.abstractmethod
+    def load(self, *, with_unlabeled: bool = True) -> ExperimentData:
+        """Read and split the data (validation items are labeled, never trained on)."""
+
+    @abc.abstractmethod
+    def labeled_batches(self, items: Sequence[Item]) -> LabeledBatches: ...
+
+    @abc.abstractmethod
+    def image_batches(self, items: Sequence[Item]) -> ImageBatches: ...
+
+    @abc.abstractmethod
+    def validate(self, model: torch.nn.Module, items: Sequence[Item]) -> dict[str, float]:
+        """Mean score per foreground class over the labeled validation items."""
+
+
+# --------------------------------------------------------------------------------------------
+# 3D studies (manifest.json of NIfTI volumes in HU)
+# --------------------------------------------------------------------------------------------
+
+
+class _StudyLabeledBatches(LabeledBatches):
+    def __init__(self, sampler: SliceBatchSampler) -> None:
+        self.sampler = sampler
+
+    def sample(
+        self, batch_size: int, rng: np.random.Generator, generator: torch.Generator
+    ) -> tuple[Tensor, Tensor]:
+        self.sampler.rng = rng
+        return self.sampler.sample(batch_size)
+
+
+class _StudyImageBatches(ImageBatches):
+    knows_positions = True
+
+    def __init__(self, sampler: ImageSliceSampler) -> None:
+        self.sampler = sampler
+
+    def sample(
+        self, batch_size: int, rng: np.random.Generator, generator: torch.Generator
+    ) -> ImageBatch:
+        x, z, depth = self.sampler.sample(batch_size, rng)
+        return ImageBatch(x, z, depth)
+
+
+class VolumeSource(DataSource):
+    """3D studies: 2.5D HU stacks, split by study, validated with per-class VolDice."""
+
+    kind = DataKind.VOLUMES
+    metric = "VolDice"
+
+    def load(self, *, with_unlabeled: bool = True) -> ExperimentData:
+        records = read_dataset_manifest(self.config.data.root)
+        train, val = split_studies(records, self.config.data.val_fraction, self.config.seed)
+        labeled = [load_study(r) for r in train if r.labeled]
+        unlabeled = [load_study(r) for r in train if not r.labeled] if with_unlabeled else []
+        studies = [load_study(r) for r in val]
+        log.info(
+            "studies: %d labeled + %d unlabeled for training, %d for validation",
+            len(labeled),
+            len(unlabeled),
+            len(studies),
+        )
+        return ExperimentData(labeled, unlabeled, studies)  # type: ignore[arg-type]
+
+    def labeled_batches(self, items: Sequence[Item]) -> LabeledBatches:
+        model = self.config.model
+        return _StudyLabeledBatches(
+            SliceBatchSampler(
+                _studies(items),
+                slice_context=model.slice_context,
+                input_size=model.input_size,
+                lesion_oversampling=self.config.data.lesion_oversampling,
+                seed=self.config.seed,
+            )
+        )
+
+    def image_batches(self, items: Sequence[Item]) -> ImageBatches:
+        from training.pretrain import ImageSliceSampler  # pretrain imports this module
+
+        model = self.config.model
+        return _StudyImageBatches(
+            ImageSliceSampler(
+                _studies(items), slice_context=model.slice_context, input_size=model.input_size
+            )
+        )
+
+    def validate(self, model: torch.nn.Module, items: Sequence[Item]) -> dict[str, float]:
+        model_cfg = self.config.model
+        return validate_studies(
+            model,
+            _studies(items),
+            slice_context=model_cfg.slice_context,
+            input_size=model_cfg.input_size,
+            class_names=model_cfg.class_names,
+        )
+
+
+def _studies(items: Sequence[Item]) -> list[LoadedStudy]:
+    bad = [type(i).__name__ for i in items if not isinstance(i, LoadedStudy)]
+    if bad:
+        raise TypeError(
+            f"data.kind 'volumes' needs LoadedStudy items, got {sorted(set(bad))}; "
+            "was the data loaded with another data.kind?"
+        )
+    return list(items)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------------------------
+# 2D slice folders (8-bit windowed slices, class-index PNG masks)
+# --------------------------------------------------------------------------------------------
+
+
+class _SliceLabeledBatches(LabeledBatches):
+    def __init__(self, sampler: LabeledSliceSampler) -> None:
+        self.sampler = sampler
+
+    def sample(
+        self, batch_size: int, rng: np.random.Generator, generator: torch.Generator
+    ) -> tuple[Tensor, Tensor]:
+        self.sampler.rng, self.sampler.generator = rng, generator
+        return self.sampler.sample(batch_size)
+
+
+class _SliceImageBatches(ImageBatches):
+    knows_positions = False
+
+    def __init__(self, sampler: UnlabeledSliceSampler) -> None:
+        self.sampler = sampler
+
+    def sample(
+        self, batch_size: int, rng: np.random.Generator, generator: torch.Generator
+    ) -> ImageBatch:
+        self.sampler.rng, self.sampler.generator = rng, generator
+        return ImageBatch(self.sampler.sample(batch_size))
+
+
+class SliceSource(DataSource):
+    """2D slice folders under ``data.root``: labeled slices split by group (volume/patient,
+    else by slice), optional unlabeled folder, validated with mean per-slice Dice.
+
+    Unlabeled slices are only ever network inputs, so they are resized to the input size
+    when loaded (a 1600-slice folder then takes ~60 MB instead of ~250 MB).
+    """
+
+    kind = DataKind.SLICES2D
+    metric = "Dice"
+
+    def __init__(self, config: TrainConfig) -> None:
+        super().__init__(config)
+        if config.model.slice_context != 1:
+            raise ValueError(
+                f"Config key 'model.slice_context' must be 1 for data.kind 'slices2d' (single "
+                f"slices have no neighbours), got {config.model.slice_context}."
+            )
+        self.mask_mapping = mapping_by_names(config.data.mask_classes, config.model.class_names)
+        #: Model classes the masks annotate (other model classes cannot be scored).
+        self.scored = [n for n in config.model.class_names[1:] if n in config.data.mask_classes]
+
+    def _folder(self, sub: str) -> Path:
+        return Path(self.config.data.root) / sub
+
+    def load(self, *, with_unlabeled: bool = True) -> ExperimentData:
+        data = self.config.data
+        records = list_slice_folder(self._folder(data.images), self._folder(data.masks))
+        train, val = split_by_group(records, data.val_fraction, self.config.seed)
+        labeled = [load_slice(r, self.mask_mapping) for r in train]
+        held_out = [load_slice(r, self.mask_mapping) for r in val]
+        unlabeled: list[LoadedSlice] = []
+        if with_unlabeled and data.unlabeled:
+            size = self.config.model.input_size
+            for record in list_slice_folder(self._folder(data.unlabeled)):
+                loaded = load_slice(record)
+                unlabeled.append(LoadedSlice(record, _resized_uint8(loaded.image, size), None))
+        log.info(
+            "slices: %d labeled + %d unlabeled for training, %d for validation",
+            len(labeled),
+            len(unlabeled),
+            len(held_out),
+        )
+        return ExperimentData(labeled, unlabeled, held_out)  # type: ignore[arg-type]
+
+    def labeled_batches(self, items: Sequence[Item]) -> LabeledBatches:
+        data = self.config.data
+        return _SliceLabeledBatches(
+            LabeledSliceSampler(
+                _slices(items),
+                input_size=self.config.model.input_size,
+                augment=Augment2D() if data.augment else None,
+                lesion_oversampling=data.lesion_oversampling,
+                seed=self.config.seed,
+            )
+        )
+
+    def image_batches(self, items: Sequence[Item]) -> ImageBatches:
+        return _SliceImageBatches(
+            UnlabeledSliceSampler(
+                _slices(items), input_size=self.config.model.input_size, seed=self.config.seed
+            )
+        )
+
+    @torch.no_grad()
+    def validate(self, model: torch.nn.Module, items: Sequence[Item]) -> dict[str, float]:
+        """Mean per-slice Dice per class at each slice's own resolution (as evaluation does:
+        resize to the input size, predict, resize the logits back)."""
+        was_training = model.training
+        model.eval()
+        names = self.config.model.class_names
+        scores: dict[str, list[float]] = {n: [] for n in self.scored}
+        for item in _slices(items):
+            if item.label is None:
+                continue
+            pred = _predict_slice(model, item.image, self.config.model.input_size)
+            for name in self.scored:
+                index = names.index(name)
+                scores[name].append(dice(pred == index, item.label == index))
+        model.train(was_training)
+        return {n: float(np.mean(v)) if v else float("nan") for n, v in scores.items()}
+
+
+def _resized_uint8(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if image.shape == tuple(size):
+        return image
+    x = torch.from_numpy(image.astype(np.float32))[None, None]
+    x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+    return x[0, 0].round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def _predict_slice(model: torch.nn.Module, image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    x = torch.from_numpy(image.astype(np.float32))[None, None]
+    if tuple(x.shape[-2:]) != tuple(size):
+        x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+    logits = model(x).float()
+    if tuple(logits.shape[-2:]) != image.shape:
+        logits = F.interpolate(logits, size=image.shape, mode="bilinear", align_corners=False)
+    return logits[0].argmax(dim=0).numpy()
+
+
+def _slices(items: Sequence[Item]) -> list[LoadedSlice]:
+    bad = [type(i).__name__ for i in items if not isinstance(i, LoadedSlice)]
+    if bad:
+        raise TypeError(
+            f"data.kind 'slices2d' needs LoadedSlice items, got {sorted(set(bad))}; "
+            "was the data loaded with another data.kind?"
+        )
+    return list(items)  # type: ignore[arg-type]
+
+
+_SOURCES: dict[DataKind, type[DataSource]] = {
+    DataKind.VOLUMES: VolumeSource,
+    DataKind.SLICES2D: SliceSource,
+}
+
+
+def data_source(config: TrainConfig) -> DataSource:
+    """The data source for ``config.data.kind`` (cheap: nothing is read until ``load``)."""
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"Argument 'config' must be a TrainConfig, got {type(config).__name__}.")
+    kind = as_option(config.data.kind, DataKind, "data.kind")
+    return _SOURCES[kind](config)
