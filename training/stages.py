@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.config import TrainConfig, check_stages, load_config, save_config
+from training.config import TrainConfig, check_stages, load_config
 from training.distributed import (
     DistContext,
     check_replicas_agree,
@@ -48,7 +48,7 @@ from training.train import (
     ExperimentData,
     build_supervised_task,
     load_experiment_data,
-    seed_everything,
+    prepare_run,
 )
 
 log = logging.getLogger(__name__)
@@ -118,13 +118,7 @@ def run_experiment(
     budget = StepBudget(max_steps)
     ctx = init_distributed(config.runtime.backend, config.runtime.device)
     try:
-        seed_everything(config.seed)
-        if config.optim.num_threads > 0:
-            torch.set_num_threads(config.optim.num_threads)
-        out = Path(config.output_dir)
-        if ctx.is_main:
-            out.mkdir(parents=True, exist_ok=True)
-            save_config(config, out / "config.yaml")
+        out = prepare_run(config, ctx)
         data = load_experiment_data(config)
         model = build_network(config.model).to(ctx.device)
         results: list[StageResult] = []

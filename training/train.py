@@ -102,6 +102,18 @@ class TrainResult:
     wall_seconds: float
 
 
+def prepare_run(config: TrainConfig, ctx: DistContext) -> Path:
+    """Seeds, thread count and the output folder (holding the resolved config) of a run."""
+    seed_everything(config.seed)
+    if config.optim.num_threads > 0:
+        torch.set_num_threads(config.optim.num_threads)
+    out = Path(config.output_dir)
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(config, out / "config.yaml")
+    return out
+
+
 def train_supervised(
     config: TrainConfig, *, resume: bool = False, progress: bool = True
 ) -> TrainResult:
@@ -113,13 +125,7 @@ def train_supervised(
     start_time = time.perf_counter()
     ctx = init_distributed(config.runtime.backend, config.runtime.device)
     try:
-        seed_everything(config.seed)
-        if config.optim.num_threads > 0:
-            torch.set_num_threads(config.optim.num_threads)
-        out = Path(config.output_dir)
-        if ctx.is_main:
-            out.mkdir(parents=True, exist_ok=True)
-            save_config(config, out / "config.yaml")
+        out = prepare_run(config, ctx)
         data = load_experiment_data(config, with_unlabeled=False)
         model = build_network(config.model).to(ctx.device)
         task = build_supervised_task(config, model, data.train_labeled, ctx)
