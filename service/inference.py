@@ -75,12 +75,10 @@ class OnnxSegmenter:
             log.warning("CUDA provider listed but not usable; running on CPUExecutionProvider")
         self.input_name = self.session.get_inputs()[0].name
         log.info(
-            "model loaded",
-            extra={
-                "model": self.manifest.name,
-                "version": self.manifest.version,
-                "provider": self.provider,
-            },
+            "model %s %s loaded; ONNX Runtime provider in use: %s",
+            self.manifest.name,
+            self.manifest.version,
+            self.provider,
         )
 
     def predict_probabilities(

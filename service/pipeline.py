@@ -106,12 +106,10 @@ class StudyPipeline:
         by_name = {c.name: float(volumes[c.index]) for c in self.manifest.foreground_classes}
         uid_hash = study_uid_hash(str(volume.datasets[0].StudyInstanceUID))
         log.info(
-            "study segmented",
-            extra={
-                "study": uid_hash,
-                "instances": len(volume.datasets),
-                "seconds": round(timings["total"], 3),
-            },
+            "study %s segmented: %d instances in %.3f s",
+            uid_hash,
+            len(volume.datasets),
+            timings["total"],
         )
         return StudyResult(
             seg_bytes=study.outputs["seg_bytes"],
