@@ -19,8 +19,9 @@ from pathlib import Path
 
 from service.quality import per_class_vol_dice
 
-DEMO_TRAIN_STUDIES = 10
+DEMO_TRAIN_STUDIES = 20
 DEMO_TEST_SEED = 1000
+DEMO_TEST_CANDIDATES = 3
 SERVER_START_TIMEOUT_S = 120.0
 
 
@@ -49,12 +50,16 @@ def run_demo(workdir: Path, *, config_path: Path | None = None) -> int:
     config = load_config(config_path)
     config.data.root, config.output_dir = str(data_dir), str(workdir / "train")
 
-    _step(f"1/5 phantom data: {DEMO_TRAIN_STUDIES} training studies + 1 held-out study")
+    _step(f"1/5 phantom data: {DEMO_TRAIN_STUDIES} training studies + held-out studies")
     generate_dataset(data_dir, studies=DEMO_TRAIN_STUDIES, seed=config.seed)
     test_manifest = generate_dataset(
-        test_dir, studies=1, seed=DEMO_TEST_SEED, lesion_free_fraction=0.0
+        test_dir, studies=DEMO_TEST_CANDIDATES, seed=DEMO_TEST_SEED, lesion_free_fraction=0.0
     )
-    test_study = json.loads(test_manifest.read_text())["studies"][0]
+    # Tiny lesions make VolDice meaningless, so show the candidate with the most lesion voxels.
+    test_study = max(
+        json.loads(test_manifest.read_text())["studies"],
+        key=lambda s: min(s["lesion_voxels"].values()),
+    )
 
     _step("2/5 training (supervised, Dice + cross-entropy)")
     result = train_supervised(config)
