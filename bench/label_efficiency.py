@@ -39,7 +39,15 @@ METHODS = ("sup100", "sup20", "tcsm20", "pre_tcsm20")
 CLASSES = ("lung", "ggo", "consolidation", "infection")
 
 
-def experiment(method: str, seed: int, data_root: Path, out: Path, size: int, scale: float) -> dict:
+def experiment(
+    method: str,
+    seed: int,
+    data_root: Path,
+    out: Path,
+    size: int,
+    scale: float,
+    tcsm_epochs: int = 6,
+) -> dict:
     """The experiment config of one method; step counts scale with ``scale``."""
 
     def steps(n: int) -> int:
@@ -86,7 +94,7 @@ def experiment(method: str, seed: int, data_root: Path, out: Path, size: int, sc
             "region_size": 3,
         },
         "tcsm": {
-            "epochs": 6,
+            "epochs": tcsm_epochs,
             "steps_per_epoch": steps(100),
             "batch_size": 4,
             "unlabeled_batch_size": 4,
@@ -114,7 +122,9 @@ def write_manifest(source_manifest: Path, target_root: Path, labeled: set[str]) 
     return target_root
 
 
-def run_one(method: str, seed: int, work: Path, size: int, scale: float) -> dict:
+def run_one(
+    method: str, seed: int, work: Path, size: int, scale: float, tcsm_epochs: int = 6
+) -> dict:
     result_file = work / "runs" / f"{method}_seed{seed}" / "result.json"
     if result_file.is_file():
         return json.loads(result_file.read_text())
@@ -124,7 +134,9 @@ def run_one(method: str, seed: int, work: Path, size: int, scale: float) -> dict
         sup20_stage = work / "runs" / f"sup20_seed{seed}" / "supervised"
         if sup20_stage.is_dir() and not (run_dir / "supervised").exists():
             shutil.copytree(sup20_stage, run_dir / "supervised")
-    config = config_from_dict(experiment(method, seed, data_root, run_dir, size, scale))
+    config = config_from_dict(
+        experiment(method, seed, data_root, run_dir, size, scale, tcsm_epochs)
+    )
     started = time.perf_counter()
     trained = run_experiment(config, resume=True, progress=False)
     train_seconds = time.perf_counter() - started
@@ -153,6 +165,7 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=32)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every step count")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--tcsm-epochs", type=int, default=6, help="TCSM epochs of 100 steps")
     args = parser.parse_args()
     work = args.out
     started = time.perf_counter()
@@ -190,7 +203,7 @@ def main() -> None:
     for seed in args.seeds:
         for method in args.methods:
             t0 = time.perf_counter()
-            res = run_one(method, seed, work, args.size, args.scale)
+            res = run_one(method, seed, work, args.size, args.scale, args.tcsm_epochs)
             results.append(res)
             dice = " ".join(f"{k}={v:.3f}" for k, v in res["vol_dice"].items())
             print(
