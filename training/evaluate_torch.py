@@ -28,11 +28,12 @@ def predict_volume(
     model.eval()
     depth, height, width = hu.shape
     labels = np.empty((depth, height, width), dtype=np.uint8)
+    device = next(model.parameters()).device  # validation may run on a GPU
     for start in range(0, depth, batch_size):
         z = np.arange(start, min(start + batch_size, depth))
         x = torch.from_numpy(np.ascontiguousarray(slice_context_stack(hu, slice_context, z)))
         x, _ = resize_batch(x, None, input_size)
-        logits = model(x.float())
+        logits = model(x.float().to(device)).float().cpu()
         if tuple(logits.shape[-2:]) != (height, width):
             logits = torch.nn.functional.interpolate(
                 logits, size=(height, width), mode="bilinear", align_corners=False
