@@ -37,8 +37,8 @@ import yaml
 
 import training
 from training.config import TrainConfig, load_config, save_config
-from training.evaluate import evaluate_model
-from training.export import export_onnx
+from training.evaluate import EvaluationReport, evaluate_model, summarise_items
+from training.export import export_ensemble, export_onnx
 from training.slices2d import list_slice_folder, split_by_group
 from training.stages import FINAL_CHECKPOINT, run_experiment
 
@@ -71,6 +71,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset")
     p.add_argument("--val-slices", type=int, default=10, help="labeled slices held out")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--folds",
+        type=int,
+        default=0,
+        help="k-fold cross-validation over the labeled slices (0: one --val-slices split)",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--size", type=int, help="override the input size (square)")
     p.add_argument("--smoke", action="store_true", help="a few steps per stage (under <out>/smoke)")
@@ -94,14 +100,22 @@ def _shrink(config: TrainConfig) -> None:
     config.runtime.checkpoint_every = 0
 
 
-def method_config(name: str, args: argparse.Namespace, out: Path, n_labeled: int) -> TrainConfig:
-    """The method's YAML with this run's data, output folder, split, seed and threads."""
+def method_config(
+    name: str, args: argparse.Namespace, out: Path, n_labeled: int, fold: int | None = None
+) -> TrainConfig:
+    """The method's YAML with this run's data, output folder, split, seed and threads.
+
+    With ``fold`` the run validates on cross-validation fold ``fold`` of ``args.folds``.
+    """
     config = load_config(CONFIG_DIR / f"covid_semiseg_{name}.yaml")
     config.data.root = str(args.data)
     config.output_dir = str(out / name)
     config.seed = args.seed
     # split_by_group holds out round(fraction · groups) groups; every labeled slice is a group.
     config.data.val_fraction = args.val_slices / n_labeled
+    if fold is not None:
+        config.data.cv_folds, config.data.cv_fold = args.folds, fold
+        config.output_dir = str(out / name / f"fold{fold}")
     config.optim.num_threads = args.threads
     config.runtime.tensorboard = False
     if args.smoke:
@@ -133,17 +147,19 @@ def _check_same_config(config: TrainConfig, directory: Path) -> None:
         )
 
 
-def _load_times(directory: Path) -> dict[str, float]:
+def _load_times(directory: Path) -> dict[str, Any]:
     path = directory / TIMES_FILE
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def _save_times(directory: Path, times: dict[str, float]) -> None:
+def _save_times(directory: Path, times: dict[str, Any]) -> None:
     (directory / TIMES_FILE).write_text(json.dumps(times, indent=2) + "\n")
 
 
-def run_method(name: str, config: TrainConfig, args: argparse.Namespace) -> dict[str, Any]:
-    """Train (resuming), export and evaluate one method; returns its summary row."""
+def run_method(
+    name: str, config: TrainConfig, args: argparse.Namespace
+) -> tuple[dict[str, Any], EvaluationReport]:
+    """Train (resuming), export and evaluate one method; its summary row and the report."""
     directory = Path(config.output_dir)
     if args.fresh and directory.exists():
         shutil.rmtree(directory)
@@ -155,6 +171,8 @@ def run_method(name: str, config: TrainConfig, args: argparse.Namespace) -> dict
         log.info("%s: training stages %s", name, list(config.stages))
         result = run_experiment(config, resume=True, progress=False)
         times["train_s"] = times.get("train_s", 0.0) + result.wall_seconds
+        if result.final_stage is not None:
+            times["final_stage"] = result.final_stage
         _save_times(directory, times)
         if not result.finished:
             raise SystemExit(f"error: {name} stopped before its last stage; re-run to resume.")
@@ -177,6 +195,7 @@ def run_method(name: str, config: TrainConfig, args: argparse.Namespace) -> dict
         split="val",
         val_fraction=config.data.val_fraction,
         seed=config.seed,
+        fold=config.data.fold,
     )
     times["eval_s"] = time.perf_counter() - start
     _save_times(directory, times)
@@ -184,24 +203,71 @@ def run_method(name: str, config: TrainConfig, args: argparse.Namespace) -> dict
     _check_split(config, args, [it.item for it in report.items])
 
     summary = report.summary
-    return {
+    row = {
         "method": name,
         "label": METHODS[name],
         "model": str(onnx_path),
         "n": len(report.items),
         "dice": {c: summary["dice"][c] for c in report.classes},
         "cdice": {c: summary["cdice"][c] for c in report.classes},
-        "wall_s": sum(times.get(k, 0.0) for k in ("train_s", "export_s", "eval_s")),
+        "wall_s": sum(float(times.get(k, 0.0)) for k in ("train_s", "export_s", "eval_s")),
         "times": times,
         "per_slice_infection": {it.item: it.dice["infection"] for it in report.items},
         "stages": list(config.stages),
+        "final_stage": times.get("final_stage"),
+    }
+    return row, report
+
+
+def run_cross_validation(
+    name: str, configs: list[TrainConfig], args: argparse.Namespace, out: Path
+) -> dict[str, Any]:
+    """Every fold of one method, pooled: each labeled slice is scored once, by the fold model
+    that never saw it. The fold models' ensemble (mean softmax) is exported as the method's
+    model: it was trained on all labeled slices, and only the pooled out-of-fold scores
+    estimate its quality (slightly pessimistically: each member saw 4/5 of the labels)."""
+    rows, items = [], []
+    for config in configs:
+        row, report = run_method(name, config, args)
+        rows.append(row)
+        items.extend(report.items)
+    classes = list(report.classes)
+    pooled = summarise_items(items, classes)
+    ensemble_path = out / name / "ensemble.onnx"
+    finals = [Path(c.output_dir) / FINAL_CHECKPOINT for c in configs]
+    if not ensemble_path.is_file() or ensemble_path.stat().st_mtime < max(
+        f.stat().st_mtime for f in finals
+    ):
+        export_ensemble(finals, ensemble_path)
+    return {
+        "method": name,
+        "label": METHODS[name],
+        "model": str(ensemble_path),
+        "n": len(items),
+        "dice": {c: pooled["dice"][c] for c in classes},
+        "cdice": {c: pooled["cdice"][c] for c in classes},
+        "wall_s": sum(r["wall_s"] for r in rows),
+        "per_slice_infection": {it.item: it.dice["infection"] for it in items},
+        "stages": rows[0]["stages"],
+        "folds": [
+            {
+                "fold": c.data.cv_fold,
+                "n": r["n"],
+                "infection": r["dice"]["infection"]["mean"],
+                "ggo": r["dice"]["ggo"]["mean"],
+                "consolidation": r["dice"]["consolidation"]["mean"],
+                "final_stage": r["final_stage"],
+                "wall_s": r["wall_s"],
+            }
+            for c, r in zip(configs, rows, strict=True)
+        ],
     }
 
 
 def _check_split(config: TrainConfig, args: argparse.Namespace, evaluated: list[str]) -> None:
     """The evaluated slices must be exactly the ones training held out."""
     records = list_slice_folder(args.data / config.data.images, args.data / config.data.masks)
-    _, val = split_by_group(records, config.data.val_fraction, config.seed)
+    _, val = split_by_group(records, config.data.val_fraction, config.seed, fold=config.data.fold)
     if sorted(r.name for r in val) != sorted(evaluated):
         raise SystemExit("error: evaluation split differs from the training validation split.")
 
@@ -357,10 +423,12 @@ def main(argv: list[str] | None = None) -> int:
     n_labeled = len(
         list_slice_folder(args.data / "train" / "images", args.data / "train" / "masks")
     )
+    if args.folds:
+        return _main_cross_validation(names, args, out, n_labeled)
     configs = {n: method_config(n, args, out, n_labeled) for n in names}
     rows = []
     for name, config in configs.items():
-        row = run_method(name, config, args)
+        row, _ = run_method(name, config, args)
         rows.append(row)
         log.info(
             "%s: infection Dice %s (%.1f min)",
@@ -380,6 +448,40 @@ def main(argv: list[str] | None = None) -> int:
     if args.docs is not None:
         args.out = out
         write_section(args.docs, results_section(rows, args, configs))
+        print(f"wrote the results section into {args.docs}")
+    return 0
+
+
+def _main_cross_validation(
+    names: list[str], args: argparse.Namespace, out: Path, n_labeled: int
+) -> int:
+    """``--folds K``: train every fold (fold-major, so early folds pair the methods), pool."""
+    if args.folds < 2 or args.folds > n_labeled:
+        raise SystemExit(f"error: --folds must be in [2, {n_labeled}], got {args.folds}.")
+    configs = {
+        n: [method_config(n, args, out, n_labeled, fold) for fold in range(args.folds)]
+        for n in names
+    }
+    for fold in range(args.folds):  # train first, fold by fold; pooling below resumes
+        for name in names:
+            run_method(name, configs[name][fold], args)
+    rows = [run_cross_validation(name, configs[name], args, out) for name in names]
+    best = max(rows, key=lambda r: r["dice"]["infection"]["mean"])
+    best_path = out / "best_model.onnx"
+    shutil.copyfile(best["model"], best_path)
+    (out / "results.json").write_text(
+        json.dumps({"rows": rows, "best": best["method"], "best_model": str(best_path)}, indent=2)
+        + "\n"
+    )
+    print(format_table(rows))
+    for r in rows:
+        per_fold = ", ".join(f"{f['infection']:.3f} ({f['final_stage']})" for f in r["folds"])
+        print(f"{r['method']}: infection Dice per fold {per_fold}")
+    print(f"\nbest method: {best['method']}; model: {best_path.resolve()}")
+    if args.docs is not None:
+        args.out = out
+        single = {n: c[0] for n, c in configs.items()}
+        write_section(args.docs, results_section(rows, args, single))
         print(f"wrote the results section into {args.docs}")
     return 0
 

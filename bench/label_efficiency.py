@@ -29,13 +29,23 @@ import numpy as np
 from training.config import config_from_dict
 from training.evaluate import evaluate_model
 from training.export import export_onnx
-from training.phantom import generate_dataset
+from training.phantom import LesionMix, generate_dataset
 from training.stages import run_experiment
 
 TRAIN_STUDIES, TEST_STUDIES = 20, 10
 LABELED_FRACTION = 0.2
 DATA_SEED, TEST_SEED = 2026, 9090
 METHODS = ("sup100", "sup20", "tcsm20", "pre_tcsm20")
+#: The benchmark's lesions: consolidation in every study with lesions (so a per-study
+#: consolidation VolDice never compares two empty masks), at sizes a 96-px matrix resolves,
+#: and few lesions per study, so that 4 labeled studies show few examples of each kind.
+BENCH_MIX = LesionMix(
+    ggo_count=(1, 4),
+    consolidation_probability=1.0,
+    consolidation_count=(1, 3),
+    consolidation_radius_mm=(8.0, 25.0),
+)
+SETTINGS_FILE = "bench_settings.json"
 CLASSES = ("lung", "ggo", "consolidation", "infection")
 
 
@@ -157,18 +167,39 @@ def run_one(
     return result
 
 
+def check_settings(work: Path, settings: dict) -> None:
+    """Resuming in a folder made with other data settings would mix two benchmarks: refuse."""
+    path = work / SETTINGS_FILE
+    if path.is_file():
+        previous = json.loads(path.read_text())
+        if previous != settings:
+            raise SystemExit(
+                f"error: '{work}' holds a benchmark with other data settings ({previous}); "
+                "pass another --out."
+            )
+        return
+    if (work / "phantoms").exists():
+        raise SystemExit(
+            f"error: '{work}' holds phantoms of unknown settings (no {SETTINGS_FILE}); "
+            "pass another --out."
+        )
+    work.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(settings, indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--out", type=Path, default=Path("runs/bench/label_efficiency"))
+    parser.add_argument("--out", type=Path, default=Path("runs/bench/label_efficiency_v2"))
     parser.add_argument("--size", type=int, default=96)
-    parser.add_argument("--slices", type=int, default=32)
+    parser.add_argument("--slices", type=int, default=48)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every step count")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--tcsm-epochs", type=int, default=6, help="TCSM epochs of 100 steps")
     args = parser.parse_args()
     work = args.out
     started = time.perf_counter()
+    check_settings(work, {"size": args.size, "slices": args.slices, "mix": BENCH_MIX.to_dict()})
 
     train_manifest = work / "phantoms" / "manifest.json"
     if not train_manifest.is_file():
@@ -179,6 +210,7 @@ def main() -> None:
             size=args.size,
             slices=args.slices,
             progress=False,
+            lesion_mix=BENCH_MIX,
         )
     if not (work / "test" / "manifest.json").is_file():
         generate_dataset(
@@ -189,6 +221,7 @@ def main() -> None:
             slices=args.slices,
             lesion_free_fraction=0.0,  # VolDice of an empty-vs-empty study says nothing
             progress=False,
+            lesion_mix=BENCH_MIX,
         )
     ids = [s["id"] for s in json.loads(train_manifest.read_text())["studies"]]
     write_manifest(train_manifest, work / "labels_100", set(ids))

@@ -89,16 +89,26 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a checkpoint to ONNX and verify ORT/PyTorch parity")
-    p.add_argument("--checkpoint", required=True, type=Path, help="training checkpoint (.pt)")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        type=Path,
+        nargs="+",
+        help="training checkpoint (.pt); several (e.g. cross-validation folds) export one "
+        "model that averages their probabilities",
+    )
     p.add_argument("--out", required=True, type=Path, help="output .onnx path")
     p.add_argument("--tolerance", type=float, default=None, help="parity tolerance (default 1e-4)")
     p.set_defaults(func=_cmd_export)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from training.export import export_onnx
+    from training.export import export_ensemble, export_onnx
 
-    result = export_onnx(args.checkpoint, args.out, tolerance=args.tolerance)
+    if len(args.checkpoint) > 1:
+        result = export_ensemble(args.checkpoint, args.out, tolerance=args.tolerance)
+    else:
+        result = export_onnx(args.checkpoint[0], args.out, tolerance=args.tolerance)
     print(
         f"exported {result.onnx_path} ({result.manifest.name} {result.manifest.version}); "
         f"max |ORT - PyTorch| = {result.max_abs_diff:.2e}"

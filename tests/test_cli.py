@@ -33,6 +33,7 @@ def test_console_script_runs() -> None:
     [
         (["train", "--config", "/nonexistent.yaml"], "does not exist"),
         (["export", "--checkpoint", "/nonexistent.pt", "--out", "x.onnx"], "does not exist"),
+        (["export", "--checkpoint", "/a.pt", "/b.pt", "--out", "x.onnx"], "'/a.pt' does not exist"),
         (["segment", "/nonexistent-study", "--out", "x.dcm"], "does not exist"),
         (["evaluate", "--model", "/nonexistent.onnx", "--data", "/nonexistent"], "nonexistent"),
     ],

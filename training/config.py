@@ -19,6 +19,8 @@ import yaml
 
 #: ``data.kind`` values (see ``training.data_sources.DataKind``).
 DATA_KINDS: tuple[str, ...] = ("volumes", "slices2d")
+#: ``runtime.final_model`` values (see ``training.stages.select_final_stage``).
+FINAL_MODEL_CHOICES: tuple[str, ...] = ("best_validated", "last_stage")
 
 
 @dataclass
@@ -38,6 +40,10 @@ class DataConfig:
     root: str = "runs/demo/data"
     #: Fraction of labeled studies (slice groups for 2D) held out for validation (at least one).
     val_fraction: float = 0.2
+    #: Cross-validation: with ``cv_folds >= 2`` the validation side is fold ``cv_fold`` of
+    #: ``cv_folds`` (seeded by ``seed``) and ``val_fraction`` is ignored; 0 = off.
+    cv_folds: int = 0
+    cv_fold: int = 0
     #: Slices with lesions are drawn this many times more often than others.
     lesion_oversampling: float = 3.0
     #: Data layout: "volumes" (3D studies) or "slices2d" (2D slice folders).
@@ -52,6 +58,11 @@ class DataConfig:
     #: slices2d: flips, small rotation/zoom and intensity jitter on labeled batches.
     augment: bool = True
 
+    @property
+    def fold(self) -> tuple[int, int] | None:
+        """``(cv_fold, cv_folds)`` when cross-validating, else None."""
+        return (self.cv_fold, self.cv_folds) if self.cv_folds else None
+
     def __post_init__(self) -> None:
         if self.kind not in DATA_KINDS:
             close = difflib.get_close_matches(str(self.kind), DATA_KINDS, n=1)
@@ -59,6 +70,15 @@ class DataConfig:
             raise ValueError(
                 f"Config key 'data.kind' must be one of {list(DATA_KINDS)}, got "
                 f"{self.kind!r}.{hint}"
+            )
+        if self.cv_folds != 0 and self.cv_folds < 2:
+            raise ValueError(
+                f"Config key 'data.cv_folds' must be 0 (off) or >= 2, got {self.cv_folds}."
+            )
+        if self.cv_folds and not 0 <= self.cv_fold < self.cv_folds:
+            raise ValueError(
+                f"Config key 'data.cv_fold' must be in [0, {self.cv_folds - 1}] for "
+                f"{self.cv_folds} folds, got {self.cv_fold}."
             )
         if len(self.mask_classes) < 2 or len(set(self.mask_classes)) != len(self.mask_classes):
             raise ValueError(
@@ -212,6 +232,18 @@ class RuntimeConfig:
     backend: str = "auto"
     #: auto (the local GPU under torchrun when there is one, else CPU), cpu or cuda.
     device: str = "auto"
+    #: Which stage's ``best.pt`` becomes ``final.pt``: "best_validated" (the validated stage
+    #: with the best validation score; later stages win ties) or "last_stage".
+    final_model: str = "best_validated"
+
+    def __post_init__(self) -> None:
+        if self.final_model not in FINAL_MODEL_CHOICES:
+            close = difflib.get_close_matches(str(self.final_model), FINAL_MODEL_CHOICES, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise ValueError(
+                f"Config key 'runtime.final_model' must be one of {list(FINAL_MODEL_CHOICES)}, "
+                f"got {self.final_model!r}.{hint}"
+            )
 
 
 @dataclass

@@ -188,7 +188,9 @@ class VolumeSource(DataSource):
 
     def load(self, *, with_unlabeled: bool = True) -> ExperimentData:
         records = read_dataset_manifest(self.config.data.root)
-        train, val = split_studies(records, self.config.data.val_fraction, self.config.seed)
+        train, val = split_studies(
+            records, self.config.data.val_fraction, self.config.seed, self.config.data.fold
+        )
         labeled = [load_study(r) for r in train if r.labeled]
         unlabeled = [load_study(r) for r in train if not r.labeled] if with_unlabeled else []
         studies = [load_study(r) for r in val]
@@ -300,7 +302,7 @@ class SliceSource(DataSource):
     def load(self, *, with_unlabeled: bool = True) -> ExperimentData:
         data = self.config.data
         records = list_slice_folder(self._folder(data.images), self._folder(data.masks))
-        train, val = split_by_group(records, data.val_fraction, self.config.seed)
+        train, val = split_by_group(records, data.val_fraction, self.config.seed, fold=data.fold)
         labeled = [load_slice(r, self.mask_mapping) for r in train]
         held_out = [load_slice(r, self.mask_mapping) for r in val]
         unlabeled: list[LoadedSlice] = []

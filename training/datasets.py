@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from service.slices import slice_context_stack
+from training.splits import held_out
 
 
 @dataclass(frozen=True)
@@ -72,26 +73,26 @@ def read_dataset_manifest(root: str | Path) -> list[StudyRecord]:
 
 
 def split_studies(
-    records: list[StudyRecord], val_fraction: float, seed: int
+    records: list[StudyRecord],
+    val_fraction: float,
+    seed: int,
+    fold: tuple[int, int] | None = None,
 ) -> tuple[list[StudyRecord], list[StudyRecord]]:
     """Split *labeled* studies into train/validation by study (never by slice).
 
-    Unlabeled studies always go to the training side (semi-supervised stages use them).
+    Validation is about ``val_fraction`` of the labeled studies, or cross-validation fold
+    ``fold=(i, k)`` (:func:`training.splits.held_out`). Unlabeled studies always go to the
+    training side (semi-supervised stages use them).
     """
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"Argument 'val_fraction' must be in [0, 1), got {val_fraction}.")
     labeled = [r for r in records if r.labeled]
     unlabeled = [r for r in records if not r.labeled]
     if not labeled:
         raise ValueError(
             "The dataset has no labeled study; supervised training needs at least one."
         )
-    order = np.random.default_rng(seed).permutation(len(labeled))
-    n_val = (
-        max(1, round(val_fraction * len(labeled))) if val_fraction > 0 and len(labeled) > 1 else 0
-    )
-    val = [labeled[i] for i in order[:n_val]]
-    train = [labeled[i] for i in order[n_val:]] + unlabeled
+    val_positions = held_out(len(labeled), val_fraction, seed, fold)
+    val = [r for i, r in enumerate(labeled) if i in val_positions]
+    train = [r for i, r in enumerate(labeled) if i not in val_positions] + unlabeled
     return train, val
 
 

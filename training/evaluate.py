@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from service.quality import continuous_dice, dice, mean_slice_dice
+from training.splits import check_fold
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +191,8 @@ class _Scorer:
         return result
 
 
-def _summarise(items: Sequence[ItemMetrics], classes: Sequence[str]):
+def summarise_items(items: Sequence[ItemMetrics], classes: Sequence[str]):
+    """Mean ± sd per metric and class over items (used for folds pooled across reports too)."""
     summary: dict[str, dict[str, dict[str, float | int | None]]] = {}
     for metric in METRICS:
         per_class = {}
@@ -218,7 +220,9 @@ def _check_split(split: str | None) -> str:
     return split
 
 
-def _volume_items(root: Path, split: str, val_fraction: float, seed: int):
+def _volume_items(
+    root: Path, split: str, val_fraction: float, seed: int, fold: tuple[int, int] | None
+):
     """(study id, image path, label path) of the chosen studies that have a label file.
 
     ``val``/``train`` reproduce training's study split (``split_studies``, same fraction and
@@ -228,7 +232,7 @@ def _volume_items(root: Path, split: str, val_fraction: float, seed: int):
 
     records = read_dataset_manifest(root)
     if split != "all":
-        train, val = split_studies(records, val_fraction, seed)
+        train, val = split_studies(records, val_fraction, seed, fold)
         records = val if split == "val" else train
     raw = json.loads((root / "manifest.json").read_text())
     labels = {str(s["id"]): s.get("label") for s in raw["studies"] if isinstance(s, dict)}
@@ -260,17 +264,22 @@ def evaluate_model(
     split: str | None = None,
     val_fraction: float = 0.2,
     seed: int = 0,
+    fold: tuple[int, int] | None = None,
 ) -> EvaluationReport:
     """Score ``model_path`` on a 3D dataset (``dataset_root``) or a 2D slice folder pair.
 
     ``mask_mapping`` names the dataset's label values (a list by value, or {value: name});
     default: the 3D manifest's ``classes`` (else the phantom scheme) or COVID-SemiSeg's names
     for 2D. ``split`` (``all``/``train``/``val``; None = all) selects a study split like
-    training's or a group split of the slices (``split_by_group``) with ``val_fraction``/``seed``.
+    training's or a group split of the slices (``split_by_group``) with ``val_fraction``/``seed``,
+    or cross-validation fold ``fold=(i, k)`` (as ``data.cv_fold``/``data.cv_folds``).
     """
     from service.inference import OnnxSegmenter
 
     split = _check_split(split)
+    fold = check_fold(fold)
+    if fold is not None and split == "all":
+        raise ValueError("Argument 'fold' selects a split side: pass split='val' or 'train'.")
     if (dataset_root is None) == (images is None):
         raise ValueError(
             "Pass either 'dataset_root' (a 3D dataset with manifest.json) or 'images' and "
@@ -306,7 +315,7 @@ def evaluate_model(
         from training.datasets import load_nifti_zyx
 
         for study_id, image_path, label_path in _volume_items(
-            Path(source), split, val_fraction, seed
+            Path(source), split, val_fraction, seed, fold
         ):
             hu, _ = load_nifti_zyx(image_path)
             ref, _ = load_nifti_zyx(label_path)
@@ -328,7 +337,7 @@ def evaluate_model(
             )
         records = list_slice_folder(images, masks)  # type: ignore[arg-type]
         if split != "all":
-            train, val = split_by_group(records, val_fraction, seed)
+            train, val = split_by_group(records, val_fraction, seed, fold=fold)
             records = val if split == "val" else train
         identity = {v: v for v in dataset}
         for record in records:
@@ -352,8 +361,19 @@ def evaluate_model(
         split=split,
         classes=scorer.classes,
         items=items,
-        summary=_summarise(items, scorer.classes),
+        summary=summarise_items(items, scorer.classes),
     )
+
+
+def _parse_fold(text: str) -> tuple[int, int]:
+    """``I/K`` → (I, K), checked."""
+    try:
+        index, folds = (int(part) for part in text.split("/"))
+        return check_fold((index, folds))  # type: ignore[return-value]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"expected a fold as I/K (e.g. 0/5, folds counted from 0), got {text!r}: {exc}"
+        ) from None
 
 
 def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -377,6 +397,11 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
     )
     p.add_argument("--val-fraction", type=float, default=0.2, help="split fraction (default 0.2)")
     p.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    p.add_argument(
+        "--fold",
+        type=_parse_fold,
+        help="cross-validation fold I/K (as training's data.cv_fold/cv_folds); needs --split",
+    )
     p.add_argument("--out", type=Path, help="write the metrics as JSON here")
     p.add_argument("--per-item", action="store_true", help="also print one row per item")
     p.set_defaults(func=run_evaluate_command)
@@ -397,6 +422,7 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
         split=args.split,
         val_fraction=args.val_fraction,
         seed=args.seed,
+        fold=args.fold,
     )
     print(report.format_table(per_item=args.per_item))
     if args.out is not None:

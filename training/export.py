@@ -7,10 +7,12 @@ ONNX Runtime reproduces PyTorch's output on the same input within a tolerance.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ import torch
 
 from service.manifest import DEFAULT_CLASSES, MANIFEST_KEY, ClassInfo, ModelManifest
 from training.config import TrainConfig, config_from_dict
-from training.networks import SegmentationNet, build_network
+from training.networks import SegmentationEnsemble, SegmentationNet, build_network
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +106,70 @@ def export_onnx(
     air to bone. The file appears at ``output`` only after parity passed.
     """
     model, config, state = load_checkpoint(checkpoint)
-    tolerance = config.export.parity_tolerance if tolerance is None else tolerance
     manifest = build_manifest(config, state)
+    return _export_module(model, config, manifest, output, sample_hu, tolerance)
+
+
+def export_ensemble(
+    checkpoints: Sequence[str | Path],
+    output: str | Path,
+    *,
+    sample_hu: np.ndarray | None = None,
+    tolerance: float | None = None,
+) -> ExportResult:
+    """Export several checkpoints (e.g. cross-validation folds) as one averaging ONNX model.
+
+    The members must agree on everything the service reads from the manifest (classes, slice
+    context, HU window, input size); their widths may differ. The graph returns the log of
+    the members' mean softmax, so the service's softmax/argmax see the ensemble's mean
+    probabilities. The manifest's validation scores are the members' means.
+    """
+    if len(checkpoints) < 2:
+        raise ValueError(f"An ensemble needs at least 2 checkpoints, got {len(checkpoints)}.")
+    loaded = [load_checkpoint(path) for path in checkpoints]
+    _, config, state = loaded[0]
+    reference = build_manifest(config, state)
+    for path, (_, member_config, member_state) in zip(checkpoints, loaded, strict=True):
+        member = build_manifest(member_config, member_state)
+        for key in ("classes", "slice_context", "hu_window", "input_size"):
+            if getattr(member, key) != getattr(reference, key):
+                raise ValueError(
+                    f"Checkpoint '{path}' differs from '{checkpoints[0]}' in '{key}' "
+                    f"({getattr(member, key)!r} vs {getattr(reference, key)!r}); ensemble "
+                    "members must share the model's interface."
+                )
+        if member_config.model.standardize_input != config.model.standardize_input:
+            raise ValueError(
+                f"Checkpoint '{path}' differs from '{checkpoints[0]}' in "
+                "'model.standardize_input'; ensemble members must share their preprocessing."
+            )
+    scores: dict[str, list[float]] = {}
+    for _, _, member_state in loaded:
+        for name, value in member_state.get("best_dice", {}).items():
+            scores.setdefault(name, []).append(float(value))
+    manifest = dataclasses.replace(
+        reference,
+        training_summary={**reference.training_summary, "ensemble_members": len(loaded)},
+        validation_voldice={
+            name: float(np.mean(values))
+            for name, values in scores.items()
+            if len(values) == len(loaded)
+        },
+    )
+    model = SegmentationEnsemble([member for member, _, _ in loaded]).eval()
+    return _export_module(model, config, manifest, output, sample_hu, tolerance)
+
+
+def _export_module(
+    model: torch.nn.Module,
+    config: TrainConfig,
+    manifest: ModelManifest,
+    output: str | Path,
+    sample_hu: np.ndarray | None,
+    tolerance: float | None,
+) -> ExportResult:
+    """Trace ``model`` to ONNX with the manifest in its metadata; write only after parity."""
+    tolerance = config.export.parity_tolerance if tolerance is None else tolerance
     c, (h, w) = config.model.slice_context, config.model.input_size
     if sample_hu is None:
         rng = np.random.default_rng(config.seed)

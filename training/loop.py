@@ -168,7 +168,8 @@ def _open_writer(ctx: DistContext, config: TrainConfig, tb_dir: Path) -> Any:
     return SummaryWriter(log_dir=str(tb_dir))
 
 
-def _score(dice: dict[str, float]) -> float:
+def validation_score(dice: dict[str, float]) -> float:
+    """One number per validation: the mean of the finite per-class scores (-inf if none)."""
     values = [v for v in dice.values() if math.isfinite(v)]
     return float(np.mean(values)) if values else -math.inf
 
@@ -305,7 +306,7 @@ def run_stage(
                         if val_studies
                         else {}
                     )
-                    score = _score(dice) if dice else -final_loss
+                    score = validation_score(dice) if dice else -final_loss
                     scored.append((score, label, dice, module))
                     record[f"val_voldice_{label}" if label != "model" else "val_voldice"] = dice
                     if writer is not None:

@@ -69,6 +69,28 @@ class SegmentationNet(nn.Module):
         return self.unet(self.preprocess(hu))
 
 
+class SegmentationEnsemble(nn.Module):
+    """Several trained networks as one: the log of their mean softmax.
+
+    Returning log-probabilities keeps the output contract of a single network (softmax of the
+    output is the ensemble's probability, argmax its label), so the service needs no change.
+    Members must share their preprocessing (HU window, standardisation); it runs once.
+    """
+
+    def __init__(self, members: list[SegmentationNet], eps: float = 1e-6) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("An ensemble needs at least one member network.")
+        self.preprocess = members[0].preprocess
+        self.unets = nn.ModuleList(m.unet for m in members)
+        self.eps = eps
+
+    def forward(self, hu: torch.Tensor) -> torch.Tensor:
+        x = self.preprocess(hu)
+        probs = torch.stack([torch.softmax(unet(x), dim=1) for unet in self.unets]).mean(dim=0)
+        return torch.log(probs.clamp_min(self.eps))
+
+
 def build_network(config: ModelConfig) -> SegmentationNet:
     """Build the network described by ``config`` (weights freshly initialised)."""
     if config.num_classes != len(config.class_names):

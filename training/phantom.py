@@ -13,7 +13,7 @@ left (image columns), ``y`` towards posterior (image rows), ``z`` towards superi
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,42 @@ _AIR_HU = -1000.0
 _FAT_HU = -100.0
 _SOFT_HU = 40.0
 _BLOOD_HU = 40.0
+
+
+@dataclass(frozen=True)
+class LesionMix:
+    """Which lesions a study with lesions gets; the defaults are the demo's (and tests') mix.
+
+    Benchmarks pick their own mix to set how hard the data is: e.g. consolidation in every
+    study, so that a per-study consolidation score never compares two empty masks. Counts
+    are inclusive ranges; radii are in mm (a lower bound of 0 means "the smallest lesion the
+    voxel size resolves").
+    """
+
+    ggo_count: tuple[int, int] = (1, 7)
+    consolidation_probability: float = 0.6
+    consolidation_count: tuple[int, int] = (1, 4)
+    consolidation_radius_mm: tuple[float, float] = (0.0, 22.0)
+
+    def __post_init__(self) -> None:
+        for name in ("ggo_count", "consolidation_count"):
+            lo, hi = getattr(self, name)
+            if not 0 <= lo <= hi:
+                raise ValueError(
+                    f"Argument '{name}' must be (lo, hi) with 0 <= lo <= hi, got ({lo}, {hi})."
+                )
+        if self.ggo_count[1] < 1:
+            raise ValueError("Argument 'ggo_count' must allow at least one GGO lesion.")
+        _check_fraction("consolidation_probability", self.consolidation_probability)
+        lo, hi = self.consolidation_radius_mm
+        if not 0.0 <= lo < hi:
+            raise ValueError(
+                "Argument 'consolidation_radius_mm' must be (lo, hi) with 0 <= lo < hi, "
+                f"got ({lo}, {hi})."
+            )
+
+    def to_dict(self) -> dict[str, object]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
 @dataclass(frozen=True)
@@ -105,7 +141,12 @@ def is_lesion_free(seed: int, index: int, lesion_free_fraction: float) -> bool:
 
 
 def synthesize_study(
-    seed: int, size: int = 128, slices: int = 48, *, with_lesions: bool = True
+    seed: int,
+    size: int = 128,
+    slices: int = 48,
+    *,
+    with_lesions: bool = True,
+    lesion_mix: LesionMix | None = None,
 ) -> PhantomStudy:
     """Build one phantom study from ``seed`` (use :func:`study_seed` inside a data set)."""
     _check_int("seed", seed, minimum=0)
@@ -128,7 +169,8 @@ def synthesize_study(
     label[lung] = LUNG
     lesions: tuple[LesionSpec, ...] = ()
     if with_lesions:
-        lesions = _paint_lesions(hu, label, lung, parenchyma, grid, rng)
+        mix = LesionMix() if lesion_mix is None else lesion_mix
+        lesions = _paint_lesions(hu, label, lung, parenchyma, grid, rng, mix)
 
     # Scanner blur, physical (mm) so that coarse matrices are not smeared further.
     blur = tuple(mm / d for mm, d in zip((1.5, 1.3, 1.3), spacing, strict=True))
@@ -157,6 +199,7 @@ def generate_dataset(
     labeled_fraction: float = 1.0,
     lesion_free_fraction: float = 0.2,
     progress: bool = True,
+    lesion_mix: LesionMix | None = None,
 ) -> Path:
     """Write a phantom data set; see :func:`training.phantom_io.generate_dataset`.
 
@@ -174,6 +217,7 @@ def generate_dataset(
         labeled_fraction=labeled_fraction,
         lesion_free_fraction=lesion_free_fraction,
         progress=progress,
+        lesion_mix=lesion_mix,
     )
 
 
@@ -620,8 +664,10 @@ def _paint_lesions(
     parenchyma: np.ndarray,
     grid: _Grid,
     rng: np.random.Generator,
+    mix: LesionMix,
 ) -> tuple[LesionSpec, ...]:
-    """Draw GGO then consolidation blobs; intensity and label are masked to the lung field.
+    """Draw GGO then consolidation blobs (counts and sizes from ``mix``); intensity and label
+    are masked to the lung field.
 
     Lesion HU ramps beyond the label edge (soft GGO margins), so a thin unlabeled rim is as
     ambiguous as a real reader's boundary. A study meant to have lesions always gets some
@@ -633,14 +679,21 @@ def _paint_lesions(
     peripheral = lung & ~core
     candidates = (np.argwhere(lung), np.argwhere(peripheral) if peripheral.any() else None)
     min_r = max(3.0, 1.6 * grid.spacing[1])
-    n_ggo = int(rng.integers(1, 8))
-    n_cons = int(rng.integers(1, 5)) if rng.random() < 0.6 else 0
+    n_ggo = int(rng.integers(mix.ggo_count[0], mix.ggo_count[1] + 1))
+    with_cons = rng.random() < mix.consolidation_probability
+    n_cons = (
+        int(rng.integers(mix.consolidation_count[0], mix.consolidation_count[1] + 1))
+        if with_cons
+        else 0
+    )
+    cons_lo = max(min_r, mix.consolidation_radius_mm[0])
+    cons_hi = max(cons_lo, mix.consolidation_radius_mm[1])
     plan: list[tuple[str, float, np.ndarray | None]] = []
     for i in range(n_ggo):
         lo = min_r * (2.0 if i == 0 else 1.0)  # the first lesion is never sub-voxel
         plan.append(("ggo", math.exp(rng.uniform(math.log(lo), math.log(32.0))), None))
     for _ in range(n_cons):
-        r = math.exp(rng.uniform(math.log(min_r), math.log(22.0)))
+        r = math.exp(rng.uniform(math.log(cons_lo), math.log(cons_hi)))
         centre = _pick_centre(rng, candidates)
         if rng.random() < 0.5:  # consolidation with a ground-glass halo
             plan.append(("ggo", r * float(rng.uniform(1.4, 2.0)), centre))
@@ -760,6 +813,7 @@ __all__ = [
     "CONSOLIDATION",
     "GGO",
     "LUNG",
+    "LesionMix",
     "LesionSpec",
     "PhantomStudy",
     "generate_dataset",

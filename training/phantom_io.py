@@ -34,6 +34,7 @@ from pydicom.valuerep import DS
 from tqdm import tqdm
 
 from training.phantom import (
+    LesionMix,
     _check_fraction,
     _check_int,
     is_lesion_free,
@@ -194,10 +195,12 @@ def generate_dataset(
     labeled_fraction: float = 1.0,
     lesion_free_fraction: float = 0.2,
     progress: bool = True,
+    lesion_mix: LesionMix | None = None,
 ) -> Path:
     """Generate ``studies`` phantom studies under ``out_dir`` and return the manifest path.
 
-    Study ``i`` depends only on (seed, i, size, slices, lesion_free_fraction), so a larger
+    Study ``i`` depends only on (seed, i, size, slices, lesion_free_fraction, lesion_mix; None
+    is the default :class:`LesionMix`), so a larger
     data set extends a smaller one. ``labeled`` marks the first
     ``round(labeled_fraction * studies)`` studies of a seeded permutation: the ones training
     may use labels of (label files are written for all, for evaluation).
@@ -212,13 +215,14 @@ def generate_dataset(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
+    mix = LesionMix() if lesion_mix is None else lesion_mix
     n_labeled = math.floor(labeled_fraction * studies + 0.5)
     order = np.random.default_rng([seed, 0x1ABE1]).permutation(studies)
     labeled = {int(i) for i in order[:n_labeled]}
     records = []
     for i in tqdm(range(studies), desc="phantom", unit="study", disable=not progress):
         records.append(
-            _write_study(out_dir, seed, i, size, slices, lesion_free_fraction, i in labeled)
+            _write_study(out_dir, seed, i, size, slices, lesion_free_fraction, i in labeled, mix)
         )
     manifest = {
         "format": MANIFEST_FORMAT,
@@ -230,6 +234,7 @@ def generate_dataset(
         "spacing_zyx": list(spacing),
         "labeled_fraction": labeled_fraction,
         "lesion_free_fraction": lesion_free_fraction,
+        "lesion_mix": mix.to_dict(),
         "classes": {str(k): v for k, v in _CLASS_NAMES.items()},
         "axes": "NIfTI (x, y, z) RAS affine; DICOM LPS, slice index grows towards superior",
         "studies": records,
@@ -276,10 +281,13 @@ def _write_study(
     slices: int,
     lesion_free_fraction: float,
     labeled: bool,
+    lesion_mix: LesionMix,
 ) -> dict[str, Any]:
     sseed = study_seed(seed, index)
     lesion_free = is_lesion_free(seed, index, lesion_free_fraction)
-    study = synthesize_study(sseed, size, slices, with_lesions=not lesion_free)
+    study = synthesize_study(
+        sseed, size, slices, with_lesions=not lesion_free, lesion_mix=lesion_mix
+    )
     study_id = f"phantom_{index:04d}"
     study_uid, series_uid = study_uids(seed, index, size, slices)
     folder = out_dir / study_id

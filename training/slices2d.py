@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from training.splits import held_out
+
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -125,23 +127,23 @@ def list_slice_folder(
 
 
 def split_by_group(
-    items: Sequence[T], val_fraction: float, seed: int, *, key=None
+    items: Sequence[T],
+    val_fraction: float,
+    seed: int,
+    *,
+    key=None,
+    fold: tuple[int, int] | None = None,
 ) -> tuple[list[T], list[T]]:
     """Split items into (train, validation) by group; a group never lands on both sides.
 
     ``key(item)`` gives the group (default: ``item.group``). About ``val_fraction`` of the
-    *groups* (at least one when the fraction is > 0 and there are two or more groups) go to
-    validation, chosen by a seeded permutation; item order is kept within each side.
+    *groups* (at least one when the fraction is > 0 and there are two or more groups), or the
+    groups of cross-validation fold ``fold=(i, k)``, go to validation, chosen by a seeded
+    permutation (:func:`training.splits.held_out`); item order is kept within each side.
     """
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"Argument 'val_fraction' must be in [0, 1), got {val_fraction}.")
     get = key if key is not None else (lambda item: item.group)
     groups = sorted({get(item) for item in items}, key=_natural_key)
-    n_val = 0
-    if val_fraction > 0 and len(groups) > 1:
-        n_val = min(len(groups) - 1, max(1, round(val_fraction * len(groups))))
-    order = np.random.default_rng(seed).permutation(len(groups))
-    val_groups = {groups[i] for i in order[:n_val]}
+    val_groups = {groups[i] for i in held_out(len(groups), val_fraction, seed, fold)}
     train = [item for item in items if get(item) not in val_groups]
     val = [item for item in items if get(item) in val_groups]
     return train, val
@@ -244,8 +246,10 @@ class SliceFolderDataset:
         """Distinct groups in file order."""
         return list(dict.fromkeys(r.group for r in self.records))
 
-    def split(self, val_fraction: float, seed: int) -> tuple[list[SliceRecord], list[SliceRecord]]:
-        return split_by_group(self.records, val_fraction, seed)
+    def split(
+        self, val_fraction: float, seed: int, fold: tuple[int, int] | None = None
+    ) -> tuple[list[SliceRecord], list[SliceRecord]]:
+        return split_by_group(self.records, val_fraction, seed, fold=fold)
 
     def load(self, records: Sequence[SliceRecord] | None = None) -> list[LoadedSlice]:
         chosen = self.records if records is None else records

@@ -1,9 +1,12 @@
 """Multi-stage experiments: pretrain_global → pretrain_local → supervised → tcsm (any subset).
 
 Each stage writes ``<output_dir>/<stage>/last.pt`` and ``best.pt`` and starts from the previous
-stage's ``best.pt``; once every stage finished, the last stage's ``best.pt`` is copied to
-``<output_dir>/final.pt`` (what ``pulmoseg export`` takes). With ``resume=True`` finished
-stages are skipped and an interrupted one continues from its ``last.pt``.
+stage's ``best.pt``; once every stage finished, the ``best.pt`` of the stage that validated
+best (``runtime.final_model: best_validated``, the default) or of the last stage
+(``last_stage``) is copied to ``<output_dir>/final.pt`` (what ``pulmoseg export`` takes): a
+semi-supervised stage that validates worse than the supervised one does not replace it.
+With ``resume=True`` finished stages are skipped and an interrupted one continues from its
+``last.pt``.
 
 Multi-process (DDP)::
 
@@ -40,6 +43,7 @@ from training.loop import (
     StepBudget,
     read_checkpoint,
     run_stage,
+    validation_score,
 )
 from training.networks import SegmentationNet, build_network
 from training.pretrain import build_global_task, build_local_task
@@ -70,14 +74,33 @@ class ExperimentResult:
     wall_seconds: float
     #: This process's rank under torchrun (0 when alone); only rank 0 wrote files.
     rank: int = 0
+    #: The stage whose ``best.pt`` became ``final.pt`` (None until every stage finished).
+    final_stage: str | None = None
 
     @property
     def best_val_voldice(self) -> dict[str, float]:
-        """Validation VolDice of the final model (the last validated stage)."""
+        """Validation scores of the final model (else of the last validated stage)."""
         for result in reversed(self.stages):
-            if result.best_val_voldice:
+            if result.best_val_voldice and self.final_stage in (None, result.name):
                 return result.best_val_voldice
         return {}
+
+
+def select_final_stage(results: Sequence[StageResult], rule: str) -> StageResult:
+    """The stage whose ``best.pt`` ships: see ``runtime.final_model``.
+
+    Pre-training stages are never validated, so they only ship when no stage was.
+    """
+    if not results:
+        raise ValueError("No stage ran; there is no final model to select.")
+    validated = [r for r in results if r.best_val_voldice]
+    if rule == "last_stage" or not validated:
+        return results[-1]
+    best = validated[0]
+    for result in validated[1:]:
+        if validation_score(result.best_val_voldice) >= validation_score(best.best_val_voldice):
+            best = result
+    return best
 
 
 def _build_task(
@@ -152,18 +175,24 @@ def run_experiment(
             previous = directory / BEST_CHECKPOINT
         model.requires_grad_(True)
         finished = len(results) == len(config.stages) and all(r.finished for r in results)
-        final = None
+        final, final_stage = None, None
         if finished and previous is not None:
-            final = out / FINAL_CHECKPOINT
+            chosen = select_final_stage(results, config.runtime.final_model)
+            final, final_stage = out / FINAL_CHECKPOINT, chosen.name
             if ctx.is_main:
+                log.info(
+                    "final model: stage '%s' (validation %s)",
+                    chosen.name,
+                    " ".join(f"{k}={v:.3f}" for k, v in chosen.best_val_voldice.items()) or "n/a",
+                )
                 tmp = final.with_suffix(".tmp")
-                shutil.copyfile(previous, tmp)
+                shutil.copyfile(chosen.best_checkpoint, tmp)
                 tmp.replace(final)
             ctx.barrier()
     finally:
         shutdown_distributed(ctx)
     return ExperimentResult(
-        out, results, finished, final, model, time.perf_counter() - start, ctx.rank
+        out, results, finished, final, model, time.perf_counter() - start, ctx.rank, final_stage
     )
 
 

@@ -100,6 +100,12 @@ def test_old_configs_without_stage_sections_still_load() -> None:
         ({"tcsm": {"lr": 0}}, r"'tcsm\.lr' must be > 0, got 0\.0"),
         ({"pretrain_global": {"temperature": -1}}, r"'pretrain_global\.temperature' must be > 0"),
         ({"tcsm": {"unlabeled_batch_size": -1}}, r"'tcsm\.unlabeled_batch_size' must be >= 0"),
+        ({"data": {"cv_folds": 1}}, r"'data\.cv_folds' must be 0 \(off\) or >= 2, got 1"),
+        ({"data": {"cv_folds": 5, "cv_fold": 5}}, r"'data\.cv_fold' must be in \[0, 4\]"),
+        (
+            {"runtime": {"final_model": "best_validate"}},
+            r"'runtime\.final_model' must be one of .*Did you mean 'best_validated'\?",
+        ),
     ],
 )
 def test_bad_values_fail_with_a_specific_message(raw: dict, message: str) -> None:

@@ -204,6 +204,11 @@ def test_3d_metrics_match_hand_computed_values(model_3d: Path, tmp_path: Path) -
     train = evaluate_model(model_3d, dataset_root=root, split="train", val_fraction=0.5, seed=0)
     assert len(val.items) == 1 and len(train.items) == 1
     assert {val.items[0].item, train.items[0].item} == {"s1", "s2"}
+    folds = [
+        evaluate_model(model_3d, dataset_root=root, split="val", fold=(i, 2)).items[0].item
+        for i in range(2)
+    ]
+    assert sorted(folds) == ["s1", "s2"]  # every study validated by exactly one fold
 
 
 def test_cli_writes_json_and_prints_table(
@@ -249,6 +254,17 @@ def test_cli_writes_json_and_prints_table(
     with pytest.raises(ValueError, match="'--mask-classes' must list distinct class names"):
         parse_mask_classes("background,ggo,ggo")
 
+    fold = parser.parse_args(
+        ["evaluate", "--model", str(model_2d), "--images", str(images), "--masks", str(masks)]
+        + ["--split", "val", "--fold", "1/2", "--out", str(out)]
+    )
+    assert fold.fold == (1, 2) and fold.func(fold) == 0
+    assert len(json.loads(out.read_text())["items"]) == 1
+    for text in ("2/2", "1-2", "x/2"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["evaluate", "--model", "m.onnx", "--fold", text])
+    assert "expected a fold as I/K" in capsys.readouterr().err
+
 
 def test_evaluate_errors(model_2d: Path, model_3d: Path, tmp_path: Path) -> None:
     images, masks = _slices(tmp_path)
@@ -262,6 +278,10 @@ def test_evaluate_errors(model_2d: Path, model_3d: Path, tmp_path: Path) -> None
         evaluate_model(model_3d, dataset_root=tmp_path / "nope")
     with pytest.raises(ValueError, match="'split' must be one of"):
         evaluate_model(model_2d, images=images, masks=masks, split="test")
+    with pytest.raises(ValueError, match="'fold' selects a split side"):
+        evaluate_model(model_2d, images=images, masks=masks, fold=(0, 2))
+    with pytest.raises(ValueError, match=r"Fold index must be in \[0, 1\]"):
+        evaluate_model(model_2d, images=images, masks=masks, split="val", fold=(2, 2))
 
     root = _write_volume_dataset(tmp_path / "vol")
     with pytest.raises(ValueError, match=r"Model '.*ggo\.onnx' has no class \['lung'\]"):

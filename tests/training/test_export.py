@@ -14,28 +14,30 @@ import torch
 
 from service.manifest import MANIFEST_KEY, read_manifest
 from training.config import config_from_dict
-from training.export import ExportParityError, export_onnx, load_checkpoint
-from training.networks import build_network
+from training.export import ExportParityError, export_ensemble, export_onnx, load_checkpoint
+from training.networks import SegmentationEnsemble, build_network
 
 SCHEMA = Path(__file__).resolve().parents[2] / "protos/pulmoseg/v1/model_manifest.schema.json"
 
 
-def _tiny_checkpoint(tmp_path: Path) -> Path:
+def _tiny_checkpoint(
+    tmp_path: Path, seed: int = 0, model: dict | None = None, best: float = 0.5
+) -> Path:
     config = config_from_dict(
         {
-            "model": {"features": [4, 4, 8, 8, 16, 4], "input_size": [32, 32]},
+            "model": {"features": [4, 4, 8, 8, 16, 4], "input_size": [32, 32], **(model or {})},
             "export": {"name": "tiny", "version": "9.9.9"},
         }
     )
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     net = build_network(config.model)
-    path = tmp_path / "tiny.pt"
+    path = tmp_path / f"tiny{seed}.pt"
     torch.save(
         {
             "model": net.state_dict(),
             "config": config.to_dict(),
             "epoch": 2,
-            "best_dice": {"lung": 0.5},
+            "best_dice": {"lung": best},
         },
         path,
     )
@@ -124,3 +126,57 @@ def test_standardized_input_model_exports_and_ignores_linear_intensity_changes(
     np.testing.assert_allclose(
         session.run(None, {"hu": image})[0], session.run(None, {"hu": brighter})[0], atol=1e-3
     )
+
+
+def test_ensemble_returns_log_of_the_members_mean_softmax() -> None:
+    config = config_from_dict({"model": {"features": [4, 4, 8, 8, 16, 4]}})
+    members = []
+    for seed in (0, 1, 2):
+        torch.manual_seed(seed)
+        members.append(build_network(config.model).eval())
+    ensemble = SegmentationEnsemble(members).eval()
+    hu = torch.from_numpy(
+        np.random.default_rng(0).uniform(-1100, 400, (2, 3, 32, 32)).astype(np.float32)
+    )
+    with torch.no_grad():
+        expected = torch.stack([torch.softmax(m(hu), dim=1) for m in members]).mean(dim=0)
+        out = ensemble(hu)
+    torch.testing.assert_close(torch.softmax(out, dim=1), expected, atol=1e-5, rtol=1e-4)
+    assert torch.equal(out.argmax(dim=1), expected.argmax(dim=1))
+    with pytest.raises(ValueError, match="at least one member"):
+        SegmentationEnsemble([])
+
+
+def test_export_ensemble_runs_in_the_service_and_averages_member_scores(tmp_path: Path) -> None:
+    from service.inference import OnnxSegmenter
+
+    ckpts = [_tiny_checkpoint(tmp_path, seed, best=b) for seed, b in ((0, 0.4), (1, 0.6))]
+    result = export_ensemble(ckpts, tmp_path / "ens.onnx")
+    assert result.max_abs_diff <= 1e-4
+    manifest = read_manifest(tmp_path / "ens.onnx")
+    assert manifest.training_summary["ensemble_members"] == 2
+    assert manifest.validation_voldice == pytest.approx({"lung": 0.5})
+    raw = {p.key: p.value for p in onnx.load(str(tmp_path / "ens.onnx")).metadata_props}
+    jsonschema.validate(json.loads(raw[MANIFEST_KEY]), json.loads(SCHEMA.read_text()))
+
+    # The service reads it like any model; its probabilities are the members' mean.
+    hu = np.random.default_rng(3).uniform(-1100, 400, (6, 32, 32)).astype(np.float32)
+    probs = OnnxSegmenter(tmp_path / "ens.onnx").predict_probabilities(hu)
+    members = [
+        OnnxSegmenter(export_onnx(c, tmp_path / f"m{i}.onnx").onnx_path).predict_probabilities(hu)
+        for i, c in enumerate(ckpts)
+    ]
+    np.testing.assert_allclose(probs, np.mean(members, axis=0), atol=1e-4)
+
+
+def test_export_ensemble_refuses_members_with_another_interface(tmp_path: Path) -> None:
+    base = _tiny_checkpoint(tmp_path, 0)
+    other_size = _tiny_checkpoint(tmp_path, 1, model={"input_size": [48, 48]})
+    with pytest.raises(ValueError, match="'input_size'"):
+        export_ensemble([base, other_size], tmp_path / "ens.onnx")
+    standardized = _tiny_checkpoint(tmp_path, 2, model={"standardize_input": True})
+    with pytest.raises(ValueError, match="standardize_input"):
+        export_ensemble([base, standardized], tmp_path / "ens.onnx")
+    with pytest.raises(ValueError, match="at least 2 checkpoints"):
+        export_ensemble([base], tmp_path / "ens.onnx")
+    assert not (tmp_path / "ens.onnx").exists()

@@ -194,6 +194,7 @@ def test_manifest_content(dataset: Path) -> None:
     assert [r["id"] for r in records] == [f"phantom_{i:04d}" for i in range(4)]
     assert sum(r["labeled"] for r in records) == 2
     assert sum(not r["has_lesions"] for r in records) == 2
+    assert manifest["lesion_mix"] == phantom.LesionMix().to_dict()
     assert len({r["study_instance_uid"] for r in records}) == 4
     for i, r in enumerate(records):
         assert r["seed"] == study_seed(DATASET_SEED, i)
@@ -400,3 +401,42 @@ def test_read_manifest_rejects_other_json(tmp_path: Path) -> None:
     path.write_text(json.dumps({"format": "something-else"}))
     with pytest.raises(ValueError, match=r"is not a pulmoseg-phantom manifest"):
         read_manifest(path)
+
+
+def test_lesion_mix_sets_counts_and_consolidation_presence() -> None:
+    mix = phantom.LesionMix(
+        ggo_count=(2, 2),
+        consolidation_probability=1.0,
+        consolidation_count=(1, 1),
+        consolidation_radius_mm=(10.0, 12.0),
+    )
+    studies = [
+        phantom.synthesize_study(phantom.study_seed(5, i), SIZE, SLICES, lesion_mix=mix)
+        for i in range(4)
+    ]
+    for s in studies:
+        cons = [spec for spec in s.lesions if spec.kind == "consolidation"]
+        assert len(cons) == 1 and 10.0 <= cons[0].radius_mm <= 12.0
+        assert s.lesion_voxels()["consolidation"] > 0  # every study has some
+    never = phantom.LesionMix(consolidation_probability=0.0)
+    for i in range(4):
+        s = phantom.synthesize_study(phantom.study_seed(5, i), SIZE, SLICES, lesion_mix=never)
+        assert s.lesion_voxels()["consolidation"] == 0 and s.lesion_voxels()["ggo"] > 0
+    # The default mix is the one used when none is given (same study, bit for bit).
+    a = phantom.synthesize_study(77, SIZE, SLICES)
+    b = phantom.synthesize_study(77, SIZE, SLICES, lesion_mix=phantom.LesionMix())
+    assert np.array_equal(a.hu, b.hu) and np.array_equal(a.label, b.label)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"ggo_count": (3, 1)}, r"'ggo_count' must be \(lo, hi\) with 0 <= lo <= hi"),
+        ({"ggo_count": (0, 0)}, "at least one GGO lesion"),
+        ({"consolidation_probability": 1.5}, "consolidation_probability"),
+        ({"consolidation_radius_mm": (9.0, 9.0)}, r"'consolidation_radius_mm' must be"),
+    ],
+)
+def test_lesion_mix_rejects_bad_values(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        phantom.LesionMix(**kwargs)

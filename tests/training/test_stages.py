@@ -14,10 +14,10 @@ from training.config import TrainConfig, config_from_dict, save_config
 from training.contrastive import DECODER_STAGES, ENCODER_STAGES
 from training.distributed import DistContext, state_digest
 from training.export import load_checkpoint
-from training.loop import step_random
+from training.loop import StageResult, step_random
 from training.networks import build_network
 from training.phantom import generate_dataset
-from training.stages import _build_task, main, run_experiment
+from training.stages import _build_task, main, run_experiment, select_final_stage
 from training.train import load_experiment_data, seed_everything
 
 ALL_STAGES = ["pretrain_global", "pretrain_local", "supervised", "tcsm"]
@@ -187,13 +187,20 @@ def test_staged_run_chains_stages_and_resumes_exactly(semi_data: Path, tmp_path:
     assert third.finished
     assert state_digest(third.model) == state_digest(whole.model)
 
+    # final.pt is the best-validated stage's best.pt (pre-training stages are not validated).
+    assert whole.final_stage == third.final_stage
+    assert whole.final_stage in ("supervised", "tcsm")
+    chosen = next(s for s in whole.stages if s.name == whole.final_stage)
+    assert whole.best_val_voldice == chosen.best_val_voldice
+    assert (tmp_path / "whole" / "final.pt").read_bytes() == chosen.best_checkpoint.read_bytes()
+
     model, config, state = load_checkpoint(third.final_checkpoint)
     reference, _, ref_state = load_checkpoint(whole.final_checkpoint)
     assert config == split
     assert state_digest(model) == state_digest(reference)
     assert state["best_dice"] == ref_state["best_dice"]
     assert set(state["best_dice"]) == {"lung", "ggo", "consolidation"}
-    assert state["model_source"] in ("teacher", "student")
+    assert state["model_source"] in ("model", "teacher", "student")
     last = torch.load(tmp_path / "split" / "tcsm" / "last.pt", weights_only=False)
     assert set(last["extra"]) == {"teacher"}
 
@@ -230,3 +237,20 @@ def test_cli_runs_resumes_and_reports_bad_input(
     assert "Did you mean 'supervised'?" in capsys.readouterr().err
     assert main(["--config", str(tmp_path / "missing.yaml")]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def _stage(name: str, dice: dict[str, float]) -> StageResult:
+    return StageResult(name, Path(name), True, 1, 1, 1, 1, 0.0, dice, "model")
+
+
+def test_final_stage_is_the_best_validated_one_unless_told_otherwise() -> None:
+    pre = _stage("pretrain_global", {})
+    sup = _stage("supervised", {"ggo": 0.8, "consolidation": 0.4})
+    worse = _stage("tcsm", {"ggo": 0.7, "consolidation": 0.4})
+    tie = _stage("tcsm", {"ggo": 0.4, "consolidation": 0.8})
+    assert select_final_stage([pre, sup, worse], "best_validated") is sup
+    assert select_final_stage([pre, sup, tie], "best_validated") is tie  # later stage wins ties
+    assert select_final_stage([pre, sup, worse], "last_stage") is worse
+    assert select_final_stage([pre], "best_validated") is pre  # nothing validated: the last
+    with pytest.raises(ValueError, match="No stage ran"):
+        select_final_stage([], "best_validated")

@@ -1,0 +1,75 @@
+"""Held-out selection shared by study and slice-group splits: fractions and k-fold CV."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from training.datasets import StudyRecord, split_studies
+from training.slices2d import group_of, split_by_group
+from training.splits import check_fold, held_out
+
+
+@pytest.mark.parametrize(("n", "folds"), [(50, 5), (13, 4), (3, 3)])
+def test_folds_partition_the_items(n: int, folds: int) -> None:
+    parts = [held_out(n, 0.2, seed=7, fold=(i, folds)) for i in range(folds)]
+    assert sorted(i for part in parts for i in part) == list(range(n))  # each exactly once
+    assert max(map(len, parts)) - min(map(len, parts)) <= 1
+    assert parts != [held_out(n, 0.2, seed=8, fold=(i, folds)) for i in range(folds)]
+
+
+def test_fraction_split_keeps_its_rule() -> None:
+    assert len(held_out(50, 0.2, seed=0)) == 10
+    assert len(held_out(2, 0.01, seed=0)) == 1  # at least one
+    assert len(held_out(2, 0.9, seed=0)) == 1  # never all
+    assert held_out(1, 0.5, seed=0) == set() and held_out(9, 0.0, seed=0) == set()
+    # Fold 0 of k is the first n/k positions of the same permutation as the fraction split.
+    assert held_out(50, 0.2, seed=3, fold=(0, 5)) == held_out(50, 0.2, seed=3)
+
+
+@pytest.mark.parametrize(
+    ("fold", "n", "message"),
+    [
+        ((0, 1), 10, "at least 2 folds, got 1"),
+        ((5, 5), 10, r"Fold index must be in \[0, 4\], got 5"),
+        ((-1, 5), 10, r"Fold index must be in \[0, 4\], got -1"),
+        ((0, 5), 3, "Cannot make 5 cross-validation folds of 3 item"),
+        ("ab", 10, "must be a pair"),
+    ],
+)
+def test_bad_folds_are_refused(fold: object, n: int, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        held_out(n, 0.2, seed=0, fold=fold)  # type: ignore[arg-type]
+
+
+def test_check_fold_passes_none_through() -> None:
+    assert check_fold(None) is None and check_fold((1, 3)) == (1, 3)
+
+
+def test_group_folds_never_split_a_group() -> None:
+    names = [f"vol{v}_{s}.jpg" for v in range(7) for s in range(v % 3 + 1)] + ["a.jpg", "b.jpg"]
+    items = [(n, group_of(n)) for n in names]
+    seen: list[str] = []
+    for i in range(3):
+        train, val = split_by_group(items, 0.0, 5, key=lambda it: it[1], fold=(i, 3))
+        assert sorted(train + val) == sorted(items)
+        assert not {g for _, g in train} & {g for _, g in val}
+        seen += [n for n, _ in val]
+    assert sorted(seen) == sorted(names)
+
+
+def test_study_folds_keep_unlabeled_studies_for_training(tmp_path: Path) -> None:
+    records = [
+        StudyRecord(
+            f"s{i}", tmp_path / f"{i}.nii.gz", tmp_path / f"{i}_label.nii.gz" if i < 6 else None
+        )
+        for i in range(8)
+    ]
+    validated = []
+    for i in range(3):
+        train, val = split_studies(records, 0.2, seed=1, fold=(i, 3))
+        assert all(r.labeled for r in val) and len(val) == 2
+        assert {"s6", "s7"} <= {r.study_id for r in train}
+        validated += [r.study_id for r in val]
+    assert sorted(validated) == [f"s{i}" for i in range(6)]
