@@ -35,13 +35,12 @@ from tqdm import tqdm
 
 from training.phantom import (
     LesionMix,
-    _check_fraction,
-    _check_int,
     is_lesion_free,
     phantom_spacing,
     study_seed,
     synthesize_study,
 )
+from training.phantom_grid import check_fraction, check_int
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +131,7 @@ def write_ct_series(
     ):
         if not isinstance(value, str) or not value:
             raise TypeError(f"Argument '{name}' must be a non-empty str, got {value!r}")
-    _check_int("seed", seed, minimum=0)
+    check_int("seed", seed, minimum=0)
     stored, bits_stored, signed = _stored_pixels(hu)
     origin = tuple(float(v) for v in (origin_lps or default_origin_lps(hu.shape, spacing)))
     if len(origin) != 3:
@@ -205,11 +204,11 @@ def generate_dataset(
     ``round(labeled_fraction * studies)`` studies of a seeded permutation: the ones training
     may use labels of (label files are written for all, for evaluation).
     """
-    _check_int("studies", studies, minimum=1)
-    _check_int("seed", seed, minimum=0)
+    check_int("studies", studies, minimum=1)
+    check_int("seed", seed, minimum=0)
     spacing = phantom_spacing(size, slices)
-    _check_fraction("labeled_fraction", labeled_fraction)
-    _check_fraction("lesion_free_fraction", lesion_free_fraction)
+    check_fraction("labeled_fraction", labeled_fraction)
+    check_fraction("lesion_free_fraction", lesion_free_fraction)
     if not isinstance(out_dir, str | os.PathLike):
         raise TypeError(f"Argument 'out_dir' must be a path, got {type(out_dir).__name__}")
     out_dir = Path(out_dir)
