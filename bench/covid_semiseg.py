@@ -372,7 +372,7 @@ def _machine() -> str:
 def _paired(rows: list[dict[str, Any]]) -> str:
     """Per-slice infection Dice difference, full method minus baseline (same slices)."""
     by = {r["method"]: r["per_slice_infection"] for r in rows}
-    if set(by) != {"supervised", "tcsm"} or by["supervised"].keys() != by["tcsm"].keys():
+    if not {"supervised", "tcsm"} <= set(by) or by["supervised"].keys() != by["tcsm"].keys():
         return ""
     diff = np.array([by["tcsm"][k] - by["supervised"][k] for k in by["supervised"]])
     sd = f" ± {diff.std(ddof=1):.3f}" if diff.size > 1 else ""
@@ -473,10 +473,12 @@ def results_section(
         lines.append(paired)
     if best is not None:
         members = (
-            f"both methods' {folds} fold models" if best["method"] == COMBINED else "fold models"
+            f"both methods' {folds} fold models"
+            if best["method"] == COMBINED
+            else f"its {folds} fold models"
         )
         shipped = (
-            f"the ensemble of its {members} (mean softmax; trained on all 50 labeled slices "
+            f"the ensemble of {members} (mean softmax; trained on all 50 labeled slices "
             "between them, so no slice is left to score it: the release's test split is)"
             if folds
             else "its model"

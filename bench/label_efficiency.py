@@ -167,6 +167,29 @@ def run_one(
     return result
 
 
+def stratified_subset(ids: list[str], strata: list[str], fraction: float, seed: int) -> set[str]:
+    """A seeded ``fraction`` of ``ids`` drawn per stratum (largest-remainder quotas).
+
+    With 4 labeled studies of 20, a plain draw can hold 2 lesion-free studies (seed 0 did in
+    the first run of this data), which measures the draw rather than the method; drawing
+    lesion and lesion-free studies in proportion keeps every seed's labeled set alike.
+    """
+    rng = np.random.default_rng(seed)
+    groups: dict[str, list[str]] = {}
+    for item, stratum in zip(ids, strata, strict=True):
+        groups.setdefault(stratum, []).append(item)
+    target = round(fraction * len(ids))
+    quotas = {k: fraction * len(v) for k, v in sorted(groups.items())}
+    counts = {k: int(q) for k, q in quotas.items()}
+    by_remainder = sorted(quotas, key=lambda k: quotas[k] - counts[k], reverse=True)
+    for k in by_remainder[: target - sum(counts.values())]:
+        counts[k] += 1
+    chosen: set[str] = set()
+    for k, members in sorted(groups.items()):
+        chosen.update(members[i] for i in rng.permutation(len(members))[: counts[k]])
+    return chosen
+
+
 def check_settings(work: Path, settings: dict) -> None:
     """Resuming in a folder made with other data settings would mix two benchmarks: refuse."""
     path = work / SETTINGS_FILE
@@ -190,7 +213,7 @@ def check_settings(work: Path, settings: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--out", type=Path, default=Path("runs/bench/label_efficiency_v2"))
+    parser.add_argument("--out", type=Path, default=Path("runs/bench/label_efficiency_v3"))
     parser.add_argument("--size", type=int, default=96)
     parser.add_argument("--slices", type=int, default=48)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every step count")
@@ -199,7 +222,15 @@ def main() -> None:
     args = parser.parse_args()
     work = args.out
     started = time.perf_counter()
-    check_settings(work, {"size": args.size, "slices": args.slices, "mix": BENCH_MIX.to_dict()})
+    check_settings(
+        work,
+        {
+            "size": args.size,
+            "slices": args.slices,
+            "mix": BENCH_MIX.to_dict(),
+            "labeled_draw": "stratified by lesion presence",
+        },
+    )
 
     train_manifest = work / "phantoms" / "manifest.json"
     if not train_manifest.is_file():
@@ -223,14 +254,14 @@ def main() -> None:
             progress=False,
             lesion_mix=BENCH_MIX,
         )
-    ids = [s["id"] for s in json.loads(train_manifest.read_text())["studies"]]
+    studies = json.loads(train_manifest.read_text())["studies"]
+    ids = [s["id"] for s in studies]
     write_manifest(train_manifest, work / "labels_100", set(ids))
-    n_labeled = round(LABELED_FRACTION * len(ids))
+    strata = ["lesions" if s["has_lesions"] else "lesion-free" for s in studies]
     for seed in args.seeds:
-        order = np.random.default_rng(seed).permutation(len(ids))
-        write_manifest(
-            train_manifest, work / f"labels_20_seed{seed}", {ids[i] for i in order[:n_labeled]}
-        )
+        labeled = stratified_subset(ids, strata, LABELED_FRACTION, seed)
+        write_manifest(train_manifest, work / f"labels_20_seed{seed}", labeled)
+    n_labeled = len(labeled)
 
     results = []
     for seed in args.seeds:

@@ -122,7 +122,8 @@ def export_ensemble(
     The members must agree on everything the service reads from the manifest (classes, slice
     context, HU window, input size); their widths may differ. The graph returns the log of
     the members' mean softmax, so the service's softmax/argmax see the ensemble's mean
-    probabilities. The manifest's validation scores are the members' means.
+    probabilities; parity is checked on those probabilities. The manifest's validation
+    scores are the members' means.
     """
     if len(checkpoints) < 2:
         raise ValueError(f"An ensemble needs at least 2 checkpoints, got {len(checkpoints)}.")
@@ -157,7 +158,7 @@ def export_ensemble(
         },
     )
     model = SegmentationEnsemble([member for member, _, _ in loaded]).eval()
-    return _export_module(model, config, manifest, output, sample_hu, tolerance)
+    return _export_module(model, config, manifest, output, sample_hu, tolerance, probabilities=True)
 
 
 def _export_module(
@@ -167,8 +168,11 @@ def _export_module(
     output: str | Path,
     sample_hu: np.ndarray | None,
     tolerance: float | None,
+    *,
+    probabilities: bool = False,
 ) -> ExportResult:
-    """Trace ``model`` to ONNX with the manifest in its metadata; write only after parity."""
+    """Trace ``model`` to ONNX with the manifest in its metadata; write only after parity
+    (of logits, or of ``probabilities``; see :func:`check_parity`)."""
     tolerance = config.export.parity_tolerance if tolerance is None else tolerance
     c, (h, w) = config.model.slice_context, config.model.input_size
     if sample_hu is None:
@@ -210,7 +214,7 @@ def _export_module(
         proto.doc_string = f"pulmoseg {manifest.name} {manifest.version}"
         onnx.checker.check_model(proto)
         onnx.save(proto, str(tmp))
-        max_diff = check_parity(model, tmp, sample_hu, tolerance)
+        max_diff = check_parity(model, tmp, sample_hu, tolerance, probabilities=probabilities)
         tmp.replace(output)
     finally:
         tmp.unlink(missing_ok=True)
@@ -219,19 +223,32 @@ def _export_module(
 
 
 def check_parity(
-    model: torch.nn.Module, onnx_path: Path, sample_hu: np.ndarray, tolerance: float
+    model: torch.nn.Module,
+    onnx_path: Path,
+    sample_hu: np.ndarray,
+    tolerance: float,
+    *,
+    probabilities: bool = False,
 ) -> float:
-    """Max absolute difference of ORT (CPU) and PyTorch logits; raises beyond ``tolerance``."""
+    """Max absolute difference of ORT (CPU) and PyTorch outputs; raises beyond ``tolerance``.
+
+    ``probabilities`` compares softmax outputs instead of logits: for ensembles, whose
+    log-probabilities magnify float rounding wherever a class is all but impossible, while
+    the probabilities the service uses agree.
+    """
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    ort_out = session.run(None, {INPUT_NAME: sample_hu.astype(np.float32)})[0]
+    ort_out = torch.from_numpy(session.run(None, {INPUT_NAME: sample_hu.astype(np.float32)})[0])
     with torch.no_grad():
-        torch_out = model(torch.from_numpy(sample_hu.astype(np.float32))).numpy()
-    max_diff = float(np.abs(ort_out - torch_out).max())
+        torch_out = model(torch.from_numpy(sample_hu.astype(np.float32)))
+    if probabilities:
+        ort_out, torch_out = torch.softmax(ort_out, dim=1), torch.softmax(torch_out, dim=1)
+    max_diff = float((ort_out - torch_out).abs().max())
     if not max_diff <= tolerance:
+        what = "probabilities differ" if probabilities else "output differs"
         raise ExportParityError(
-            f"ONNX Runtime output differs from PyTorch by {max_diff:.3g} "
+            f"ONNX Runtime {what} from PyTorch by {max_diff:.3g} "
             f"(tolerance {tolerance:g}); "
             "the exported model was not written."
         )

@@ -179,4 +179,6 @@ def test_export_ensemble_refuses_members_with_another_interface(tmp_path: Path) 
         export_ensemble([base, standardized], tmp_path / "ens.onnx")
     with pytest.raises(ValueError, match="at least 2 checkpoints"):
         export_ensemble([base], tmp_path / "ens.onnx")
+    with pytest.raises(ExportParityError, match="probabilities differ from PyTorch"):
+        export_ensemble([base, _tiny_checkpoint(tmp_path, 3)], tmp_path / "ens.onnx", tolerance=-1)
     assert not (tmp_path / "ens.onnx").exists()
