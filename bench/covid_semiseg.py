@@ -227,10 +227,10 @@ def run_method(
     return row, report
 
 
-def _export_if_stale(checkpoints: list[Path], path: Path) -> None:
+def _export_if_stale(checkpoints: list[Path], path: Path, name: str | None = None) -> None:
     """(Re-)export the ensemble of ``checkpoints`` unless ``path`` is newer than all of them."""
     if not path.is_file() or path.stat().st_mtime < max(c.stat().st_mtime for c in checkpoints):
-        export_ensemble(checkpoints, path)
+        export_ensemble(checkpoints, path, name=name)
 
 
 def _pooled_row(
@@ -313,6 +313,7 @@ def run_combined(
     _export_if_stale(
         [Path(c.output_dir) / FINAL_CHECKPOINT for cs in configs.values() for c in cs],
         ensemble_path,
+        name="pulmoseg-covid-semiseg-both-methods-ensemble",
     )
     row = _pooled_row(COMBINED, COMBINED_LABEL, reports, [{"final_stage": None}] * len(reports))
     row.update(

@@ -116,6 +116,7 @@ def export_ensemble(
     *,
     sample_hu: np.ndarray | None = None,
     tolerance: float | None = None,
+    name: str | None = None,
 ) -> ExportResult:
     """Export several checkpoints (e.g. cross-validation folds) as one averaging ONNX model.
 
@@ -123,7 +124,8 @@ def export_ensemble(
     context, HU window, input size); their widths may differ. The graph returns the log of
     the members' mean softmax, so the service's softmax/argmax see the ensemble's mean
     probabilities; parity is checked on those probabilities. The manifest's validation
-    scores are the members' means.
+    scores are the members' means; its name is ``name`` (default: the first member's name
+    plus ``-ensemble``), so logs and metrics tell it from a single member.
     """
     if len(checkpoints) < 2:
         raise ValueError(f"An ensemble needs at least 2 checkpoints, got {len(checkpoints)}.")
@@ -146,14 +148,15 @@ def export_ensemble(
             )
     scores: dict[str, list[float]] = {}
     for _, _, member_state in loaded:
-        for name, value in member_state.get("best_dice", {}).items():
-            scores.setdefault(name, []).append(float(value))
+        for cls, value in member_state.get("best_dice", {}).items():
+            scores.setdefault(cls, []).append(float(value))
     manifest = dataclasses.replace(
         reference,
+        name=name or f"{reference.name}-ensemble",
         training_summary={**reference.training_summary, "ensemble_members": len(loaded)},
         validation_voldice={
-            name: float(np.mean(values))
-            for name, values in scores.items()
+            cls: float(np.mean(values))
+            for cls, values in scores.items()
             if len(values) == len(loaded)
         },
     )

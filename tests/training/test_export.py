@@ -155,6 +155,7 @@ def test_export_ensemble_runs_in_the_service_and_averages_member_scores(tmp_path
     assert result.max_abs_diff <= 1e-4
     manifest = read_manifest(tmp_path / "ens.onnx")
     assert manifest.training_summary["ensemble_members"] == 2
+    assert (manifest.name, manifest.version) == ("tiny-ensemble", "9.9.9")
     assert manifest.validation_voldice == pytest.approx({"lung": 0.5})
     raw = {p.key: p.value for p in onnx.load(str(tmp_path / "ens.onnx")).metadata_props}
     jsonschema.validate(json.loads(raw[MANIFEST_KEY]), json.loads(SCHEMA.read_text()))
