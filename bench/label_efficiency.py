@@ -57,6 +57,7 @@ def experiment(
     size: int,
     scale: float,
     tcsm_epochs: int = 6,
+    consistency_weight: float = 1.0,
 ) -> dict:
     """The experiment config of one method; step counts scale with ``scale``."""
 
@@ -110,7 +111,7 @@ def experiment(
             "unlabeled_batch_size": 4,
             "lr": 1e-3,
             "ema_decay": 0.99,
-            "consistency_weight": 1.0,
+            "consistency_weight": consistency_weight,
             "rampup_steps": steps(300),
         },
         "runtime": {"tensorboard": False, "checkpoint_every": steps(100)},
@@ -133,7 +134,13 @@ def write_manifest(source_manifest: Path, target_root: Path, labeled: set[str]) 
 
 
 def run_one(
-    method: str, seed: int, work: Path, size: int, scale: float, tcsm_epochs: int = 6
+    method: str,
+    seed: int,
+    work: Path,
+    size: int,
+    scale: float,
+    tcsm_epochs: int = 6,
+    consistency_weight: float = 1.0,
 ) -> dict:
     result_file = work / "runs" / f"{method}_seed{seed}" / "result.json"
     if result_file.is_file():
@@ -145,7 +152,7 @@ def run_one(
         if sup20_stage.is_dir() and not (run_dir / "supervised").exists():
             shutil.copytree(sup20_stage, run_dir / "supervised")
     config = config_from_dict(
-        experiment(method, seed, data_root, run_dir, size, scale, tcsm_epochs)
+        experiment(method, seed, data_root, run_dir, size, scale, tcsm_epochs, consistency_weight)
     )
     started = time.perf_counter()
     trained = run_experiment(config, resume=True, progress=False)
@@ -219,6 +226,9 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every step count")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--tcsm-epochs", type=int, default=6, help="TCSM epochs of 100 steps")
+    parser.add_argument(
+        "--consistency-weight", type=float, default=1.0, help="TCSM consistency weight (max)"
+    )
     args = parser.parse_args()
     work = args.out
     started = time.perf_counter()
@@ -267,7 +277,15 @@ def main() -> None:
     for seed in args.seeds:
         for method in args.methods:
             t0 = time.perf_counter()
-            res = run_one(method, seed, work, args.size, args.scale, args.tcsm_epochs)
+            res = run_one(
+                method,
+                seed,
+                work,
+                args.size,
+                args.scale,
+                args.tcsm_epochs,
+                args.consistency_weight,
+            )
             results.append(res)
             dice = " ".join(f"{k}={v:.3f}" for k, v in res["vol_dice"].items())
             print(
