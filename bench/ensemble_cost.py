@@ -18,17 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
-from service.inference import OnnxSegmenter
+from service.predictor.onnx_backend import load_onnx_predictor
 
 
 def seconds_per_slice(model: Path, volume: np.ndarray, repeats: int) -> float:
     """Median wall time of ``predict_probabilities`` over ``repeats`` runs, per slice."""
-    segmenter = OnnxSegmenter(model)
-    segmenter.predict_probabilities(volume)  # warm-up: session and memory arenas
+    predictor = load_onnx_predictor(model)
+    predictor.predict_probabilities(volume)  # warm-up: session and memory arenas
     runs = []
     for _ in range(repeats):
         start = time.perf_counter()
-        segmenter.predict_probabilities(volume)
+        predictor.predict_probabilities(volume)
         runs.append(time.perf_counter() - start)
     return statistics.median(runs) / volume.shape[0]
 
@@ -43,14 +43,14 @@ def main() -> None:
     for path in (args.single, args.ensemble):
         if not path.is_file():
             raise SystemExit(f"error: model '{path}' does not exist.")
-    segmenter = OnnxSegmenter(args.ensemble)
-    h, w = segmenter.manifest.input_size
-    lo, hi = segmenter.manifest.hu_window
+    predictor = load_onnx_predictor(args.ensemble)
+    h, w = predictor.manifest.input_size
+    lo, hi = predictor.manifest.hu_window
     volume = np.random.default_rng(0).uniform(lo, hi, (args.slices, h, w)).astype(np.float32)
     single = seconds_per_slice(args.single, volume, args.repeats)
     ensemble = seconds_per_slice(args.ensemble, volume, args.repeats)
-    members = segmenter.manifest.training_summary.get("ensemble_members", "?")
-    print(f"{platform.machine()}, provider {segmenter.provider}, {args.slices} slices {h}x{w}")
+    members = predictor.manifest.training_summary.get("ensemble_members", "?")
+    print(f"{platform.machine()}, provider {predictor.provider}, {args.slices} slices {h}x{w}")
     print("| model | s / slice | ratio |\n|---|---|---|")
     print(f"| single ({args.single.name}) | {single:.4f} | 1.00 |")
     ratio = ensemble / single

@@ -28,6 +28,6 @@ if ! .venv/bin/python -c "import torch, sys; sys.exit(0 if torch.__version__.sta
   echo "[setup] installing torch==2.13.0 (CPU build)"
   $VPIP install -q "torch==2.13.0"
 fi
-echo "[setup] installing pulmoseg with test extras"
-$VPIP install -q -e ".[test]"
+echo "[setup] installing pulmoseg with serve, train and test extras"
+$VPIP install -q -e ".[serve,train,test]"
 echo "[setup] done: $(.venv/bin/python -c 'import torch, onnxruntime; print("torch", torch.__version__, "| onnxruntime", onnxruntime.__version__)')"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from monai.deploy.core import RuntimeEnv
 
-from service.errors import ModelError, PulmosegError
+from service.core.errors import ModelError, PulmosegError
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ os.environ.setdefault("HOLOSCAN_LOG_LEVEL", "WARN")
 from holoscan.conditions import CountCondition  # noqa: E402
 from monai.deploy.core import Application  # noqa: E402
 
-from service.inference import OnnxSegmenter  # noqa: E402
+from service.predictor import Predictor  # noqa: E402
 from service.operators import (  # noqa: E402
     CTSeriesSelectorOperator,
     DicomInstancesLoaderOperator,
@@ -34,7 +34,7 @@ class LungSegmentationApp(Application):
     description = "Segments lung, ground-glass opacity and consolidation in chest CT."
 
     def __init__(
-        self, segmenter: OnnxSegmenter, study: StudyRun, *args: Any, **kwargs: Any
+        self, segmenter: Predictor, study: StudyRun, *args: Any, **kwargs: Any
     ) -> None:
         self.segmenter = segmenter
         self.study = study

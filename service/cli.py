@@ -10,110 +10,13 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
-
-
-def _add_phantom(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "phantom", help="generate synthetic chest-CT studies (DICOM + NIfTI + labels)"
-    )
-    p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--studies", type=int, default=8, help="number of studies (default 8)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--size", type=int, default=128, help="in-plane size in pixels (default 128)")
-    p.add_argument("--slices", type=int, default=48, help="slices per study (default 48)")
-    p.add_argument(
-        "--labeled-fraction",
-        type=float,
-        default=1.0,
-        help="fraction of studies marked labeled in the manifest (default 1.0)",
-    )
-    p.set_defaults(func=_cmd_phantom)
-
-
-def _cmd_phantom(args: argparse.Namespace) -> int:
-    from training.phantom import generate_dataset
-
-    manifest = generate_dataset(
-        args.out,
-        studies=args.studies,
-        seed=args.seed,
-        size=args.size,
-        slices=args.slices,
-        labeled_fraction=args.labeled_fraction,
-    )
-    print(f"wrote {args.studies} phantom studies; manifest: {manifest}")
-    return 0
-
-
-def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "train",
-        help="train a model from a YAML experiment (stages: pretrain_global, pretrain_local, "
-        "supervised, tcsm)",
-    )
-    p.add_argument("--config", required=True, type=Path, help="experiment YAML file")
-    p.add_argument("--resume", action="store_true", help="skip finished stages, resume the last")
-    p.add_argument("--data", type=Path, help="override data.root of the config")
-    p.add_argument("--output-dir", type=Path, help="override output_dir of the config")
-    p.add_argument("--stages", help="override the stage list, e.g. supervised,tcsm")
-    p.add_argument("--max-steps", type=int, help="stop after N steps (resume later)")
-    p.set_defaults(func=_cmd_train)
-
-
-def _cmd_train(args: argparse.Namespace) -> int:
-    from training.config import load_config
-    from training.stages import apply_overrides, run_experiment
-
-    config = apply_overrides(load_config(args.config), args)
-    result = run_experiment(config, resume=args.resume, max_steps=args.max_steps)
-    if result.rank != 0:
-        return 0
-    if not result.finished:
-        last = result.stages[-1]
-        print(
-            f"stopped in stage {last.name} at step {last.global_step}/{last.total_steps}; "
-            "continue with --resume"
-        )
-        return 0
-    dice = " ".join(f"{k}={v:.3f}" for k, v in result.best_val_voldice.items())
-    print(
-        f"final checkpoint: {result.final_checkpoint} (validation VolDice {dice or 'n/a'}); "
-        f"{result.wall_seconds:.0f} s"
-    )
-    return 0
-
-
-def _add_export(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="export a checkpoint to ONNX and verify ORT/PyTorch parity")
-    p.add_argument(
-        "--checkpoint",
-        required=True,
-        type=Path,
-        nargs="+",
-        help="training checkpoint (.pt); several (e.g. cross-validation folds) export one "
-        "model that averages their probabilities",
-    )
-    p.add_argument("--out", required=True, type=Path, help="output .onnx path")
-    p.add_argument("--tolerance", type=float, default=None, help="parity tolerance (default 1e-4)")
-    p.set_defaults(func=_cmd_export)
-
-
-def _cmd_export(args: argparse.Namespace) -> int:
-    from training.export import export_ensemble, export_onnx
-
-    if len(args.checkpoint) > 1:
-        result = export_ensemble(args.checkpoint, args.out, tolerance=args.tolerance)
-    else:
-        result = export_onnx(args.checkpoint[0], args.out, tolerance=args.tolerance)
-    print(
-        f"exported {result.onnx_path} ({result.manifest.name} {result.manifest.version}); "
-        f"max |ORT - PyTorch| = {result.max_abs_diff:.2e}"
-    )
-    return 0
+#: Entry-point group through which packages (training) add subcommands.
+COMMANDS_GROUP = "pulmoseg.commands"
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
@@ -178,36 +81,42 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="phantom data → train → export → serve → segment → report")
-    p.add_argument("--workdir", type=Path, default=Path("runs/demo"), help="output folder")
-    p.add_argument("--config", type=Path, help="training YAML (default: the embedded demo config)")
-    p.set_defaults(func=_cmd_demo)
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from service.demo import run_demo
-
-    return run_demo(args.workdir, config_path=args.config)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pulmoseg", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_phantom, _add_train, _add_export, _add_serve, _add_segment, _add_demo):
+    for add in (_add_serve, _add_segment):
         add(sub)
-    for name, add in _extra_commands():
-        add(sub)
-        del name
+    for entry in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
+        _add_contributed(sub, entry)
     return parser
 
 
-def _extra_commands() -> list[tuple[str, Callable[[argparse._SubParsersAction], None]]]:
-    """Subcommands contributed by other modules (kept out of this file to keep it small)."""
-    from training.evaluate import add_evaluate_parser
+def _add_contributed(sub: argparse._SubParsersAction, entry: EntryPoint) -> None:
+    """Let an installed package add its subcommand; if it cannot load, say what to install."""
+    try:
+        add: Callable[[argparse._SubParsersAction], object] = entry.load()
+    except ImportError as exc:
+        missing = exc.name or str(exc)
+        message = (
+            f"'pulmoseg {entry.name}' is not available in this installation ({missing} is "
+            f"missing): install the training extras, e.g. pip install 'pulmoseg[train]'."
+        )
+        p = sub.add_parser(entry.name, help="(not installed: needs pulmoseg[train])")
+        p.set_defaults(func=_unavailable(message))
+        return
+    add(sub)
 
-    return [("evaluate", add_evaluate_parser)]
+
+def _unavailable(message: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        raise CommandUnavailableError(message)
+
+    return run
+
+
+class CommandUnavailableError(RuntimeError):
+    """A subcommand whose package (or its dependencies) is not installed."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:

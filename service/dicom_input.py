@@ -8,7 +8,6 @@ message names the instance by index or file name — never by a patient identifi
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import warnings
 from collections import Counter, defaultdict
@@ -21,7 +20,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from service.errors import InvalidStudyError
+from service.core.identifiers import uid_hash
+from service.core.errors import InvalidStudyError
 
 logger = logging.getLogger(__name__)
 
@@ -30,11 +30,6 @@ ENHANCED_CT_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.2.1")
 MEDIA_STORAGE_DIRECTORY_STORAGE = UID("1.2.840.10008.1.3.10")  # DICOMDIR
 _PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _MAX_NAMES_IN_MESSAGE = 5
-
-
-def uid_hash(uid: str) -> str:
-    """Short stable digest of a UID for logs and messages (UIDs may be traceable to a patient)."""
-    return hashlib.sha256(str(uid).encode()).hexdigest()[:12]
 
 
 def _label(name: str) -> str:

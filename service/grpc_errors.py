@@ -1,6 +1,6 @@
 """Domain exceptions -> gRPC status codes, in one table.
 
-Servicer code raises exceptions that say what went wrong (``service.errors``); :func:`status_for`
+Servicer code raises exceptions that say what went wrong (``service.core.errors``); :func:`status_for`
 is the only place that picks a status code and the details string. Unexpected exceptions become
 INTERNAL with a generic message: the traceback goes to the server log only, so internals (and
 any data they might hold) never reach a client.
@@ -13,7 +13,7 @@ import logging
 
 import grpc
 
-from service.errors import (  # re-exported: servicer code imports them from here too
+from service.core.errors import (  # re-exported: servicer code imports them from here too
     AuthenticationError,
     InvalidStudyError,
     ModelError,

@@ -6,7 +6,6 @@ Holoscan graph (about 40 ms of overhead) so concurrent requests never share grap
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -16,19 +15,15 @@ from pathlib import Path
 import numpy as np
 
 from service.application import LungSegmentationApp
-from service.errors import PulmosegError
-from service.inference import OnnxSegmenter
-from service.manifest import ModelManifest
+from service.core.errors import PulmosegError
+from service.core.identifiers import uid_hash
+from service.predictor import Predictor
+from service.core.manifest import ModelManifest
 from service.operators import StudyRun
-from service.quality import class_volumes_ml
+from service.core.segmentation_metrics import class_volumes_ml
 from service.volume import CTVolume
 
 log = logging.getLogger(__name__)
-
-
-def study_uid_hash(study_uid: str) -> str:
-    """What logs and summaries carry instead of the StudyInstanceUID."""
-    return hashlib.sha256(study_uid.encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -47,15 +42,19 @@ class StudyResult:
 class StudyPipeline:
     """Loaded model + the per-study graph; thread-safe."""
 
-    def __init__(self, segmenter: OnnxSegmenter) -> None:
+    def __init__(self, segmenter: Predictor) -> None:
         self.segmenter = segmenter
+        if segmenter.manifest is None:
+            raise ValueError("Argument 'segmenter' must carry a model manifest.")
         self.manifest: ModelManifest = segmenter.manifest
         self.provider: str = segmenter.provider
-        self.model_path: Path = segmenter.model_path
+        self.model_path: Path = segmenter.backend.model_path  # type: ignore[attr-defined]
 
     @classmethod
     def load(cls, model_path: str | Path, *, require_gpu: bool = False) -> StudyPipeline:
-        return cls(OnnxSegmenter(model_path, require_gpu=require_gpu))
+        from service.predictor.onnx_backend import load_onnx_predictor
+
+        return cls(load_onnx_predictor(model_path, require_gpu=require_gpu))
 
     def segment(
         self,
@@ -104,7 +103,7 @@ class StudyPipeline:
             labels, volume.spacing_zyx, [c.index for c in self.manifest.foreground_classes]
         )
         by_name = {c.name: float(volumes[c.index]) for c in self.manifest.foreground_classes}
-        uid_hash = study_uid_hash(str(volume.datasets[0].StudyInstanceUID))
+        uid_hash = uid_hash(str(volume.datasets[0].StudyInstanceUID))
         log.info(
             "study %s segmented: %d instances in %.3f s",
             uid_hash,

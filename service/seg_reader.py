@@ -14,7 +14,7 @@ import highdicom as hd
 import numpy as np
 import pydicom
 
-from service.errors import InvalidStudyError
+from service.core.errors import InvalidStudyError
 
 
 def read_seg_labels(seg: bytes | str | Path, source_sop_instance_uids: Sequence[str]) -> np.ndarray:

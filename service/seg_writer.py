@@ -18,7 +18,8 @@ import pydicom
 from pydicom.sr.codedict import codes
 from pydicom.uid import ExplicitVRLittleEndian
 
-from service.manifest import ClassInfo, CodedConcept, ModelManifest
+from service.core.classes import ClassInfo, CodedConcept
+from service.core.manifest import ModelManifest
 from service.volume import CTVolume
 
 logger = logging.getLogger(__name__)

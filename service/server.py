@@ -30,7 +30,7 @@ from service.grpc_api import SERVICE_NAME
 from service.grpc_api import segmentation_pb2_grpc as pb2_grpc
 from service.grpc_api.servicer import SegmentationServicer, ServingState
 from service.grpc_errors import AuthenticationError, log_failure, status_for
-from service.metrics import MetricsServer, ServiceMetrics, start_metrics_server
+from service.prometheus_metrics import MetricsServer, ServiceMetrics, start_metrics_server
 from service.settings import ServiceSettings, load_settings
 
 logger = logging.getLogger(__name__)

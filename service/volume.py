@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from pydicom.dataset import Dataset
 
-from service.errors import InvalidStudyError
+from service.core.errors import InvalidStudyError
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import pytest
 from service.cli import main as cli_main
 from service.client import SegmentationClient
 from service.dicom_input import load_instances_from_dir, select_ct_series
-from service.quality import per_class_vol_dice
+from service.core.segmentation_metrics import per_class_vol_dice
 from service.seg_reader import read_seg_labels
 from service.volume import series_to_volume
 from tests.conftest import dciodvfy_errors

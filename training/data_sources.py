@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from service.quality import dice
+from service.core.segmentation_metrics import dice
 from training.config import TrainConfig
 from training.datasets import (
     LoadedStudy,

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from service.slices import slice_context_stack
+from service.core.preprocessing import slice_context_stack
 from training.splits import held_out
 
 

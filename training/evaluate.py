@@ -1,13 +1,13 @@
 """Evaluate an exported ONNX model on labeled data, exactly as the service would run it.
 
-Only the ONNX file and the service's inference code (:class:`service.inference.OnnxSegmenter`)
+Only the ONNX file and the service's inference code (:func:`service.predictor.onnx_backend.load_onnx_predictor`)
 are used — never a training network — so the numbers describe the artefact that ships.
 Classes are matched by *name* between the model manifest and the dataset, because datasets
 number their labels differently (phantom: 0 bg/1 lung/2 ggo/3 consolidation; COVID-SemiSeg
 masks: 0 bg/1 ggo/2 consolidation). Lesion classes are also scored together as "infection".
 
 Metrics per item (empty reference and empty prediction agree: Dice 1.0, as in
-``service.quality``): 3D studies get mean slice Dice (``dice``), VolDice (``vol_dice``) and
+``service.core.segmentation_metrics``): 3D studies get mean slice Dice (``dice``), VolDice (``vol_dice``) and
 continuous Dice (``cdice``); 2D slices get Dice and continuous Dice. Items are aggregated as
 mean ± sample standard deviation.
 """
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from service.quality import continuous_dice, dice, mean_slice_dice
+from service.core.segmentation_metrics import continuous_dice, dice, mean_slice_dice
 from training.splits import check_fold
 
 log = logging.getLogger(__name__)
@@ -274,7 +274,7 @@ def evaluate_model(
     training's or a group split of the slices (``split_by_group``) with ``val_fraction``/``seed``,
     or cross-validation fold ``fold=(i, k)`` (as ``data.cv_fold``/``data.cv_folds``).
     """
-    from service.inference import OnnxSegmenter
+    from service.predictor.onnx_backend import load_onnx_predictor
 
     split = _check_split(split)
     fold = check_fold(fold)
@@ -305,8 +305,8 @@ def evaluate_model(
         dataset = _dataset_classes(mask_mapping, DEFAULT_MASK_CLASSES)
         source, kind = str(images), "2d"
 
-    segmenter = OnnxSegmenter(model_path)
-    manifest = segmenter.manifest
+    predictor = load_onnx_predictor(model_path)
+    manifest = predictor.manifest
     model_names = [c.name for c in manifest.classes]
     scorer = _Scorer(_model_indices(model_names, dataset, model_path), dataset)
 
@@ -326,7 +326,7 @@ def evaluate_model(
                 )
             ref = np.rint(ref).astype(np.int64)
             scorer.check_reference(ref, study_id)
-            probs = segmenter.predict_probabilities(hu.astype(np.float32))
+            probs = predictor.predict_probabilities(hu.astype(np.float32))
             items.append(scorer.score(study_id, "3d", probs, ref))
     else:
         from training.slices2d import list_slice_folder, load_slice, split_by_group
@@ -345,7 +345,7 @@ def evaluate_model(
             if loaded.label is None:  # cannot happen: masks_dir was given
                 raise ValueError(f"Image '{record.image_path}' has no mask.")
             volume = loaded.image.astype(np.float32)[None]
-            probs = segmenter.predict_probabilities(volume)[:, 0]
+            probs = predictor.predict_probabilities(volume)[:, 0]
             items.append(scorer.score(record.name, "2d", probs, loaded.label))
     if not items:
         raise ValueError(f"No item to evaluate in '{source}' for split '{split}'.")
@@ -355,7 +355,7 @@ def evaluate_model(
         model_path=str(model_path),
         model_name=manifest.name,
         model_version=manifest.version,
-        provider=segmenter.provider,
+        provider=predictor.provider,
         source=source,
         kind=kind,
         split=split,

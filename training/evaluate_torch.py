@@ -1,6 +1,6 @@
 """Whole-volume prediction with a PyTorch model, for validation during training.
 
-Serving and ``pulmoseg evaluate`` use the ONNX model instead (``service.inference``); this
+Serving and ``pulmoseg evaluate`` use the ONNX model instead (``service.predictor.onnx_backend``); this
 module exists so training can validate every epoch without exporting.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from service.quality import per_class_vol_dice
-from service.slices import slice_context_stack
+from service.core.segmentation_metrics import per_class_vol_dice
+from service.core.preprocessing import slice_context_stack
 from training.datasets import LoadedStudy, resize_batch
 
 

@@ -21,7 +21,8 @@ import numpy as np
 import onnx
 import torch
 
-from service.manifest import DEFAULT_CLASSES, MANIFEST_KEY, ClassInfo, ModelManifest
+from service.core.classes import classes_for
+from service.core.manifest import MANIFEST_KEY, ModelManifest
 from training.config import TrainConfig, config_from_dict
 from training.networks import SegmentationEnsemble, SegmentationNet, build_network
 
@@ -55,22 +56,6 @@ def load_checkpoint(path: str | Path) -> tuple[SegmentationNet, TrainConfig, dic
     model.load_state_dict(state["model"])
     model.eval()
     return model, config, state
-
-
-def classes_for(names: tuple[str, ...]) -> list[ClassInfo]:
-    """Coded class descriptions for the config's class names, in index order."""
-    known = {c.name: c for c in DEFAULT_CLASSES}
-    classes = []
-    for index, name in enumerate(names):
-        if name not in known:
-            raise ValueError(
-                f"Class name '{name}' has no DICOM code in pulmoseg; known: {sorted(known)}."
-            )
-        template = known[name]
-        classes.append(
-            ClassInfo(index, name, template.category, template.property_type, template.color_rgb)
-        )
-    return classes
 
 
 def build_manifest(config: TrainConfig, state: dict[str, Any]) -> ModelManifest:

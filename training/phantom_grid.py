@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-#: Label values; they match ``service.manifest.DEFAULT_CLASSES``.
+#: Label values; they match ``service.core.manifest.DEFAULT_CLASSES``.
 BACKGROUND, LUNG, GGO, CONSOLIDATION = 0, 1, 2, 3
 
 

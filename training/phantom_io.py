@@ -252,7 +252,7 @@ def generate_dataset(
     return path
 
 
-def read_manifest(path: Path) -> dict[str, Any]:
+def read_phantom_manifest(path: Path) -> dict[str, Any]:
     """Load a phantom manifest, resolving each study's relative paths against its folder."""
     path = Path(path)
     if not path.is_file():
@@ -453,7 +453,7 @@ __all__ = [
     "default_origin_lps",
     "generate_dataset",
     "nifti_affine",
-    "read_manifest",
+    "read_phantom_manifest",
     "study_uids",
     "write_ct_series",
     "write_nifti",

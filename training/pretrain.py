@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from service.slices import slice_context_stack
+from service.core.preprocessing import slice_context_stack
 from training.augment import PaddingMode, SpatialTransform, apply, invert, sample_transform
 from training.config import TrainConfig
 from training.contrastive import (

@@ -20,7 +20,7 @@ from typing import Any
 
 import grpc
 
-from service.errors import ServiceNotReadyError
+from service.core.errors import ServiceNotReadyError
 from service.grpc_api import segmentation_pb2 as pb2
 from service.grpc_api import segmentation_pb2_grpc as pb2_grpc
 from service.grpc_api.upload import UploadReceiver
@@ -30,7 +30,7 @@ from service.grpc_errors import (
     log_failure,
     status_for,
 )
-from service.metrics import ServiceMetrics
+from service.prometheus_metrics import ServiceMetrics
 from service.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from service.errors import InvalidStudyError
+from service.core.errors import InvalidStudyError
 from service.grpc_api import segmentation_pb2 as pb2
 from service.grpc_errors import ResourceLimitError
 

@@ -8,8 +8,8 @@ import numpy as np
 
 from service import __version__
 from service.dicom_input import load_instances_from_dir, parse_instance, select_ct_series
-from service.errors import InvalidStudyError
-from service.inference import OnnxSegmenter
+from service.core.errors import InvalidStudyError
+from service.predictor import Predictor
 from service.operators.base import StageOperator, StudyRun
 from service.seg_writer import build_segmentation, segmentation_to_bytes
 from service.volume import CTVolume, series_to_volume
@@ -77,7 +77,7 @@ class OnnxSegmentationOperator(StageOperator):
     outputs = ("volume", "labels")
 
     def __init__(
-        self, fragment: Any, *args: Any, segmenter: OnnxSegmenter, study: StudyRun, **kwargs: Any
+        self, fragment: Any, *args: Any, segmenter: Predictor, study: StudyRun, **kwargs: Any
     ) -> None:
         self.segmenter = segmenter
         super().__init__(fragment, *args, study=study, **kwargs)
@@ -99,7 +99,7 @@ class DicomSegWriterOperator(StageOperator):
     outputs = ("result",)
 
     def __init__(
-        self, fragment: Any, *args: Any, segmenter: OnnxSegmenter, study: StudyRun, **kwargs: Any
+        self, fragment: Any, *args: Any, segmenter: Predictor, study: StudyRun, **kwargs: Any
     ) -> None:
         self.manifest = segmenter.manifest
         super().__init__(fragment, *args, study=study, **kwargs)

@@ -12,7 +12,7 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 from service.dicom_input import load_instances_from_dir, parse_instance, select_ct_series
-from service.errors import InvalidStudyError
+from service.core.errors import InvalidStudyError
 from training.phantom_io import write_ct_series
 
 SPACING = (2.5, 0.75, 0.8)

@@ -28,7 +28,7 @@ from service.client import ClientError, SegmentationClient, upload_requests
 from service.grpc_api import SERVICE_NAME
 from service.grpc_api import segmentation_pb2 as pb2
 from service.grpc_api import segmentation_pb2_grpc as pb2_grpc
-from service.manifest import read_manifest
+from service.core.manifest import read_model_manifest
 from service.server import RunningServer, build_server
 from service.settings import load_settings
 
@@ -162,7 +162,7 @@ def test_busy_port_is_a_clear_error(tmp_path: Path) -> None:
 def test_model_info_describes_the_manifest(
     client: SegmentationClient, exported_model: Path
 ) -> None:
-    manifest = read_manifest(exported_model)
+    manifest = read_model_manifest(exported_model)
     info = client.model_info()
     assert (info["name"], info["version"]) == (manifest.name, manifest.version)
     assert info["provider"] == "CPUExecutionProvider"
@@ -193,7 +193,7 @@ def test_phantom_study_end_to_end(
     assert seg.SOPClassUID == SegmentationStorage and seg.Modality == "SEG"
     assert seg.StudyInstanceUID == ct.StudyInstanceUID
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == ct.SeriesInstanceUID
-    manifest = read_manifest(exported_model)
+    manifest = read_model_manifest(exported_model)
     assert len(seg.SegmentSequence) == len(manifest.foreground_classes)
 
     summary = result.summary

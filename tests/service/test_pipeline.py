@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from service.app import main as app_main
-from service.errors import InvalidStudyError
+from service.core.errors import InvalidStudyError
 from service.pipeline import StudyPipeline
-from service.quality import per_class_vol_dice
+from service.core.segmentation_metrics import per_class_vol_dice
 from service.seg_reader import read_seg_labels
 from training.datasets import load_nifti_zyx
 

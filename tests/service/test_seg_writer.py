@@ -13,7 +13,8 @@ import pydicom
 import pytest
 from pydicom.uid import JPEG2000Lossless, generate_uid
 
-from service.manifest import DEFAULT_CLASSES, ModelManifest
+from service.core.classes import DEFAULT_CLASSES
+from service.core.manifest import ModelManifest
 from service.seg_writer import build_segmentation, segmentation_to_bytes
 from service.volume import CTVolume, series_to_volume
 from training.phantom_io import write_ct_series

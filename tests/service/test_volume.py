@@ -13,7 +13,7 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import MPEG2MPML, JPEG2000Lossless, RLELossless, generate_uid
 
 from service.dicom_input import parse_instance
-from service.errors import InvalidStudyError
+from service.core.errors import InvalidStudyError
 from service.volume import series_to_volume
 from training.phantom_io import write_ct_series
 

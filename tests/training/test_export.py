@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from service.manifest import MANIFEST_KEY, read_manifest
+from service.core.manifest import MANIFEST_KEY, read_model_manifest
 from training.config import config_from_dict
 from training.export import ExportParityError, export_ensemble, export_onnx, load_checkpoint
 from training.networks import SegmentationEnsemble, build_network
@@ -49,7 +49,7 @@ def test_export_matches_pytorch_and_carries_manifest(tmp_path: Path) -> None:
     result = export_onnx(ckpt, tmp_path / "m.onnx")
     assert result.max_abs_diff <= 1e-4
 
-    manifest = read_manifest(tmp_path / "m.onnx")
+    manifest = read_model_manifest(tmp_path / "m.onnx")
     assert (manifest.name, manifest.version) == ("tiny", "9.9.9")
     assert [c.name for c in manifest.classes] == ["background", "lung", "ggo", "consolidation"]
     assert manifest.classes[2].property_type.value == "112120"
@@ -148,12 +148,12 @@ def test_ensemble_returns_log_of_the_members_mean_softmax() -> None:
 
 
 def test_export_ensemble_runs_in_the_service_and_averages_member_scores(tmp_path: Path) -> None:
-    from service.inference import OnnxSegmenter
+    from service.predictor.onnx_backend import load_onnx_predictor
 
     ckpts = [_tiny_checkpoint(tmp_path, seed, best=b) for seed, b in ((0, 0.4), (1, 0.6))]
     result = export_ensemble(ckpts, tmp_path / "ens.onnx")
     assert result.max_abs_diff <= 1e-4
-    manifest = read_manifest(tmp_path / "ens.onnx")
+    manifest = read_model_manifest(tmp_path / "ens.onnx")
     assert manifest.training_summary["ensemble_members"] == 2
     assert (manifest.name, manifest.version) == ("tiny-ensemble", "9.9.9")
     assert manifest.validation_voldice == pytest.approx({"lung": 0.5})
@@ -162,9 +162,9 @@ def test_export_ensemble_runs_in_the_service_and_averages_member_scores(tmp_path
 
     # The service reads it like any model; its probabilities are the members' mean.
     hu = np.random.default_rng(3).uniform(-1100, 400, (6, 32, 32)).astype(np.float32)
-    probs = OnnxSegmenter(tmp_path / "ens.onnx").predict_probabilities(hu)
+    probs = load_onnx_predictor(tmp_path / "ens.onnx").predict_probabilities(hu)
     members = [
-        OnnxSegmenter(export_onnx(c, tmp_path / f"m{i}.onnx").onnx_path).predict_probabilities(hu)
+        load_onnx_predictor(export_onnx(c, tmp_path / f"m{i}.onnx").onnx_path).predict_probabilities(hu)
         for i, c in enumerate(ckpts)
     ]
     np.testing.assert_allclose(probs, np.mean(members, axis=0), atol=1e-4)

@@ -26,7 +26,7 @@ from training.phantom import (
 from training.phantom_io import (
     generate_dataset,
     nifti_affine,
-    read_manifest,
+    read_phantom_manifest,
     write_ct_series,
 )
 
@@ -187,7 +187,7 @@ def test_synthesize_rejects_bad_arguments(kwargs: dict, error: type, match: str)
 
 
 def test_manifest_content(dataset: Path) -> None:
-    manifest = read_manifest(dataset)
+    manifest = read_phantom_manifest(dataset)
     assert manifest["num_studies"] == 4 and len(manifest["studies"]) == 4
     assert manifest["spacing_zyx"] == pytest.approx([15.0, 5.46875, 5.46875])
     records = manifest["studies"]
@@ -248,7 +248,7 @@ def test_dciodvfy_reports_no_errors_on_every_slice(dataset: Path) -> None:
 
 
 def test_dicom_geometry_and_hu_round_trip(dataset: Path) -> None:
-    record = read_manifest(dataset)["studies"][0]
+    record = read_phantom_manifest(dataset)["studies"][0]
     series = _read_series(Path(record["dicom_path"]))
     image = nib.load(record["image_path"])
     hu_nifti = np.transpose(np.asarray(image.dataobj), (2, 1, 0))  # back to (z, y, x)
@@ -274,7 +274,7 @@ def test_dicom_geometry_and_hu_round_trip(dataset: Path) -> None:
 
 
 def test_nifti_affine_matches_dicom_positions(dataset: Path) -> None:
-    record = read_manifest(dataset)["studies"][2]
+    record = read_phantom_manifest(dataset)["studies"][2]
     series = _read_series(Path(record["dicom_path"]))
     for path in (record["image_path"], record["label_path"]):
         affine = nib.load(path).affine
@@ -400,7 +400,7 @@ def test_read_manifest_rejects_other_json(tmp_path: Path) -> None:
     path = tmp_path / "manifest.json"
     path.write_text(json.dumps({"format": "something-else"}))
     with pytest.raises(ValueError, match=r"is not a pulmoseg-phantom manifest"):
-        read_manifest(path)
+        read_phantom_manifest(path)
 
 
 def test_lesion_mix_sets_counts_and_consolidation_presence() -> None:

@@ -13,57 +13,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from service.errors import ModelError
+from service.core.classes import ClassInfo, CodedConcept
+from service.core.errors import ModelError
 
 MANIFEST_KEY = "pulmoseg.manifest"
 MANIFEST_SCHEMA_VERSION = 1
-
-
-@dataclass(frozen=True)
-class CodedConcept:
-    """A coded concept as DICOM needs it (scheme designator, value, meaning)."""
-
-    scheme: str
-    value: str
-    meaning: str
-
-
-@dataclass(frozen=True)
-class ClassInfo:
-    """One output class of the network; index 0 is always background and never a segment."""
-
-    index: int
-    name: str
-    category: CodedConcept
-    property_type: CodedConcept
-    color_rgb: tuple[int, int, int]
-
-
-ANATOMICAL_STRUCTURE = CodedConcept("SCT", "91723000", "Anatomical Structure")
-MORPHOLOGICALLY_ABNORMAL = CodedConcept("SCT", "49755003", "Morphologically Abnormal Structure")
-BACKGROUND = CodedConcept("DCM", "125040", "Background")
-
-#: Default label scheme of pulmoseg models: 0 background, 1 lung, 2 GGO, 3 consolidation.
-DEFAULT_CLASSES: tuple[ClassInfo, ...] = (
-    ClassInfo(0, "background", ANATOMICAL_STRUCTURE, BACKGROUND, (0, 0, 0)),
-    ClassInfo(
-        1, "lung", ANATOMICAL_STRUCTURE, CodedConcept("SCT", "39607008", "Lung"), (128, 174, 128)
-    ),
-    ClassInfo(
-        2,
-        "ggo",
-        MORPHOLOGICALLY_ABNORMAL,
-        CodedConcept("DCM", "112120", "Ground glass opacity"),
-        (241, 214, 145),
-    ),
-    ClassInfo(
-        3,
-        "consolidation",
-        MORPHOLOGICALLY_ABNORMAL,
-        CodedConcept("SCT", "95436008", "Lung consolidation"),
-        (216, 101, 79),
-    ),
-)
 
 
 @dataclass
@@ -154,7 +108,7 @@ class ModelManifest:
             )
 
 
-def read_manifest(model_path: str | Path) -> ModelManifest:
+def read_model_manifest(model_path: str | Path) -> ModelManifest:
     """Read the manifest from an ONNX file's metadata without loading the weights' runtime."""
     import onnx
 

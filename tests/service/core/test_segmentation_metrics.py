@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.quality import (
+from service.core.segmentation_metrics import (
     class_volumes_ml,
     continuous_dice,
     dice,

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.metrics import MetricsServer, ServiceMetrics, start_metrics_server
+from service.prometheus_metrics import MetricsServer, ServiceMetrics, start_metrics_server
 
 
 def scrape(port: int) -> dict[str, dict[tuple, float]]:

@@ -17,7 +17,7 @@ import urllib.request
 from importlib import resources
 from pathlib import Path
 
-from service.quality import per_class_vol_dice
+from service.core.segmentation_metrics import per_class_vol_dice
 
 DEMO_TRAIN_STUDIES = 20
 DEMO_TEST_SEED = 1000

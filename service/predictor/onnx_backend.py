@@ -1,0 +1,102 @@
+"""ONNX Runtime backend: one warm session per model, shared by every request.
+
+ORT lists CUDA as *available* even where CUDA cannot load and then silently runs on the CPU, so
+the provider actually in use is read back from the session and reported; ``require_gpu`` turns
+that silent fallback into an immediate error.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from service.core.errors import ModelError, ProviderUnavailableError
+from service.core.manifest import ModelManifest, read_model_manifest
+from service.predictor.backend import InferenceBackend
+from service.predictor.predictor import DEFAULT_BATCH_SIZE, InputGeometry, Predictor
+
+log = logging.getLogger(__name__)
+
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+CPU_PROVIDER = "CPUExecutionProvider"
+
+
+def preferred_providers(available: Sequence[str], *, use_tensorrt: bool = False) -> list[str]:
+    """CUDA first (TensorRT only on request: its engine build takes minutes), CPU last."""
+    wanted = (["TensorrtExecutionProvider"] if use_tensorrt else []) + [
+        "CUDAExecutionProvider",
+        CPU_PROVIDER,
+    ]
+    return [p for p in wanted if p in available]
+
+
+class OnnxBackend(InferenceBackend):
+    """An ONNX Runtime session over an exported pulmoseg model (ORT's ``run`` is thread-safe)."""
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        require_gpu: bool = False,
+        intra_op_threads: int = 0,
+        cpu_only: bool = False,
+    ) -> None:
+        import onnxruntime as ort
+
+        self.model_path = Path(model_path)
+        self.manifest: ModelManifest = read_model_manifest(self.model_path)
+        ort.set_default_logger_severity(4)  # a CUDA load failure is reported once, by us
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        options.log_severity_level = 3
+        requested = (
+            [CPU_PROVIDER] if cpu_only else preferred_providers(ort.get_available_providers())
+        )
+        try:
+            self.session = ort.InferenceSession(str(self.model_path), options, providers=requested)
+        except Exception as exc:
+            raise ModelError(
+                f"ONNX Runtime could not load model '{self.model_path}': {exc}"
+            ) from exc
+        self.providers: list[str] = list(self.session.get_providers())
+        self.provider = self.providers[0]
+        if require_gpu and self.provider not in GPU_PROVIDERS:
+            raise ProviderUnavailableError(
+                f"A GPU is required (require_gpu=true) but ONNX Runtime runs on {self.provider}; "
+                f"requested {requested}. Check the CUDA/cuDNN libraries and the GPU device."
+            )
+        if self.provider == CPU_PROVIDER and "CUDAExecutionProvider" in requested:
+            log.warning("CUDA provider listed but not usable; running on CPUExecutionProvider")
+        self.input_name = self.session.get_inputs()[0].name
+        log.info(
+            "model %s %s loaded; ONNX Runtime provider in use: %s",
+            self.manifest.name,
+            self.manifest.version,
+            self.provider,
+        )
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: batch})[0]
+
+
+def load_onnx_predictor(
+    model_path: str | Path,
+    *,
+    require_gpu: bool = False,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    intra_op_threads: int = 0,
+    cpu_only: bool = False,
+) -> Predictor:
+    """A :class:`Predictor` over an exported model; geometry and classes come from its manifest."""
+    backend = OnnxBackend(
+        model_path, require_gpu=require_gpu, intra_op_threads=intra_op_threads, cpu_only=cpu_only
+    )
+    return Predictor(
+        backend,
+        InputGeometry.from_manifest(backend.manifest),
+        manifest=backend.manifest,
+        batch_size=batch_size,
+    )
