@@ -43,21 +43,17 @@ ENV VIRTUAL_ENV=/opt/venv \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 
-# torch is only an import-time dependency of the package (training code, MONAI); serving runs
-# ONNX Runtime on the GPU, never torch. The CPU wheel from PyTorch's CPU index avoids pulling
-# several GB of CUDA libraries that the service would never load. Installed first and alone so
-# this large layer stays cached while the application source changes.
-RUN python3.12 -m venv "${VIRTUAL_ENV}" \
-    && pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu \
-        torch==2.13.0
+RUN python3.12 -m venv "${VIRTUAL_ENV}"
 
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY service ./service
-COPY training ./training
+# The serve-only install: the [serve] extra, no torch, no MONAI core and no training code (the
+# training/ folder is not in the build context, so the wheel holds the service alone and the
+# `pulmoseg` command offers only serve/segment; its training subcommands say what to install).
 # A regular (non-editable) install: the runtime stage copies only /opt/venv, not /src.
 # onnxruntime-gpu is pinned here because its wheel's CUDA major must match the base image.
-RUN pip install --no-cache-dir . onnxruntime-gpu==1.31.1
+RUN pip install --no-cache-dir "./[serve]" onnxruntime-gpu==1.31.1
 
 # --- runtime: interpreter + venv, no build tools, non-root ---
 FROM python-base AS runtime

@@ -19,8 +19,13 @@ demo: setup
 test: setup
 	ulimit -s 32768 2>/dev/null || true; $(PYTHON) -m pytest -q -p no:cacheprovider tests
 
+# Style, layer contracts (import-linter, see pyproject.toml) and types; the suite runs the
+# contracts and mypy too (tests/test_layers.py), so CI enforces them through `make test`.
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 protos: setup
 	$(PYTHON) -m service.grpc_api.generate

@@ -9,7 +9,7 @@ of the 50 annotated COVID-SemiSeg training slices (the release's test split is h
   (``training/configs/covid_semiseg_tcsm.yaml``).
 
 Each model is exported to ONNX and scored from the ONNX file alone by
-``training.evaluate.evaluate_model`` (infection = GGO ∪ consolidation, per-slice Dice and
+``training.evaluation.evaluate_model`` (infection = GGO ∪ consolidation, per-slice Dice and
 continuous Dice, mean ± sd), beside the Inf-Net paper's figures. Re-running resumes: finished
 stages, exports and evaluations are skipped. The best method's model is copied to
 ``<out>/best_model.onnx``. The data is only read, never copied (non-commercial licence).
@@ -42,10 +42,12 @@ import yaml
 
 import training
 from training.config import TrainConfig, load_config, save_config
-from training.evaluate import EvaluationReport, evaluate_model, summarise_items
+from training.evaluation import evaluate_model
+from training.evaluation_report import EvaluationReport, summarise_items
+from training.experiment import FINAL_CHECKPOINT, run_experiment
 from training.export import export_ensemble, export_onnx
-from training.slices2d import list_slice_folder, split_by_group
-from training.stages import FINAL_CHECKPOINT, run_experiment
+from training.slice_folders import list_slice_folder
+from training.splits import split_by_group
 
 log = logging.getLogger("bench.covid_semiseg")
 
@@ -445,7 +447,7 @@ def results_section(
         f"{args.threads} thread(s). Steps: {_steps(configs)}. Each run ships the `best.pt` of "
         "its best-validated stage (`runtime.final_model: best_validated`).",
         "",
-        f"Scores: per-slice Dice of the exported ONNX model (`training.evaluate.evaluate_model`, "
+        f"Scores: per-slice Dice of the exported ONNX model (`training.evaluation.evaluate_model`, "
         f"ONNX Runtime CPU) on {scored}, mean ± sd; infection = GGO ∪ consolidation; cDice = "
         "continuous Dice of the infection probability. Wall time: all runs of the method.",
         "",

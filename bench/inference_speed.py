@@ -1,7 +1,8 @@
 """Inference speed: ONNX Runtime vs PyTorch eager on the same weights, same input, one process.
 
-Also times the whole service pipeline (MONAI Deploy graph: parse → volume → ONNX → SEG) on a
-phantom study. Prints a table; figures go to docs/benchmarks.md with machine and date.
+Also times the whole service pipeline (MONAI Deploy graph: parsing → selecting → volume →
+inference → writing) on a phantom study. Prints a table; figures go to docs/benchmarks.md
+with machine and date.
 
     python bench/inference_speed.py [--size 256] [--slices 64] [--repeats 3]
 """
@@ -20,7 +21,8 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from service.pipeline import StudyPipeline
+from service.app.study_runner import StudyRunner
+from service.core.progress import ProgressStage
 from training.config import config_from_dict
 from training.export import export_onnx
 from training.networks import build_network
@@ -78,11 +80,11 @@ def main() -> None:
     study = json.loads(manifest.read_text())["studies"][0]
     dicom_dir = manifest.parent / study["dicom"]
     blobs = [p.read_bytes() for p in sorted(dicom_dir.iterdir())]
-    pipeline = StudyPipeline.load(work / "model.onnx")
+    runner = StudyRunner.load(work / "model.onnx")
     timings: dict[str, float] = {}
 
     def run_pipeline() -> None:
-        timings.update(pipeline.segment(blobs).timings)
+        timings.update(runner.segment(blobs).stage_seconds)
 
     t_pipeline = _time(run_pipeline, args.repeats)
 
@@ -98,7 +100,7 @@ def main() -> None:
     print(f"{'PyTorch eager (fp32), all slices':<38}{t_torch:>10.3f}{1.0:>10.2f}")
     print(f"{'ONNX Runtime CPU, all slices':<38}{t_ort:>10.3f}{t_torch / t_ort:>10.2f}")
     print(f"{'service pipeline, whole study':<38}{t_pipeline:>10.3f}")
-    for stage in ("parse", "select", "volume", "inference", "seg_write"):
+    for stage in (s.value for s in ProgressStage if s.value in timings):
         print(f"{'  stage ' + stage:<38}{timings.get(stage, float('nan')):>10.3f}")
 
 

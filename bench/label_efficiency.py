@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 
 from training.config import config_from_dict
-from training.evaluate import evaluate_model
+from training.evaluation import evaluate_model
+from training.experiment import run_experiment
 from training.export import export_onnx
 from training.phantom import LesionMix, generate_dataset
-from training.stages import run_experiment
 
 TRAIN_STUDIES, TEST_STUDIES = 20, 10
 LABELED_FRACTION = 0.2

@@ -7,11 +7,13 @@ never a traceback (``--debug`` shows it).
 from __future__ import annotations
 
 import argparse
-import logging
+import json
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
+
+from service.logging_config import configure_logging
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -49,6 +51,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         "require_gpu": args.require_gpu,
     }
     settings = load_settings(args.settings, **{k: v for k, v in overrides.items() if v is not None})
+    if args.debug:
+        settings = settings.with_overrides(log_level="DEBUG")
     if settings.model_path is None:
         raise ValueError("No model given: pass --model MODEL.onnx or set PULMOSEG_MODEL_PATH.")
     return serve(settings) or 0
@@ -62,6 +66,14 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--token", help="bearer token, if the server requires one")
     p.add_argument("--tls-ca", type=Path, help="CA certificate for a TLS server")
     p.add_argument("--timeout", type=float, default=600.0, help="deadline in seconds (default 600)")
+    p.add_argument(
+        "--wait-for-server",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait up to SECONDS for the server to report SERVING (e.g. while it loads the model)",
+    )
+    p.add_argument("--summary-json", type=Path, help="also write the study summary as JSON here")
     p.set_defaults(func=_cmd_segment)
 
 
@@ -73,9 +85,14 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     with SegmentationClient(
         args.server, token=args.token, tls_ca=args.tls_ca, timeout_s=args.timeout
     ) as client:
+        if args.wait_for_server > 0:
+            client.wait_until_serving(args.wait_for_server)
         result = client.segment_directory(args.study_dir)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(result.seg_bytes)
+    if args.summary_json is not None:
+        args.summary_json.parent.mkdir(parents=True, exist_ok=True)
+        args.summary_json.write_text(json.dumps(result.summary, indent=2, sort_keys=True))
     volumes = ", ".join(f"{k} {v:.1f} mL" for k, v in result.summary["class_volumes_ml"].items())
     print(f"wrote {args.out} ({len(result.seg_bytes)} bytes); volumes: {volumes}")
     return 0
@@ -122,10 +139,8 @@ class CommandUnavailableError(RuntimeError):
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    # Provisional: `serve` sets logging up again from its settings (PULMOSEG_LOG_LEVEL/FORMAT).
+    configure_logging("DEBUG" if args.debug else "WARNING")
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -2,7 +2,9 @@
 
 Files are read lazily while they stream, in chunks well under gRPC's 4 MiB message limit; the
 returned SEG is reassembled and checked against the size and SHA-256 in the server's summary.
-Every failure becomes a :class:`ClientError` whose message is one sentence a CLI can print.
+Progress arrives as ``(ProgressStage, overall fraction)``: the stages the proto declares, in order,
+with a fraction that never goes back. Every failure becomes a :class:`ClientError` whose message
+is one sentence a CLI can print.
 """
 
 from __future__ import annotations
@@ -19,13 +21,17 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from service.core.progress import ProgressStage
 from service.grpc_api import MAX_CHUNK_BYTES, SERVICE_NAME
 from service.grpc_api import segmentation_pb2 as pb2
 from service.grpc_api import segmentation_pb2_grpc as pb2_grpc
+from service.grpc_api.progress import stage_from_proto
 
 logger = logging.getLogger(__name__)
 
-ProgressCallback = Callable[[str, float], None]
+#: ``on_progress(stage, fraction)``: ``stage`` is a ``ProgressStage`` (a ``str``, e.g.
+#: "inference"); ``fraction`` is the overall progress of the call, 0..1 and monotone.
+ProgressCallback = Callable[[ProgressStage, float], None]
 _SEG_TYPES = {
     "BINARY": pb2.SEGMENTATION_TYPE_BINARY,
     "LABELMAP": pb2.SEGMENTATION_TYPE_LABELMAP,
@@ -181,7 +187,13 @@ class SegmentationClient:
             for response in responses:
                 kind = response.WhichOneof("payload")
                 if kind == "progress" and on_progress is not None:
-                    on_progress(response.progress.stage, response.progress.fraction)
+                    progress = response.progress
+                    try:
+                        stage = stage_from_proto(progress.stage)
+                    except ValueError:  # a newer server's stage: keep the fraction, skip it
+                        logger.debug("unknown progress stage %d ignored", progress.stage)
+                        continue
+                    on_progress(stage, progress.fraction)
                 elif kind == "seg_chunk":
                     if response.seg_chunk.offset != received:
                         raise ClientError(

@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 import warnings
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import CancelledError
+from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
 
@@ -20,8 +22,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from service.core.identifiers import uid_hash
 from service.core.errors import InvalidStudyError
+from service.core.identifiers import uid_hash
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +55,7 @@ def parse_instance(blob: bytes, *, name: str = "") -> Dataset:
             f"Instance {_label(name)} is empty (0 bytes); expected a DICOM file."
         )
     try:
-        ds = pydicom.dcmread(BytesIO(data))
+        ds: Dataset = pydicom.dcmread(BytesIO(data))
     except InvalidDicomError:
         ds = _read_forced(data, name)
     except Exception as exc:  # pydicom raises many types for truncated/corrupt files
@@ -160,6 +162,78 @@ def load_instances_from_dir(path: str | Path) -> list[Dataset]:
     if not datasets:
         raise InvalidStudyError(f"Study folder '{root}' holds no DICOM instances.")
     logger.info("loaded %d instances from a study folder", len(datasets))
+    return datasets
+
+
+#: How often (in instances) parsing reports progress and checks for cancellation.
+_PARSE_REPORT_EVERY = 16
+
+
+def parse_instances(
+    blobs: Sequence[bytes],
+    *,
+    on_progress: Callable[[float], None] | None = None,
+    is_cancelled: Callable[[], bool] | None = None,
+) -> list[Dataset]:
+    """Parse uploaded instances (named ``instance #i`` in errors) in upload order.
+
+    ``on_progress`` gets the fraction parsed; ``is_cancelled`` is polled every few instances
+    and stops the work with ``CancelledError`` (a client that hung up should not cost a study).
+    """
+    if not blobs:
+        raise InvalidStudyError("No DICOM instances were sent.")
+    total = len(blobs)
+    datasets = []
+    for index, blob in enumerate(blobs):
+        if index % _PARSE_REPORT_EVERY == 0:
+            if is_cancelled is not None and is_cancelled():
+                raise CancelledError("the study was cancelled while its instances were parsed")
+            if on_progress is not None and index:
+                on_progress(index / total)
+        datasets.append(parse_instance(blob, name=f"instance #{index}"))
+    if on_progress is not None:
+        on_progress(1.0)
+    return datasets
+
+
+@dataclass(frozen=True)
+class StudySource:
+    """Where one study comes from: uploaded Part-10 bytes (gRPC) or a folder (MAP, CLI)."""
+
+    instances: Sequence[bytes] | None = field(default=None, repr=False)
+    folder: Path | None = None
+
+    def __post_init__(self) -> None:
+        if (self.instances is None) == (self.folder is None):
+            raise ValueError(
+                "StudySource needs exactly one of 'instances' or 'folder', got "
+                f"{'both' if self.folder is not None else 'neither'}."
+            )
+
+    @classmethod
+    def from_bytes(cls, instances: Sequence[bytes]) -> StudySource:
+        return cls(instances=list(instances))
+
+    @classmethod
+    def from_folder(cls, folder: str | Path) -> StudySource:
+        return cls(folder=Path(folder))
+
+
+def load_study(
+    source: StudySource,
+    *,
+    on_progress: Callable[[float], None] | None = None,
+    is_cancelled: Callable[[], bool] | None = None,
+) -> list[Dataset]:
+    """Every DICOM instance of ``source`` as a dataset (uploads and folders alike)."""
+    if not isinstance(source, StudySource):
+        raise TypeError(f"Argument 'source' must be a StudySource, got {type(source).__name__}.")
+    if source.instances is not None:
+        return parse_instances(source.instances, on_progress=on_progress, is_cancelled=is_cancelled)
+    assert source.folder is not None  # guaranteed by StudySource.__post_init__
+    datasets = load_instances_from_dir(source.folder)
+    if on_progress is not None:
+        on_progress(1.0)
     return datasets
 
 

@@ -1,9 +1,9 @@
 """Domain exceptions -> gRPC status codes, in one table.
 
-Servicer code raises exceptions that say what went wrong (``service.core.errors``); :func:`status_for`
-is the only place that picks a status code and the details string. Unexpected exceptions become
-INTERNAL with a generic message: the traceback goes to the server log only, so internals (and
-any data they might hold) never reach a client.
+Servicer code raises exceptions that say what went wrong (``service.core.errors``);
+:func:`status_for` is the only place that picks a status code and the details string.
+Unexpected exceptions become INTERNAL with a generic message: the traceback goes to the server
+log only, so internals (and any data they might hold) never reach a client.
 """
 
 from __future__ import annotations

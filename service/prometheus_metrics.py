@@ -16,10 +16,13 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from service.core.progress import ProgressStage
+
 logger = logging.getLogger(__name__)
 
-#: Pipeline stages timed per study, plus "total" for the whole SegmentStudy call.
-STAGES = ("total", "parse", "volume", "inference", "seg_write")
+#: Stages timed per study (``ProgressStage`` values), plus "total" for the whole SegmentStudy
+#: call, upload included.
+STAGES = ("total", *(s.value for s in ProgressStage if s is not ProgressStage.DONE))
 
 #: Seconds: from sub-second parsing of a small study to minutes of CPU inference on a large one.
 DURATION_BUCKETS = (
@@ -54,7 +57,8 @@ class ServiceMetrics:
         )
         self.duration = Histogram(
             "pulmoseg_request_duration_seconds",
-            "Seconds per successful study: the whole call (stage=total) and each pipeline stage.",
+            "Seconds per successful study: the whole call, upload included (stage=total), and "
+            "each stage (receiving, parsing, selecting, volume, inference, writing).",
             ["stage"],
             buckets=DURATION_BUCKETS,
             registry=r,

@@ -11,14 +11,18 @@ from __future__ import annotations
 import difflib
 import logging
 from io import BytesIO
+from pathlib import Path
 
 import highdicom as hd
 import numpy as np
 import pydicom
+from pydicom.datadict import tag_for_keyword
 from pydicom.sr.codedict import codes
 from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.valuerep import DA, TM
 
 from service.core.classes import ClassInfo, CodedConcept
+from service.core.errors import InvalidStudyError
 from service.core.manifest import ModelManifest
 from service.volume import CTVolume
 
@@ -28,6 +32,21 @@ SUPPORTED_TYPES = (hd.seg.SegmentationTypeValues.BINARY, hd.seg.SegmentationType
 CONTENT_LABEL = "PULMOSEG"
 CONTENT_DESCRIPTION = "Lung and lesion segmentation"
 _LO_MAX = 64  # DICOM LO value representation: at most 64 characters
+SEG_FILE_NAME = "seg.dcm"
+
+#: Attributes highdicom reads from the first source image as ``source.Keyword``: each must be
+#: present (it may be empty) or the SEG cannot be built.
+COPIED_FROM_SOURCE = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "AccessionNumber",
+    "StudyID",
+    "StudyDate",
+    "StudyTime",
+)
+_PATIENT_SEX_VALUES = ("M", "F", "O")
 
 
 def _segmentation_type(value: hd.seg.SegmentationTypeValues | str) -> hd.seg.SegmentationTypeValues:
@@ -96,6 +115,52 @@ def _check_labels(labels: np.ndarray, volume: CTVolume, n_classes: int) -> np.nd
     return labels.astype(np.uint8 if n_classes <= 256 else np.uint16, copy=False)
 
 
+def _attribute(keyword: str) -> str:
+    """``Keyword (gggg,eeee)`` as error messages name a DICOM attribute."""
+    tag = tag_for_keyword(keyword)
+    return f"{keyword} ({tag >> 16:04X},{tag & 0xFFFF:04X})" if tag is not None else keyword
+
+
+def _value_parses(value: object, vr: type) -> bool:
+    if value in (None, ""):
+        return True
+    try:
+        vr(str(value))
+    except ValueError:
+        return False
+    return True
+
+
+def check_seg_source(source: pydicom.Dataset) -> None:
+    """Reject a source series whose patient/study attributes highdicom cannot copy into a SEG.
+
+    Messages name the attribute, never its value (these are patient data).
+    """
+    missing = [k for k in COPIED_FROM_SOURCE if k not in source]
+    if missing:
+        names = ", ".join(_attribute(k) for k in missing)
+        raise InvalidStudyError(
+            f"The CT series lacks {names}, which a DICOM-SEG copies from its source images; "
+            "the attribute must be present (it may be empty)."
+        )
+    sex = str(source.PatientSex or "")
+    if sex and sex not in _PATIENT_SEX_VALUES:
+        raise InvalidStudyError(
+            f"The CT series' {_attribute('PatientSex')} holds a value outside 'M', 'F', 'O' "
+            "or empty, which a DICOM-SEG cannot carry."
+        )
+    for keyword, vr, form in (
+        ("StudyDate", DA, "a DICOM date (YYYYMMDD)"),
+        ("PatientBirthDate", DA, "a DICOM date (YYYYMMDD)"),
+        ("StudyTime", TM, "a DICOM time (HHMMSS.FFFFFF)"),
+    ):
+        if not _value_parses(source.get(keyword), vr):
+            raise InvalidStudyError(
+                f"The CT series' {_attribute(keyword)} is not {form}, so a DICOM-SEG cannot "
+                "copy it."
+            )
+
+
 def build_segmentation(
     volume: CTVolume,
     labels: np.ndarray,
@@ -139,6 +204,7 @@ def build_segmentation(
     descriptions = [_segment_description(c.index, c, algorithm) for c in classes]
     series_description = f"pulmoseg {manifest.name} {manifest.version}"[:_LO_MAX]
 
+    check_seg_source(volume.datasets[0])
     try:
         seg = hd.seg.Segmentation(
             source_images=volume.datasets,
@@ -160,8 +226,12 @@ def build_segmentation(
             # Omitting empty frames keeps SEGs small; an all-empty result must keep them all.
             omit_empty_frames=bool(pixels.any()),
         )
-    except ValueError as exc:
-        raise ValueError(f"Cannot build a {kind.value} segmentation: {exc}") from exc
+    except (ValueError, AttributeError) as exc:
+        # Our own arguments are checked above, so what highdicom still rejects is the source.
+        raise InvalidStudyError(
+            f"The CT series cannot be encoded as a {kind.value} DICOM-SEG: highdicom rejected "
+            f"its source images ({type(exc).__name__}: {exc})."
+        ) from exc
     logger.info(
         "built %s DICOM-SEG with %d segments and %d frames over %d source slices",
         kind.value,
@@ -179,3 +249,38 @@ def segmentation_to_bytes(seg: pydicom.Dataset) -> bytes:
     buffer = BytesIO()
     pydicom.dcmwrite(buffer, seg, enforce_file_format=True)
     return buffer.getvalue()
+
+
+def write_study_seg(
+    volume: CTVolume,
+    labels: np.ndarray,
+    manifest: ModelManifest,
+    *,
+    software_version: str,
+    segmentation_type: hd.seg.SegmentationTypeValues | str = "BINARY",
+    output_folder: str | Path | None = None,
+) -> bytes:
+    """The study's SEG as Part-10 bytes; also written to ``output_folder/seg.dcm`` when given.
+
+    The file appears atomically (written beside it, then renamed), so a reader of the output
+    folder never sees half a SEG.
+    """
+    seg = build_segmentation(
+        volume,
+        labels,
+        manifest,
+        software_version=software_version,
+        segmentation_type=segmentation_type,
+    )
+    data = segmentation_to_bytes(seg)
+    if output_folder is not None:
+        folder = Path(output_folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / SEG_FILE_NAME
+        partial = target.with_suffix(".partial")
+        try:
+            partial.write_bytes(data)
+            partial.replace(target)
+        finally:
+            partial.unlink(missing_ok=True)
+    return data

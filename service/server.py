@@ -1,8 +1,9 @@
 """The pulmoseg gRPC server: SegmentStudy/GetModelInfo, health, reflection, auth, TLS, metrics.
 
-The servicer only receives, validates and emits; segmentation is ``StudyPipeline.segment`` (a
-plain function) and status codes come from ``service.grpc_errors``. Everything stays in memory,
-so a failed request leaves no files behind.
+The servicer only receives, validates and emits; segmentation is ``StudyRunner.segment`` (the
+same MONAI Deploy ``LungSegmentationApp`` that ``python -m service.app`` runs, as a plain call)
+and status codes come from ``service.grpc_errors``. Everything stays in memory, so a failed
+request leaves no files behind.
 
 Model loading runs in a background thread after the port is bound, so probes see NOT_SERVING
 while the model loads and SERVING once it is ready. If loading fails, the server logs why and
@@ -26,10 +27,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from service.core.errors import ModelError
 from service.grpc_api import SERVICE_NAME
 from service.grpc_api import segmentation_pb2_grpc as pb2_grpc
 from service.grpc_api.servicer import SegmentationServicer, ServingState
 from service.grpc_errors import AuthenticationError, log_failure, status_for
+from service.logging_config import configure_logging
 from service.prometheus_metrics import MetricsServer, ServiceMetrics, start_metrics_server
 from service.settings import ServiceSettings, load_settings
 
@@ -125,9 +128,13 @@ class RunningServer:
     def _load(self) -> None:
         model_path = self.settings.model_path
         try:
-            from service.pipeline import StudyPipeline  # heavy import, only where a model loads
+            if model_path is None:
+                raise ModelError(
+                    "No model given: pass --model MODEL.onnx or set PULMOSEG_MODEL_PATH."
+                )
+            from service.app.study_runner import StudyRunner  # heavy: only where a model loads
 
-            pipeline = StudyPipeline.load(model_path, require_gpu=self.settings.require_gpu)
+            pipeline = StudyRunner.load(model_path, require_gpu=self.settings.require_gpu)
         except Exception as exc:
             self.state.load_error = exc
             logger.error(
@@ -260,10 +267,7 @@ def build_server(
 
 def serve(settings: ServiceSettings) -> int:
     """Run until SIGTERM/SIGINT (graceful stop) or a model load failure; returns the exit code."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+    configure_logging(settings.log_level, settings.log_format)  # replaces any provisional set-up
     stop = threading.Event()
     failed: list[BaseException] = []
 

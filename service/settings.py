@@ -3,39 +3,45 @@
 One place for configuration (12-factor): every field of :class:`ServiceSettings` can be set in a
 YAML file (flat keys named like the fields), as an environment variable ``PULMOSEG_<FIELD>``
 (e.g. ``PULMOSEG_PORT=50052``) or as a keyword override; overrides beat the environment, which
-beats the file, which beats the defaults. Values are converted and checked once, here, so the
-rest of the service can trust them.
+beats the file, which beats the defaults. Values are converted and checked once, here (with the
+shared machinery of :mod:`service.core.settings_base`), so the rest of the service can trust
+them.
 """
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
-import types
-import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
+from pydantic import ConfigDict, ValidationInfo, field_validator, model_validator
+
+from service.core.settings_base import (
+    Layer,
+    SettingsModel,
+    check_choice,
+    env_layers,
+    is_optional,
+    read_yaml_mapping,
+)
+from service.logging_config import LOG_LEVELS, LogFormat
 
 ENV_PREFIX = "PULMOSEG_"
 MIB = 1024 * 1024
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-_LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+_PATH_FIELDS = ("model_path", "tls_cert", "tls_key", "tls_client_ca")
 
 
-@dataclass(frozen=True)
-class ServiceSettings:
-    """Resolved settings of one server process.
+class ServiceSettings(SettingsModel):
+    """Resolved settings of one server process (read-only; see :meth:`with_overrides`).
 
     ``host`` defaults to loopback so a developer's server is not exposed by accident; containers
     set ``PULMOSEG_HOST=0.0.0.0``. Port 0 binds a free port (tests); the bound port is reported
     by the running server.
     """
+
+    model_config = ConfigDict(frozen=True)
 
     model_path: Path | None = None
     host: str = "127.0.0.1"
@@ -60,12 +66,43 @@ class ServiceSettings:
     #: Seconds in-flight calls get to finish after SIGTERM/SIGINT.
     grace_period_s: float = 10.0
     log_level: str = "INFO"
+    #: "text" (human-readable lines) or "json" (one JSON object per line, for log collectors).
+    log_format: LogFormat = LogFormat.TEXT
 
-    def __post_init__(self) -> None:
-        # Direct construction (e.g. ServiceSettings(model_path="m.onnx")) gets the same
-        # conversion and type errors as values from a file or the environment.
-        for f in fields(self):
-            object.__setattr__(self, f.name, _convert(f.name, getattr(self, f.name), "arguments"))
+    @field_validator("*", mode="before")
+    @classmethod
+    def _from_text(cls, value: Any, info: ValidationInfo) -> Any:
+        """Environment values are text: blank or "none" clears an optional setting, and
+        numbers and booleans may carry stray spaces."""
+        if not isinstance(value, str):
+            return value
+        annotation = cls.model_fields[info.field_name or ""].annotation
+        text = value.strip()
+        if is_optional(annotation) and text.lower() in ("", "none"):
+            return None
+        return text if annotation in (bool, int, float) else value
+
+    @field_validator(*_PATH_FIELDS)
+    @classmethod
+    def _expand_user(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value is not None else None
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _log_level(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        return check_choice("Setting 'log_level'", value.strip().upper(), LOG_LEVELS)
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _log_format(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        return check_choice("Setting 'log_format'", value.strip().lower(), list(LogFormat))
+
+    @model_validator(mode="after")
+    def _check(self) -> ServiceSettings:
         _check_port("port", self.port)
         _check_port("metrics_port", self.metrics_port)
         for name in ("max_workers", "max_concurrent_studies", "max_upload_bytes", "chunk_bytes"):
@@ -89,21 +126,13 @@ class ServiceSettings:
             )
         if self.tls_client_ca is not None and self.tls_cert is None:
             raise ValueError("Setting 'tls_client_ca' (mTLS) needs 'tls_cert' and 'tls_key' too.")
-        if self.log_level not in _LOG_LEVELS:
-            raise ValueError(
-                f"Setting 'log_level' must be one of {', '.join(_LOG_LEVELS)}, "
-                f"got {self.log_level!r}."
-            )
         if self.grace_period_s < 0:
             raise ValueError(f"Setting 'grace_period_s' must be >= 0, got {self.grace_period_s}.")
+        return self
 
     @property
     def tls_enabled(self) -> bool:
         return self.tls_cert is not None
-
-    def with_overrides(self, **overrides: Any) -> ServiceSettings:
-        """A copy with some fields replaced (values converted and checked like any other)."""
-        return replace(self, **_convert_all(overrides, source="override"))
 
 
 def _check_port(name: str, value: int) -> None:
@@ -111,105 +140,8 @@ def _check_port(name: str, value: int) -> None:
         raise ValueError(f"Setting '{name}' must be a port number 0..65535, got {value}.")
 
 
-def _field_types() -> dict[str, Any]:
-    return typing.get_type_hints(ServiceSettings)
-
-
 def field_names() -> list[str]:
-    return [f.name for f in fields(ServiceSettings)]
-
-
-def _convert(name: str, value: Any, source: str) -> Any:
-    """Convert one raw value (str from env, YAML scalar, Python override) to the field's type."""
-    hint = _field_types()[name]
-    optional = isinstance(hint, types.UnionType) and type(None) in typing.get_args(hint)
-    base = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
-    where = f" (from {source})"
-    if value is None or (
-        optional and isinstance(value, str) and value.strip().lower() in ("", "none")
-    ):
-        if optional:
-            return None
-        raise TypeError(f"Setting '{name}' must not be empty{where}.")
-    if base is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-            return value.strip().lower() in _TRUE
-        raise TypeError(f"Setting '{name}' must be a boolean (true/false), got {value!r}{where}.")
-    if base is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                pass
-        raise TypeError(f"Setting '{name}' must be an integer, got {value!r}{where}.")
-    if base is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value.strip())
-            except ValueError:
-                pass
-        raise TypeError(f"Setting '{name}' must be a number, got {value!r}{where}.")
-    if base is Path:
-        if isinstance(value, (str, os.PathLike)):
-            return Path(value).expanduser()
-        raise TypeError(f"Setting '{name}' must be a file path, got {value!r}{where}.")
-    if base is str:
-        if isinstance(value, str):
-            return value.strip().upper() if name == "log_level" else value
-        raise TypeError(f"Setting '{name}' must be a string, got {value!r}{where}.")
-    raise TypeError(f"Setting '{name}' has an unsupported type {hint!r}.")  # pragma: no cover
-
-
-def _unknown_key_error(key: str, source: str) -> ValueError:
-    hint = difflib.get_close_matches(key, field_names(), n=1)
-    suggestion = f" Did you mean '{hint[0]}'?" if hint else ""
-    return ValueError(
-        f"Unknown setting '{key}' in {source}.{suggestion} "
-        f"Known settings: {', '.join(field_names())}."
-    )
-
-
-def _convert_all(raw: Mapping[str, Any], source: str) -> dict[str, Any]:
-    known = set(field_names())
-    out = {}
-    for key, value in raw.items():
-        if key not in known:
-            raise _unknown_key_error(key, source)
-        out[key] = _convert(key, value, source)
-    return out
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise FileNotFoundError(f"Settings file '{path}' does not exist.")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ValueError(f"Settings file '{path}' is not valid YAML: {exc}") from exc
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ValueError(
-            f"Settings file '{path}' must hold a mapping of setting names to values, "
-            f"got {type(data).__name__}."
-        )
-    return data
-
-
-def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
-    """Fields set as PULMOSEG_<FIELD>; other PULMOSEG_* variables belong to other components."""
-    out = {}
-    for name in field_names():
-        key = ENV_PREFIX + name.upper()
-        if key in env:
-            out[name] = _convert(name, env[key], f"environment variable {key}")
-    return out
+    return list(ServiceSettings.model_fields)
 
 
 def load_settings(
@@ -222,20 +154,20 @@ def load_settings(
     Unknown YAML keys or overrides raise ValueError with a "did you mean" hint; values of the
     wrong type raise TypeError naming the key, the value and where it came from.
     """
-    values: dict[str, Any] = {}
+    layers: list[Layer] = []
     if yaml_path is not None:
         path = Path(yaml_path)
-        values.update(_convert_all(_read_yaml(path), source=f"settings file '{path}'"))
-    values.update(_from_env(env))
-    values.update(_convert_all(overrides, source="keyword overrides"))
-    settings = ServiceSettings(**values)
+        layers.append(Layer(f"settings file '{path}'", read_yaml_mapping(path, "Settings file")))
+    layers += env_layers(ServiceSettings, env, ENV_PREFIX)
+    layers.append(Layer("keyword overrides", overrides))
+    settings = ServiceSettings.from_layers(*layers)
     logging.getLogger(__name__).debug("resolved settings: %s", redacted(settings))
     return settings
 
 
 def redacted(settings: ServiceSettings) -> dict[str, Any]:
     """Settings as a dict safe to log (the auth token is replaced)."""
-    out = {f.name: getattr(settings, f.name) for f in fields(settings)}
+    out = settings.model_dump()
     if out["auth_token"]:
         out["auth_token"] = "***"
     return out

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -120,7 +121,12 @@ def _orientation(ds: Dataset, index: int) -> tuple[np.ndarray, np.ndarray]:
     return row, col
 
 
-def _check_same(datasets: Sequence[Dataset], keyword: str, values: list, close) -> None:
+def _check_same(
+    datasets: Sequence[Dataset],
+    keyword: str,
+    values: list[Any],
+    close: Callable[[Any, Any], bool],
+) -> None:
     reference = values[0]
     for index, value in enumerate(values):
         if not close(value, reference):

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,7 +66,7 @@ def held_out_study(tmp_path_factory: pytest.TempPathFactory) -> PhantomStudyPath
 def trained_checkpoint(phantom_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small network trained for about half a minute on the session phantoms."""
     from training.config import config_from_dict
-    from training.train import train_supervised
+    from training.experiment import train_supervised
 
     out = tmp_path_factory.mktemp("train")
     config = config_from_dict(
@@ -92,11 +90,3 @@ def exported_model(trained_checkpoint: Path, tmp_path_factory: pytest.TempPathFa
     path = tmp_path_factory.mktemp("model") / "model.onnx"
     export_onnx(trained_checkpoint, path)
     return path
-
-
-def dciodvfy_errors(path: Path) -> list[str]:
-    """Lines that dciodvfy reports as errors for one DICOM file."""
-    if shutil.which("dciodvfy") is None:
-        pytest.fail("dciodvfy is not installed: run scripts/setup.sh (Debian package dicom3tools)")
-    run = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=120)
-    return [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")]

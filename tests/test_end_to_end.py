@@ -16,11 +16,11 @@ import pytest
 
 from service.cli import main as cli_main
 from service.client import SegmentationClient
-from service.dicom_input import load_instances_from_dir, select_ct_series
 from service.core.segmentation_metrics import per_class_vol_dice
+from service.dicom_input import load_instances_from_dir, select_ct_series
 from service.seg_reader import read_seg_labels
 from service.volume import series_to_volume
-from tests.conftest import dciodvfy_errors
+from tests.dicom_validation import dciodvfy_errors
 from training.datasets import load_nifti_zyx
 
 

@@ -62,7 +62,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from training.config import load_config
-    from training.stages import apply_overrides, run_experiment
+    from training.experiment import apply_overrides, run_experiment
 
     config = apply_overrides(load_config(args.config), args)
     result = run_experiment(config, resume=args.resume, max_steps=args.max_steps)
@@ -125,7 +125,81 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.workdir, config_path=args.config)
 
 
-def add_evaluate(sub: argparse._SubParsersAction) -> None:
-    from training.evaluate import add_evaluate_parser
+def parse_mask_classes(text: str) -> list[str]:
+    """``"background,ggo,consolidation"`` → names by raw mask value."""
+    names = [t.strip() for t in text.split(",")]
+    if len(names) < 2 or any(not n for n in names) or len(set(names)) != len(names):
+        raise ValueError(
+            f"Argument '--mask-classes' must list distinct class names separated by commas "
+            f"(value 0 first), got {text!r}."
+        )
+    return names
 
-    add_evaluate_parser(sub)
+
+def _parse_fold(text: str) -> tuple[int, int]:
+    """``I/K`` → (I, K), checked."""
+    from training.splits import check_fold
+
+    try:
+        index, folds = (int(part) for part in text.split("/"))
+        return check_fold((index, folds))  # type: ignore[return-value]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"expected a fold as I/K (e.g. 0/5, folds counted from 0), got {text!r}: {exc}"
+        ) from None
+
+
+def add_evaluate(sub: argparse._SubParsersAction) -> None:
+    from training.evaluation import SPLITS
+
+    p = sub.add_parser("evaluate", help="score an exported ONNX model on labeled data")
+    p.add_argument("--model", required=True, type=Path, help="exported model.onnx")
+    p.add_argument("--data", type=Path, help="3D dataset folder with manifest.json")
+    p.add_argument("--images", type=Path, help="folder of 2D slice images (PNG/JPG)")
+    p.add_argument("--masks", type=Path, help="folder of 2D masks (PNG), paired by file stem")
+    p.add_argument(
+        "--mask-classes",
+        type=parse_mask_classes,
+        default=None,
+        help="dataset class names by label value, e.g. background,ggo,consolidation",
+    )
+    p.add_argument(
+        "--split",
+        choices=SPLITS,
+        default="all",
+        help="evaluate all items or one side of the study/group split (default all)",
+    )
+    p.add_argument("--val-fraction", type=float, default=0.2, help="split fraction (default 0.2)")
+    p.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    p.add_argument(
+        "--fold",
+        type=_parse_fold,
+        help="cross-validation fold I/K (as training's data.cv_fold/cv_folds); needs --split",
+    )
+    p.add_argument("--out", type=Path, help="write the metrics as JSON here")
+    p.add_argument("--per-item", action="store_true", help="also print one row per item")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from training.evaluation import evaluate_model
+
+    if (args.data is None) == (args.images is None):
+        raise ValueError("Pass either --data DIR or --images DIR --masks DIR.")
+    if args.images is not None and args.masks is None:
+        raise ValueError("--images needs --masks DIR (evaluation compares against masks).")
+    report = evaluate_model(
+        args.model,
+        dataset_root=args.data,
+        images=args.images,
+        masks=args.masks,
+        mask_mapping=args.mask_classes,
+        split=args.split,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        fold=args.fold,
+    )
+    print(report.format_table(per_item=args.per_item))
+    if args.out is not None:
+        print(f"wrote {report.write_json(args.out)}")
+    return 0

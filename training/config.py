@@ -1,30 +1,41 @@
 """Typed training configuration, loaded from one YAML file per experiment.
 
-Every knob lives in a dataclass passed into the code that uses it (no module globals, no
-subclassing to change a hyper-parameter). The resolved config is saved with every checkpoint
-and exported model so a result can always be traced back to its settings.
+Every knob lives in a typed section passed into the code that uses it (no module globals, no
+subclassing to change a hyper-parameter). Loading, unknown-key hints and error messages come
+from :mod:`service.core.settings_base`, shared with the service settings. The resolved config
+is saved with every checkpoint and exported model so a result can always be traced back to
+its settings.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import types
-import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
+from pydantic import Field, StrictBool, field_validator, model_validator
+
+from service.core.settings_base import (
+    Layer,
+    SettingsModel,
+    check_choice,
+    did_you_mean,
+    read_yaml_mapping,
+)
 
 #: ``data.kind`` values (see ``training.data_sources.DataKind``).
 DATA_KINDS: tuple[str, ...] = ("volumes", "slices2d")
-#: ``runtime.final_model`` values (see ``training.stages.select_final_stage``).
+#: ``runtime.final_model`` values (see ``training.experiment.select_final_stage``).
 FINAL_MODEL_CHOICES: tuple[str, ...] = ("best_validated", "last_stage")
 
 
-@dataclass
-class DataConfig:
+class ConfigSection(SettingsModel):
+    """A section of the experiment file; messages say "Config key 'data.kind' ..."."""
+
+    noun: ClassVar[str] = "Config key"
+
+
+class DataConfig(ConfigSection):
     """Where the data is and how it is split (by study or slice group, never by slice of a
     volume).
 
@@ -34,6 +45,8 @@ class DataConfig:
     the model then takes the 0..255 pixel values as its input ("HU window" (0, 255), slice
     context 1).
     """
+
+    key_prefix: ClassVar[str] = "data."
 
     #: A phantom/dataset folder holding ``manifest.json`` (see ``training.datasets``), or the
     #: base folder of the slice folders.
@@ -56,21 +69,20 @@ class DataConfig:
     #: slices2d: class names by raw mask value; mapped to ``model.class_names`` by name.
     mask_classes: tuple[str, ...] = ("background", "ggo", "consolidation")
     #: slices2d: flips, small rotation/zoom and intensity jitter on labeled batches.
-    augment: bool = True
+    augment: StrictBool = True
 
     @property
     def fold(self) -> tuple[int, int] | None:
         """``(cv_fold, cv_folds)`` when cross-validating, else None."""
         return (self.cv_fold, self.cv_folds) if self.cv_folds else None
 
-    def __post_init__(self) -> None:
-        if self.kind not in DATA_KINDS:
-            close = difflib.get_close_matches(str(self.kind), DATA_KINDS, n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise ValueError(
-                f"Config key 'data.kind' must be one of {list(DATA_KINDS)}, got "
-                f"{self.kind!r}.{hint}"
-            )
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, value: str) -> str:
+        return check_choice("Config key 'data.kind'", value, DATA_KINDS)
+
+    @model_validator(mode="after")
+    def _check(self) -> DataConfig:
         if self.cv_folds != 0 and self.cv_folds < 2:
             raise ValueError(
                 f"Config key 'data.cv_folds' must be 0 (off) or >= 2, got {self.cv_folds}."
@@ -85,11 +97,13 @@ class DataConfig:
                 "Config key 'data.mask_classes' must list at least two distinct class names "
                 f"(raw value 0 first), got {list(self.mask_classes)}."
             )
+        return self
 
 
-@dataclass
-class ModelConfig:
+class ModelConfig(ConfigSection):
     """The 2.5D network: a MONAI BasicUNet with adjacent slices as input channels."""
+
+    key_prefix: ClassVar[str] = "model."
 
     slice_context: int = 3
     features: tuple[int, int, int, int, int, int] = (16, 16, 32, 64, 128, 16)
@@ -102,12 +116,13 @@ class ModelConfig:
     dropout: float = 0.0
     #: Standardise each input image after the window (zero mean, unit variance); for sources
     #: whose display windows differ (8-bit slices). Part of the exported graph.
-    standardize_input: bool = False
+    standardize_input: StrictBool = False
 
 
-@dataclass
-class OptimConfig:
+class OptimConfig(ConfigSection):
     """Optimisation settings of the supervised stage."""
+
+    key_prefix: ClassVar[str] = "optim."
 
     loss: str = "dice_ce"
     lr: float = 3e-3
@@ -116,16 +131,16 @@ class OptimConfig:
     steps_per_epoch: int = 40
     batch_size: int = 8
     #: CPU/GPU bfloat16 autocast: about 2x faster on CPUs with AVX-512 BF16.
-    bf16: bool = True
+    bf16: StrictBool = True
     num_threads: int = 0
 
 
-def _require_positive(section: str, obj: Any, names: tuple[str, ...]) -> None:
+def _require_positive(section: ConfigSection, names: tuple[str, ...]) -> None:
     """Counts and rates that must be > 0; fails naming the key and the value."""
     for name in names:
-        value = getattr(obj, name)
+        value = getattr(section, name)
         if not value > 0:
-            raise ValueError(f"Config key '{section}.{name}' must be > 0, got {value!r}.")
+            raise ValueError(f"Config key '{section.key_prefix}{name}' must be > 0, got {value!r}.")
 
 
 _LOOP_KEYS = ("epochs", "steps_per_epoch", "batch_size", "lr", "temperature")
@@ -135,9 +150,10 @@ _LOOP_KEYS = ("epochs", "steps_per_epoch", "batch_size", "lr", "temperature")
 STAGE_NAMES: tuple[str, ...] = ("pretrain_global", "pretrain_local", "supervised", "tcsm")
 
 
-@dataclass
-class GlobalPretrainConfig:
+class GlobalPretrainConfig(ConfigSection):
     """Global contrastive pre-training of the encoder (NT-Xent on pooled features, G^D)."""
+
+    key_prefix: ClassVar[str] = "pretrain_global."
 
     epochs: int = 4
     steps_per_epoch: int = 40
@@ -148,7 +164,7 @@ class GlobalPretrainConfig:
     #: Output size of the projection head (discarded after pre-training).
     proj_dim: int = 128
     #: G^D: slices in the same relative partition of their volume are positives too.
-    partition_positives: bool = True
+    partition_positives: StrictBool = True
     partitions: int = 4
     #: Geometric augmentation of each view: rot90/flip plus scale in [1 - d, 1 + d].
     max_scale_delta: float = 0.1
@@ -157,13 +173,16 @@ class GlobalPretrainConfig:
     brightness_jitter_hu: float = 40.0
     noise_std_hu: float = 20.0
 
-    def __post_init__(self) -> None:
-        _require_positive("pretrain_global", self, (*_LOOP_KEYS, "proj_dim", "partitions"))
+    @model_validator(mode="after")
+    def _check(self) -> GlobalPretrainConfig:
+        _require_positive(self, (*_LOOP_KEYS, "proj_dim", "partitions"))
+        return self
 
 
-@dataclass
-class LocalPretrainConfig:
+class LocalPretrainConfig(ConfigSection):
     """Local contrastive pre-training of the decoder on feature maps (encoder frozen)."""
+
+    key_prefix: ClassVar[str] = "pretrain_local."
 
     epochs: int = 4
     steps_per_epoch: int = 40
@@ -178,20 +197,21 @@ class LocalPretrainConfig:
     proj_channels: int = 64
     #: False: the views differ in intensity only. True: the second view is also rotated /
     #: flipped and its feature map mapped back (exactly invertible, so regions still align).
-    geometric: bool = False
+    geometric: StrictBool = False
     contrast_jitter: float = 0.1
     brightness_jitter_hu: float = 40.0
     noise_std_hu: float = 20.0
 
-    def __post_init__(self) -> None:
-        _require_positive(
-            "pretrain_local", self, (*_LOOP_KEYS, "num_regions", "region_size", "proj_channels")
-        )
+    @model_validator(mode="after")
+    def _check(self) -> LocalPretrainConfig:
+        _require_positive(self, (*_LOOP_KEYS, "num_regions", "region_size", "proj_channels"))
+        return self
 
 
-@dataclass
-class TCSMStageConfig:
+class TCSMStageConfig(ConfigSection):
     """Mean-teacher training with transformation consistency on labeled + unlabeled slices."""
+
+    key_prefix: ClassVar[str] = "tcsm."
 
     epochs: int = 6
     steps_per_epoch: int = 40
@@ -209,23 +229,26 @@ class TCSMStageConfig:
     noise_std_hu: float = 20.0
     max_scale_delta: float = 0.1
     image_padding: str = "border"
-    consistency_on_labeled: bool = True
+    consistency_on_labeled: StrictBool = True
 
-    def __post_init__(self) -> None:
-        _require_positive("tcsm", self, _LOOP_KEYS[:4])
+    @model_validator(mode="after")
+    def _check(self) -> TCSMStageConfig:
+        _require_positive(self, _LOOP_KEYS[:4])
         if self.unlabeled_batch_size < 0:
             raise ValueError(
                 f"Config key 'tcsm.unlabeled_batch_size' must be >= 0, "
                 f"got {self.unlabeled_batch_size!r}."
             )
+        return self
 
 
-@dataclass
-class RuntimeConfig:
+class RuntimeConfig(ConfigSection):
     """How training runs, not what it learns: logging, checkpoint cadence, devices."""
 
+    key_prefix: ClassVar[str] = "runtime."
+
     #: TensorBoard scalars under ``<output_dir>/tensorboard`` (needs the tensorboard package).
-    tensorboard: bool = True
+    tensorboard: StrictBool = True
     #: Also write ``last.pt`` every this many steps inside an epoch (0: at epoch ends only).
     checkpoint_every: int = 0
     #: torch.distributed backend under torchrun: auto (nccl on GPU, gloo on CPU), gloo, nccl.
@@ -236,19 +259,16 @@ class RuntimeConfig:
     #: with the best validation score; later stages win ties) or "last_stage".
     final_model: str = "best_validated"
 
-    def __post_init__(self) -> None:
-        if self.final_model not in FINAL_MODEL_CHOICES:
-            close = difflib.get_close_matches(str(self.final_model), FINAL_MODEL_CHOICES, n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise ValueError(
-                f"Config key 'runtime.final_model' must be one of {list(FINAL_MODEL_CHOICES)}, "
-                f"got {self.final_model!r}.{hint}"
-            )
+    @field_validator("final_model")
+    @classmethod
+    def _known_final_model(cls, value: str) -> str:
+        return check_choice("Config key 'runtime.final_model'", value, FINAL_MODEL_CHOICES)
 
 
-@dataclass
-class ExportConfig:
+class ExportConfig(ConfigSection):
     """Identity of the exported model (goes into the ONNX manifest)."""
+
+    key_prefix: ClassVar[str] = "export."
 
     name: str = "pulmoseg-lung-lesions"
     version: str = "0.1.0"
@@ -256,30 +276,29 @@ class ExportConfig:
     parity_tolerance: float = 1e-4
 
 
-@dataclass
-class TrainConfig:
+class TrainConfig(ConfigSection):
     """One experiment: data, model, optimisation, export and where outputs go."""
 
     output_dir: str = "runs/demo/train"
     seed: int = 0
-    #: Ordered stages of ``training.stages.run_experiment``; each starts from the weights the
+    #: Ordered stages of ``training.experiment.run_experiment``; each starts from the weights the
     #: previous one ended with. ``train_supervised`` ignores this list.
     stages: tuple[str, ...] = ("supervised",)
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
     #: Settings of the supervised stage; ``bf16`` and ``num_threads`` apply to every stage.
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    pretrain_global: GlobalPretrainConfig = field(default_factory=GlobalPretrainConfig)
-    pretrain_local: LocalPretrainConfig = field(default_factory=LocalPretrainConfig)
-    tcsm: TCSMStageConfig = field(default_factory=TCSMStageConfig)
-    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
-    export: ExportConfig = field(default_factory=ExportConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    pretrain_global: GlobalPretrainConfig = Field(default_factory=GlobalPretrainConfig)
+    pretrain_local: LocalPretrainConfig = Field(default_factory=LocalPretrainConfig)
+    tcsm: TCSMStageConfig = Field(default_factory=TCSMStageConfig)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
 
-    def __post_init__(self) -> None:
-        check_stages(self.stages)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    @field_validator("stages")
+    @classmethod
+    def _known_stages(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        check_stages(value)
+        return value
 
 
 def check_stages(stages: tuple[str, ...]) -> None:
@@ -288,11 +307,9 @@ def check_stages(stages: tuple[str, ...]) -> None:
         raise ValueError(f"Config key 'stages' must list at least one of {list(STAGE_NAMES)}.")
     for name in stages:
         if name not in STAGE_NAMES:
-            close = difflib.get_close_matches(str(name), STAGE_NAMES, n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
             raise ValueError(
                 f"Config key 'stages' holds unknown stage '{name}'; expected one of "
-                f"{list(STAGE_NAMES)}.{hint}"
+                f"{list(STAGE_NAMES)}.{did_you_mean(name, STAGE_NAMES)}"
             )
     repeated = sorted({n for n in stages if stages.count(n) > 1})
     if repeated:
@@ -301,79 +318,19 @@ def check_stages(stages: tuple[str, ...]) -> None:
         )
 
 
-def _convert(value: Any, annotation: Any, key: str) -> Any:
-    """Convert a YAML value to the annotated field type, naming the key on failure."""
-    origin = typing.get_origin(annotation)
-    if dataclasses.is_dataclass(annotation):
-        if not isinstance(value, dict):
-            raise TypeError(f"Config key '{key}' must be a mapping, got {type(value).__name__}.")
-        return _build(annotation, value, prefix=f"{key}.")
-    if origin is tuple:
-        if not isinstance(value, list | tuple):
-            raise TypeError(f"Config key '{key}' must be a list, got {value!r}.")
-        args = typing.get_args(annotation)
-        item_type = args[0]
-        fixed_length = len(args) != 2 or args[1] is not Ellipsis
-        if fixed_length and len(value) != len(args):
-            raise ValueError(f"Config key '{key}' must have {len(args)} items, got {len(value)}.")
-        return tuple(_convert(v, item_type, f"{key}[{i}]") for i, v in enumerate(value))
-    if origin in (typing.Union, types.UnionType):
-        if value is None:
-            return None
-        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise TypeError(f"Config key '{key}' must be true or false, got {value!r}.")
-        return value
-    if annotation in (int, float, str):
-        if annotation is int and isinstance(value, float) and not value.is_integer():
-            raise TypeError(f"Config key '{key}' must be an integer, got {value!r}.")
-        try:
-            return annotation(value)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(
-                f"Config key '{key}' must be {annotation.__name__}, got {value!r}."
-            ) from exc
-    return value
-
-
-def _build(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key not in names:
-            close = difflib.get_close_matches(key, names, n=1)
-            hint = f" Did you mean '{prefix}{close[0]}'?" if close else ""
-            raise ValueError(f"Unknown config key '{prefix}{key}'.{hint}")
-        kwargs[key] = _convert(value, hints[key], f"{prefix}{key}")
-    return cls(**kwargs)
-
-
 def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
-    """Build a :class:`TrainConfig` from a plain mapping (missing keys take defaults)."""
-    return _build(TrainConfig, raw or {})
+    """Build a :class:`TrainConfig` from a plain mapping (missing keys take defaults), e.g.
+    the ``config`` dict a checkpoint holds."""
+    return TrainConfig.from_layers(Layer("", raw or {}))
 
 
 def load_config(path: str | Path) -> TrainConfig:
     """Read a YAML experiment file; unknown keys fail with a 'did you mean' hint."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Config file '{path}' does not exist.")
-    raw = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(raw, dict):
-        raise TypeError(f"Config file '{path}' must hold a mapping at the top level.")
-    return config_from_dict(raw)
+    raw = read_yaml_mapping(path, "Config file")
+    return TrainConfig.from_layers(Layer(f"config file '{path}'", raw))
 
 
 def save_config(config: TrainConfig, path: str | Path) -> None:
     """Write the resolved config (all defaults filled in) next to checkpoints and models."""
-    Path(path).write_text(yaml.safe_dump(_plain(config.to_dict()), sort_keys=False))
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
+    plain = config.model_dump(mode="json")  # tuples as lists: YAML any tool can read
+    Path(path).write_text(yaml.safe_dump(plain, sort_keys=False))

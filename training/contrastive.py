@@ -9,7 +9,8 @@
 
 The network helpers target MONAI's ``BasicUNet`` (attributes ``conv_0``, ``down_1..down_4``,
 ``upcat_4..upcat_1``, ``final_conv``) but are duck-typed: any module with those attributes
-works, and :class:`GlobalContrastiveModel` also takes an arbitrary encoder module.
+works, and :class:`GlobalContrastiveModel` also takes an arbitrary encoder module. The
+stages that train with these blocks are in ``training.stage_pretrain``.
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ def local_contrastive_loss(
     are drawn per image (the same cells in both views), each average-pooled to a vector, and
     NT-Xent is applied with the same cell of the other view as positive. Views must share
     geometry: use intensity-only augmentations, or map the second view back with
-    ``training.augment.invert`` before calling this.
+    ``training.invertible_transforms.invert`` before calling this.
     """
     if not isinstance(f1, Tensor) or not isinstance(f2, Tensor):
         raise TypeError("Arguments 'f1' and 'f2' must be torch.Tensor feature maps.")

@@ -19,37 +19,26 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from service.core.segmentation_metrics import dice
+from service.core.preprocessing import resize_planes
 from training.config import TrainConfig
 from training.datasets import (
+    ImageSliceSampler,
     LoadedStudy,
     SliceBatchSampler,
     load_study,
     read_dataset_manifest,
-    split_studies,
 )
-from training.evaluate_torch import validate_studies
 from training.losses import as_option
-from training.slices2d import (
-    Augment2D,
-    LabeledSliceSampler,
-    LoadedSlice,
-    UnlabeledSliceSampler,
-    list_slice_folder,
-    load_slice,
-    mapping_by_names,
-    split_by_group,
-)
-
-if TYPE_CHECKING:
-    from training.pretrain import ImageSliceSampler
+from training.slice_augmentation import Augment2D
+from training.slice_folders import LoadedSlice, list_slice_folder, load_slice, mapping_by_names
+from training.slice_samplers import LabeledSliceSampler, UnlabeledSliceSampler
+from training.splits import split_by_group, split_studies
+from training.validation import validate_slices, validate_volumes
 
 __all__ = [
     "DataKind",
@@ -215,8 +204,6 @@ class VolumeSource(DataSource):
         )
 
     def image_batches(self, items: Sequence[Item]) -> ImageBatches:
-        from training.pretrain import ImageSliceSampler  # pretrain imports this module
-
         model = self.config.model
         return _StudyImageBatches(
             ImageSliceSampler(
@@ -225,14 +212,7 @@ class VolumeSource(DataSource):
         )
 
     def validate(self, model: torch.nn.Module, items: Sequence[Item]) -> dict[str, float]:
-        model_cfg = self.config.model
-        return validate_studies(
-            model,
-            _studies(items),
-            slice_context=model_cfg.slice_context,
-            input_size=model_cfg.input_size,
-            class_names=model_cfg.class_names,
-        )
+        return validate_volumes(model, _studies(items), self.config.model)
 
 
 def _studies(items: Sequence[Item]) -> list[LoadedStudy]:
@@ -338,41 +318,14 @@ class SliceSource(DataSource):
             )
         )
 
-    @torch.no_grad()
     def validate(self, model: torch.nn.Module, items: Sequence[Item]) -> dict[str, float]:
-        """Mean per-slice Dice per class at each slice's own resolution (as evaluation does:
-        resize to the input size, predict, resize the logits back)."""
-        was_training = model.training
-        model.eval()
-        names = self.config.model.class_names
-        scores: dict[str, list[float]] = {n: [] for n in self.scored}
-        for item in _slices(items):
-            if item.label is None:
-                continue
-            pred = _predict_slice(model, item.image, self.config.model.input_size)
-            for name in self.scored:
-                index = names.index(name)
-                scores[name].append(dice(pred == index, item.label == index))
-        model.train(was_training)
-        return {n: float(np.mean(v)) if v else float("nan") for n, v in scores.items()}
+        """Mean per-slice Dice per class at each slice's own resolution (as evaluation does)."""
+        return validate_slices(model, _slices(items), self.config.model, self.scored)
 
 
 def _resized_uint8(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    if image.shape == tuple(size):
-        return image
-    x = torch.from_numpy(image.astype(np.float32))[None, None]
-    x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
-    return x[0, 0].round().clamp(0, 255).to(torch.uint8).numpy()
-
-
-def _predict_slice(model: torch.nn.Module, image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    x = torch.from_numpy(image.astype(np.float32))[None, None]
-    if tuple(x.shape[-2:]) != tuple(size):
-        x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
-    logits = model(x).float()
-    if tuple(logits.shape[-2:]) != image.shape:
-        logits = F.interpolate(logits, size=image.shape, mode="bilinear", align_corners=False)
-    return logits[0].argmax(dim=0).numpy()
+    """Unlabeled slices are stored at the input size (the core resize), rounded to 8 bits."""
+    return np.clip(np.rint(resize_planes(image, size)), 0, 255).astype(np.uint8)
 
 
 def _slices(items: Sequence[Item]) -> list[LoadedSlice]:

@@ -1,4 +1,5 @@
-"""3D study datasets: manifest reading, study-level splits, volume loading and 2.5D batches.
+"""3D study datasets: manifest reading, volume loading and 2.5D batches (study splits:
+``training.splits``).
 
 Volumes are held as (z, y, x) arrays in LPS order (x → patient left, y → posterior, z →
 superior) — the same array layout the service builds from a DICOM series — so a model sees
@@ -14,10 +15,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from service.core.preprocessing import slice_context_stack
-from training.splits import held_out
+from training.resize import resize_images, resize_labels
 
 
 @dataclass(frozen=True)
@@ -70,30 +70,6 @@ def read_dataset_manifest(root: str | Path) -> list[StudyRecord]:
             )
         )
     return records
-
-
-def split_studies(
-    records: list[StudyRecord],
-    val_fraction: float,
-    seed: int,
-    fold: tuple[int, int] | None = None,
-) -> tuple[list[StudyRecord], list[StudyRecord]]:
-    """Split *labeled* studies into train/validation by study (never by slice).
-
-    Validation is about ``val_fraction`` of the labeled studies, or cross-validation fold
-    ``fold=(i, k)`` (:func:`training.splits.held_out`). Unlabeled studies always go to the
-    training side (semi-supervised stages use them).
-    """
-    labeled = [r for r in records if r.labeled]
-    unlabeled = [r for r in records if not r.labeled]
-    if not labeled:
-        raise ValueError(
-            "The dataset has no labeled study; supervised training needs at least one."
-        )
-    val_positions = held_out(len(labeled), val_fraction, seed, fold)
-    val = [r for i, r in enumerate(labeled) if i in val_positions]
-    train = [r for i, r in enumerate(labeled) if i not in val_positions] + unlabeled
-    return train, val
 
 
 def load_nifti_zyx(path: str | Path) -> tuple[np.ndarray, tuple[float, float, float]]:
@@ -184,12 +160,39 @@ class SliceBatchSampler:
         return resize_batch(x, y, self.input_size)
 
 
+class ImageSliceSampler:
+    """Uniformly drawn 2.5D slice stacks of any study (labels unused) with their positions."""
+
+    def __init__(
+        self, studies: list[LoadedStudy], *, slice_context: int, input_size: tuple[int, int]
+    ) -> None:
+        if not studies:
+            raise ValueError(
+                "Argument 'studies' is empty; image sampling needs at least one study."
+            )
+        self.studies = studies
+        self.slice_context = slice_context
+        self.input_size = input_size
+        self.index = [(si, z) for si, s in enumerate(studies) for z in range(s.hu.shape[0])]
+
+    def sample(
+        self, batch_size: int, rng: np.random.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """HU stacks ``(B, C, H, W)``, slice indices ``(B,)`` and volume depths ``(B,)``."""
+        picks = rng.integers(0, len(self.index), size=batch_size)
+        stacks, z_index, depth = [], [], []
+        for p in picks:
+            si, z = self.index[int(p)]
+            hu = self.studies[si].hu
+            stacks.append(slice_context_stack(hu, self.slice_context, np.array([z]))[0])
+            z_index.append(z)
+            depth.append(hu.shape[0])
+        x, _ = resize_batch(torch.from_numpy(np.stack(stacks)), None, self.input_size)
+        return x.float(), torch.tensor(z_index), torch.tensor(depth)
+
+
 def resize_batch(
     x: torch.Tensor, y: torch.Tensor | None, size: tuple[int, int]
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Resample images (bilinear) and labels (nearest) in-plane to the network's input size."""
-    if tuple(x.shape[-2:]) != tuple(size):
-        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-        if y is not None:
-            y = F.interpolate(y[:, None].float(), size=size, mode="nearest")[:, 0].long()
-    return x, y  # type: ignore[return-value]
+    return resize_images(x, size), (None if y is None else resize_labels(y, size))

@@ -1,8 +1,8 @@
 """``pulmoseg demo``: the whole product once, on phantom data, in a few minutes on a CPU.
 
 phantom studies → supervised training → ONNX export → gRPC server (a real subprocess on a
-free loopback port) → client uploads a held-out study → DICOM-SEG read back → VolDice against
-the phantom's truth, plus where the outputs and the metrics are.
+free loopback port) → ``pulmoseg segment`` uploads a held-out study → DICOM-SEG read back →
+VolDice against the phantom's truth, plus where the outputs and the metrics are.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from importlib import resources
 from pathlib import Path
 
 from service.core.segmentation_metrics import per_class_vol_dice
+from training.datasets import load_nifti_zyx
+from training.seg_readback import read_seg_labels
 
 DEMO_TRAIN_STUDIES = 20
 DEMO_TEST_SEED = 1000
@@ -38,9 +40,9 @@ def _step(message: str) -> None:
 def run_demo(workdir: Path, *, config_path: Path | None = None) -> int:
     """Run every stage; returns the process exit code."""
     from training.config import load_config
+    from training.experiment import train_supervised
     from training.export import export_onnx
     from training.phantom import generate_dataset
-    from training.train import train_supervised
 
     started = time.perf_counter()
     workdir = Path(workdir)
@@ -89,72 +91,73 @@ def serve_and_report(
     checkpoint: Path,
     started: float,
 ) -> int:
-    """Steps 4-5: serve the model, segment the held-out study through gRPC, report."""
-    from service.client import SegmentationClient
-    from service.dicom_input import load_instances_from_dir, select_ct_series
-    from service.seg_reader import read_seg_labels
-    from service.volume import series_to_volume
-    from training.datasets import load_nifti_zyx
+    """Steps 4-5: serve the model, segment the held-out study through gRPC, report.
 
+    The service is used only as a user would use it, through ``pulmoseg serve`` and
+    ``pulmoseg segment`` in subprocesses (training never imports the service's outer layers),
+    and the returned SEG is read back with pydicom alone, independently of the writer.
+    """
     data_dir = workdir / "data"
     _step("4/5 gRPC server on loopback, client uploads the held-out study")
     port, metrics_port = free_port(), free_port()
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    server_log = (workdir / "server.log").open("w")
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "service.cli",
-            "serve",
-            "--model",
-            str(model_path),
-            "--port",
-            str(port),
-            "--metrics-port",
-            str(metrics_port),
-        ],
-        stdout=server_log,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    seg_path = workdir / "seg.dcm"
-    target = f"127.0.0.1:{port}"
-    try:
-        with SegmentationClient(target, timeout_s=300) as client:
-            _wait_until_serving(client, server)
-            info = client.model_info()
-            print(f"server {target}: model {info['name']} {info['version']} on {info['provider']}")
-            answer = client.segment_directory(test_dir / test_study["dicom"])
-        seg_path.write_bytes(answer.seg_bytes)
-        metrics_text = (
-            urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
-            .read()
-            .decode()
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PULMOSEG_LOG_LEVEL="INFO")
+    seg_path, summary_path = workdir / "seg.dcm", workdir / "summary.json"
+    study_dir = test_dir / test_study["dicom"]
+    with (workdir / "server.log").open("w") as server_log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "serve", "--model", str(model_path)]
+            + ["--port", str(port), "--metrics-port", str(metrics_port)],
+            stdout=server_log,
+            stderr=subprocess.STDOUT,
+            env=env,
         )
-    finally:
-        server.terminate()
         try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        server_log.close()
+            segment = subprocess.run(
+                [sys.executable, "-m", "service.cli", "segment", str(study_dir)]
+                + ["--server", f"127.0.0.1:{port}", "--out", str(seg_path)]
+                + ["--summary-json", str(summary_path), "--timeout", "300"]
+                + ["--wait-for-server", str(SERVER_START_TIMEOUT_S)],
+                capture_output=True,
+                text=True,
+                env=env,
+            )
+            if segment.returncode != 0:
+                raise RuntimeError(
+                    f"pulmoseg segment failed: {segment.stderr.strip() or segment.stdout.strip()}"
+                    f" (server log: {workdir / 'server.log'})"
+                )
+            print(segment.stdout.strip())
+            metrics_text = (
+                urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
+                .read()
+                .decode()
+            )
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+    summary = json.loads(summary_path.read_text())
+    print(
+        f"server 127.0.0.1:{port}: model {summary['model_name']} {summary['model_version']} "
+        f"on {summary['provider']}"
+    )
 
     _step("5/5 result: the returned DICOM-SEG read back and compared with the phantom's truth")
-    series = select_ct_series(load_instances_from_dir(test_dir / test_study["dicom"]))
-    volume = series_to_volume(series)
-    seg_labels = read_seg_labels(answer.seg_bytes, [ds.SOPInstanceUID for ds in volume.datasets])
     truth, _ = load_nifti_zyx(test_dir / test_study["label"])
+    seg_labels = read_seg_labels(seg_path, study_dir, names)
     scores = per_class_vol_dice(seg_labels, truth, range(1, len(names)))
     print(f"{'class':<15}{'VolDice':>9}{'volume mL':>12}")
     for index, name in enumerate(names[1:], start=1):
-        volume_ml = answer.summary["class_volumes_ml"].get(name, float("nan"))
+        volume_ml = summary["class_volumes_ml"].get(name, float("nan"))
         print(f"{name:<15}{scores[index]:>9.3f}{volume_ml:>12.1f}")
     print("\noutputs:")
     print(f"  data        {data_dir}")
     print(f"  checkpoint  {checkpoint}")
     print(f"  model       {model_path}")
     print(f"  DICOM-SEG   {seg_path}")
+    print(f"  summary     {summary_path}")
     print(f"  server log  {workdir / 'server.log'}")
     print(
         f"metrics: served at http://127.0.0.1:{metrics_port}/metrics while the server ran; "
@@ -171,19 +174,3 @@ def serve_and_report(
             print(f"  {line}")
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s")
     return 0 if scores[1] >= 0.90 else 1
-
-
-def _wait_until_serving(client: object, server: subprocess.Popen) -> None:
-    from service.client import ClientError
-
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"The server exited with code {server.returncode}; see server.log.")
-        try:
-            if client.health() == "SERVING":  # type: ignore[attr-defined]
-                return
-        except ClientError:  # not listening yet
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"The server did not report SERVING within {SERVER_START_TIMEOUT_S:.0f} s.")

@@ -23,6 +23,8 @@ import torch
 
 from service.core.classes import classes_for
 from service.core.manifest import MANIFEST_KEY, ModelManifest
+from service.predictor import softmax
+from service.predictor.torch_backend import TorchBackend
 from training.config import TrainConfig, config_from_dict
 from training.networks import SegmentationEnsemble, SegmentationNet, build_network
 
@@ -146,7 +148,7 @@ def export_ensemble(
         },
     )
     model = SegmentationEnsemble([member for member, _, _ in loaded]).eval()
-    return _export_module(model, config, manifest, output, sample_hu, tolerance, probabilities=True)
+    return _export_module(model, config, manifest, output, sample_hu, tolerance)
 
 
 def _export_module(
@@ -156,11 +158,9 @@ def _export_module(
     output: str | Path,
     sample_hu: np.ndarray | None,
     tolerance: float | None,
-    *,
-    probabilities: bool = False,
 ) -> ExportResult:
-    """Trace ``model`` to ONNX with the manifest in its metadata; write only after parity
-    (of logits, or of ``probabilities``; see :func:`check_parity`)."""
+    """Trace ``model`` to ONNX with the manifest in its metadata; write only after the
+    probabilities of ORT and PyTorch agree (:func:`check_parity`)."""
     tolerance = config.export.parity_tolerance if tolerance is None else tolerance
     c, (h, w) = config.model.slice_context, config.model.input_size
     if sample_hu is None:
@@ -202,7 +202,7 @@ def _export_module(
         proto.doc_string = f"pulmoseg {manifest.name} {manifest.version}"
         onnx.checker.check_model(proto)
         onnx.save(proto, str(tmp))
-        max_diff = check_parity(model, tmp, sample_hu, tolerance, probabilities=probabilities)
+        max_diff = check_parity(model, tmp, sample_hu, tolerance)
         tmp.replace(output)
     finally:
         tmp.unlink(missing_ok=True)
@@ -211,33 +211,24 @@ def _export_module(
 
 
 def check_parity(
-    model: torch.nn.Module,
-    onnx_path: Path,
-    sample_hu: np.ndarray,
-    tolerance: float,
-    *,
-    probabilities: bool = False,
+    model: torch.nn.Module, onnx_path: Path, sample_hu: np.ndarray, tolerance: float
 ) -> float:
-    """Max absolute difference of ORT (CPU) and PyTorch outputs; raises beyond ``tolerance``.
+    """Max absolute difference of the class probabilities that ORT (CPU) and PyTorch give.
 
-    ``probabilities`` compares softmax outputs instead of logits: for ensembles, whose
-    log-probabilities magnify float rounding wherever a class is all but impossible, while
-    the probabilities the service uses agree.
+    Probabilities are what the service uses (softmax, argmax, volumes); raw logits are not
+    comparable on a fixed absolute scale (large logits, or an ensemble's log-probabilities of
+    near-impossible classes, magnify float rounding that changes no probability). Raises
+    :class:`ExportParityError` beyond ``tolerance``.
     """
-    import onnxruntime as ort
+    from service.predictor.onnx_backend import OnnxBackend
 
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    ort_out = torch.from_numpy(session.run(None, {INPUT_NAME: sample_hu.astype(np.float32)})[0])
-    with torch.no_grad():
-        torch_out = model(torch.from_numpy(sample_hu.astype(np.float32)))
-    if probabilities:
-        ort_out, torch_out = torch.softmax(ort_out, dim=1), torch.softmax(torch_out, dim=1)
-    max_diff = float((ort_out - torch_out).abs().max())
+    batch = np.ascontiguousarray(sample_hu.astype(np.float32))
+    ort_probs = softmax(OnnxBackend(onnx_path, cpu_only=True).run(batch))
+    torch_probs = softmax(TorchBackend(model).run(batch))
+    max_diff = float(np.abs(ort_probs - torch_probs).max())
     if not max_diff <= tolerance:
-        what = "probabilities differ" if probabilities else "output differs"
         raise ExportParityError(
-            f"ONNX Runtime {what} from PyTorch by {max_diff:.3g} "
-            f"(tolerance {tolerance:g}); "
-            "the exported model was not written."
+            f"ONNX Runtime probabilities differ from PyTorch by {max_diff:.3g} "
+            f"(tolerance {tolerance:g}); the exported model was not written."
         )
     return max_diff

@@ -1,16 +1,15 @@
-"""The training loop every stage shares: steps, epochs, validation, logging, checkpoints.
+"""The training loop every stage shares: steps, epochs, validation and the choice of the best.
 
 A stage contributes a :class:`StageTask` (its optimiser and what one step does); the loop owns
-epochs, cosine learning-rate decay, validation, TensorBoard, progress bars and checkpoints.
-Checkpoints (``last.pt``, ``best.pt``) carry the weights, optimiser and scheduler state, the
-step counter and the resolved config. Every step draws its randomness from
+epochs, cosine learning-rate decay, validation and the best-candidate choice, and hands
+checkpoints to ``training.checkpoints`` and reporting (progress bars, ``metrics.jsonl``,
+TensorBoard) to ``training.progress_report``. Every step draws its randomness from
 ``(seed, stage, rank, step)`` alone, so a resumed run repeats an uninterrupted one exactly and
 each DDP rank samples different batches.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import zlib
@@ -24,15 +23,19 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from training.checkpoints import (
+    BEST_CHECKPOINT,
+    LAST_CHECKPOINT,
+    StageCheckpoints,
+    StageProgress,
+)
 from training.config import TrainConfig
 from training.data_sources import Item, data_source
 from training.distributed import DistContext
 from training.networks import SegmentationNet
+from training.progress_report import ProgressReport
 
 log = logging.getLogger(__name__)
-
-LAST_CHECKPOINT = "last.pt"
-BEST_CHECKPOINT = "best.pt"
 
 
 @dataclass
@@ -149,29 +152,139 @@ class StageResult:
         return self.directory / LAST_CHECKPOINT
 
 
-def read_checkpoint(ctx: DistContext, path: Path) -> dict[str, Any] | None:
-    """Rank 0 reads ``path`` (None when absent) and every rank gets the same dict."""
-    state = None
-    if ctx.is_main and path.is_file():
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    return ctx.broadcast_object(state)
-
-
-def _open_writer(ctx: DistContext, config: TrainConfig, tb_dir: Path) -> Any:
-    if not (ctx.is_main and config.runtime.tensorboard):
-        return None
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        log.warning("TensorBoard logging is off: the 'tensorboard' package is not installed.")
-        return None
-    return SummaryWriter(log_dir=str(tb_dir))
-
-
 def validation_score(dice: dict[str, float]) -> float:
     """One number per validation: the mean of the finite per-class scores (-inf if none)."""
     values = [v for v in dice.values() if math.isfinite(v)]
     return float(np.mean(values)) if values else -math.inf
+
+
+class _StageRun:
+    """One call of :func:`run_stage`: the schedule, the progress and the epochs of a stage."""
+
+    def __init__(
+        self, task: StageTask, config: TrainConfig, directory: Path, ctx: DistContext
+    ) -> None:
+        self.data = data_source(config)
+        self.task = task
+        self.config = config
+        self.directory = directory
+        self.ctx = ctx
+        total = task.total_steps
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            task.optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
+        )
+        self.checkpoints = StageCheckpoints(task, self.scheduler, config, directory, ctx)
+        self.progress = StageProgress()
+        self.steps_run = 0
+        self.epochs_run = 0
+
+    def resume(self, state: dict[str, Any]) -> bool:
+        """Continue from ``state`` (a ``last.pt``); True if the stage had already finished."""
+        task = self.task
+        self.progress = StageProgress.from_checkpoint(state, task.steps_per_epoch)
+        step = self.progress.step
+        if state.get("finished", step >= task.total_steps):
+            log.info("stage %s already finished (step %d); skipping it", task.name, step)
+            return True
+        self.checkpoints.restore(state)
+        log.info("stage %s resumed at step %d/%d", task.name, step, task.total_steps)
+        return False
+
+    def result(self, finished: bool) -> StageResult:
+        p = self.progress
+        return StageResult(
+            self.task.name,
+            self.directory,
+            finished,
+            p.step,
+            self.task.total_steps,
+            self.steps_run,
+            self.epochs_run,
+            p.final_loss,
+            p.best_dice,
+            p.model_source,
+        )
+
+    def train_epoch(self, report: ProgressReport, budget: StepBudget) -> int | None:
+        """Run the current epoch's remaining steps; its index, or None if ``budget`` ran out
+        first (after saving ``last.pt``, so the run can resume from there)."""
+        p, task = self.progress, self.task
+        epoch = p.step // task.steps_per_epoch
+        bar = report.bar(epoch, p.step - epoch * task.steps_per_epoch)
+        while p.step < (epoch + 1) * task.steps_per_epoch:
+            if budget.exhausted():
+                bar.close()
+                if self.steps_run:
+                    self.checkpoints.save_last(p)
+                log.info(
+                    "stage %s stopped at step %d/%d (step budget spent)",
+                    task.name,
+                    p.step,
+                    task.total_steps,
+                )
+                return None
+            self._train_step(report, bar)
+            budget.spend()
+        bar.close()
+        return epoch
+
+    def _train_step(self, report: ProgressReport, bar: tqdm) -> None:
+        p = self.progress
+        parts = self.task.step(
+            p.step, step_random(self.config.seed, self.task.name, self.ctx.rank, p.step)
+        )
+        self.scheduler.step()
+        p.step += 1
+        self.steps_run += 1
+        p.epoch_losses.append(parts["loss"])
+        bar.update(1)
+        bar.set_postfix(loss=f"{parts['loss']:.3f}")
+        report.step(parts, p.step, self.scheduler.get_last_lr()[0])
+        every = self.config.runtime.checkpoint_every
+        if every and p.step % every == 0 and p.step % self.task.steps_per_epoch:
+            self.checkpoints.save_last(p)
+
+    def end_epoch(self, epoch: int, val_studies: Sequence[Item], report: ProgressReport) -> None:
+        """Epoch loss, validation and best-candidate choice, checkpoints and the epoch report."""
+        p = self.progress
+        p.final_loss, p.epoch_losses = float(np.mean(p.epoch_losses)), []
+        self.epochs_run += 1
+        record: dict[str, Any] = {"epoch": epoch + 1, "step": p.step, "loss": p.final_loss}
+        summary = self._validate(val_studies, record, report)
+        self.checkpoints.save_last(p)
+        report.epoch(
+            record,
+            f"{self.task.name} epoch {epoch + 1}/{self.task.epochs} loss={p.final_loss:.4f} "
+            f"val {self.data.metric} {summary}",
+        )
+
+    def _validate(
+        self, val_studies: Sequence[Item], record: dict[str, Any], report: ProgressReport
+    ) -> str:
+        """Score every candidate (rank 0), keep the best one in ``best.pt`` if it beats the best
+        so far (the first candidate wins ties), and return the epoch's score summary."""
+        p, task = self.progress, self.task
+        if not (self.ctx.is_main and task.candidates is not None):
+            if task.candidates is None:  # never validated: best.pt holds the latest weights
+                p.model_source = "final"
+                self.checkpoints.save_best(p)
+            return "n/a"
+        scored = []
+        for label, module in task.candidates():
+            dice = (
+                self.data.validate(_OnDevice(module, self.ctx.device), val_studies)
+                if val_studies
+                else {}
+            )
+            score = validation_score(dice) if dice else -p.final_loss
+            scored.append((score, label, dice, module))
+            record[f"val_voldice_{label}" if label != "model" else "val_voldice"] = dice
+            report.validation(label, dice, p.step)
+        score, label, dice, module = max(scored, key=lambda s: s[0])  # first wins ties
+        if score > p.best_score:
+            p.best_score, p.model_source, p.best_dice = score, label, dice
+            self.checkpoints.save_best(p, module.state_dict())
+        return " ".join(f"{k}={v:.3f}" for k, v in dice.items()) or "n/a"
 
 
 def run_stage(
@@ -192,154 +305,28 @@ def run_stage(
     their score (VolDice or slice Dice per class) picks ``best.pt``.
     """
     budget = budget or StepBudget()
-    data = data_source(config)
-    spe, total, name = task.steps_per_epoch, task.total_steps, task.name
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        task.optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
-    )
-    step, best_score, best_dice, source, losses = 0, -math.inf, {}, "", []
-    final_loss = math.nan
-    if resume_state is not None:
-        final_loss = float(resume_state.get("final_loss", math.nan))
-        step = int(resume_state.get("global_step", (resume_state["epoch"] + 1) * spe))
-        best_score = float(resume_state.get("best_score", -math.inf))
-        best_dice, source = resume_state.get("best_dice", {}), resume_state.get("model_source", "")
-        if resume_state.get("finished", step >= total):
-            log.info("stage %s already finished (step %d); skipping it", name, step)
-            return StageResult(
-                name, directory, True, step, total, 0, 0, final_loss, best_dice, source
-            )
-        task.model.load_state_dict(resume_state["model"])
-        task.optimizer.load_state_dict(resume_state["optimizer"])
-        scheduler.load_state_dict(resume_state["scheduler"])
-        for key, module in task.extra.items():
-            module.load_state_dict(resume_state["extra"][key])
-        losses = list(resume_state.get("epoch_losses", []))
-        log.info("stage %s resumed at step %d/%d", name, step, total)
-
-    def save(path: Path, model_state: dict[str, Any] | None = None, full: bool = True) -> None:
-        if not ctx.is_main:
-            return
-        state: dict[str, Any] = {
-            "model": model_state if model_state is not None else task.model.state_dict(),
-            "config": config.to_dict(),
-            "stage": name,
-            "epoch": step // spe - 1,
-            "global_step": step,
-            "total_steps": total,
-            "finished": step >= total,
-            "best_score": best_score,
-            "best_dice": best_dice,
-            "model_source": source,
-            "final_loss": final_loss,
-        }
-        if full:
-            state.update(
-                optimizer=task.optimizer.state_dict(),
-                scheduler=scheduler.state_dict(),
-                extra={k: m.state_dict() for k, m in task.extra.items()},
-                epoch_losses=list(losses),
-            )
-        tmp = path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        tmp.replace(path)  # atomic: an interrupted run never leaves a truncated checkpoint
-
+    run = _StageRun(task, config, directory, ctx)
+    if resume_state is not None and run.resume(resume_state):
+        return run.result(finished=True)
     if ctx.is_main:
         directory.mkdir(parents=True, exist_ok=True)
-    writer = _open_writer(ctx, config, tb_dir or directory / "tensorboard")
-    mode = "a" if resume_state is not None else "w"  # a fresh start replaces old metrics
-    metrics = (directory / "metrics.jsonl").open(mode) if ctx.is_main else None
-    steps_run, epochs_run = 0, 0
-    every = config.runtime.checkpoint_every
-    try:
-        while step < total:
-            epoch = step // spe
-            bar = tqdm(
-                total=spe,
-                initial=step - epoch * spe,
-                leave=False,
-                desc=f"{name} epoch {epoch + 1}/{task.epochs}",
-                disable=not (progress and ctx.is_main),
-            )
-            while step < (epoch + 1) * spe:
-                if budget.exhausted():
-                    bar.close()
-                    if steps_run:
-                        save(directory / LAST_CHECKPOINT)
-                    log.info(
-                        "stage %s stopped at step %d/%d (step budget spent)", name, step, total
-                    )
-                    return StageResult(
-                        name,
-                        directory,
-                        False,
-                        step,
-                        total,
-                        steps_run,
-                        epochs_run,
-                        final_loss,
-                        best_dice,
-                        source,
-                    )
-                parts = task.step(step, step_random(config.seed, name, ctx.rank, step))
-                scheduler.step()
-                step, steps_run = step + 1, steps_run + 1
-                budget.spend()
-                losses.append(parts["loss"])
-                bar.update(1)
-                bar.set_postfix(loss=f"{parts['loss']:.3f}")
-                if writer is not None:
-                    for key, value in parts.items():
-                        writer.add_scalar(f"{name}/{key}", value, step)
-                    writer.add_scalar(f"{name}/lr", scheduler.get_last_lr()[0], step)
-                if every and step % every == 0 and step % spe:
-                    save(directory / LAST_CHECKPOINT)
-            bar.close()
-            final_loss, losses = float(np.mean(losses)), []
-            epochs_run += 1
-            record: dict[str, Any] = {"epoch": epoch + 1, "step": step, "loss": final_loss}
-            if ctx.is_main and task.candidates is not None:
-                scored = []
-                for label, module in task.candidates():
-                    dice = (
-                        data.validate(_OnDevice(module, ctx.device), val_studies)
-                        if val_studies
-                        else {}
-                    )
-                    score = validation_score(dice) if dice else -final_loss
-                    scored.append((score, label, dice, module))
-                    record[f"val_voldice_{label}" if label != "model" else "val_voldice"] = dice
-                    if writer is not None:
-                        for cls, value in dice.items():
-                            writer.add_scalar(f"{name}/val_{label}/{cls}", value, step)
-                top = max(scored, key=lambda s: s[0])  # first wins ties
-                if top[0] > best_score:
-                    best_score, _, best_dice, best_module = top
-                    source = top[1]
-                    save(directory / BEST_CHECKPOINT, best_module.state_dict(), full=False)
-                summary = " ".join(f"{k}={v:.3f}" for k, v in top[2].items()) or "n/a"
-            else:
-                summary = "n/a"
-                if task.candidates is None:
-                    source = "final"
-                    save(directory / BEST_CHECKPOINT, full=False)
-            save(directory / LAST_CHECKPOINT)
-            if metrics is not None:
-                metrics.write(json.dumps(record) + "\n")
-                metrics.flush()
-            if ctx.is_main:
-                message = (
-                    f"{name} epoch {epoch + 1}/{task.epochs} loss={final_loss:.4f} "
-                    f"val {data.metric} {summary}"
-                )
-                log.info(message)
-                if progress:
-                    tqdm.write(message)
-    finally:
-        if metrics is not None:
-            metrics.close()
-        if writer is not None:
-            writer.close()
-    return StageResult(
-        name, directory, True, step, total, steps_run, epochs_run, final_loss, best_dice, source
+    report = ProgressReport(
+        task.name,
+        task.epochs,
+        task.steps_per_epoch,
+        config,
+        directory,
+        ctx,
+        tb_dir=tb_dir or directory / "tensorboard",
+        append=resume_state is not None,
+        progress=progress,
     )
+    try:
+        while run.progress.step < task.total_steps:
+            epoch = run.train_epoch(report, budget)
+            if epoch is None:
+                return run.result(finished=False)
+            run.end_epoch(epoch, val_studies, report)
+    finally:
+        report.close()
+    return run.result(finished=True)

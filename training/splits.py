@@ -7,7 +7,21 @@ partition one seeded permutation: over the k folds every item is validated exact
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Sequence
+from typing import Protocol, TypeVar
+
 import numpy as np
+
+T = TypeVar("T")
+
+
+class _MaybeLabeled(Protocol):
+    @property
+    def labeled(self) -> bool: ...
+
+
+S = TypeVar("S", bound=_MaybeLabeled)
 
 
 def check_fold(fold: tuple[int, int] | None) -> tuple[int, int] | None:
@@ -47,3 +61,57 @@ def held_out(
     if val_fraction > 0 and n > 1:
         n_val = min(n - 1, max(1, round(val_fraction * n)))
     return {int(i) for i in order[:n_val]}
+
+
+def split_studies(
+    records: Sequence[S],
+    val_fraction: float,
+    seed: int,
+    fold: tuple[int, int] | None = None,
+) -> tuple[list[S], list[S]]:
+    """Split *labeled* studies into train/validation by study (never by slice).
+
+    Validation is about ``val_fraction`` of the labeled studies, or cross-validation fold
+    ``fold=(i, k)`` (:func:`held_out`). Unlabeled studies always go to the training side
+    (semi-supervised stages use them).
+    """
+    labeled = [r for r in records if r.labeled]
+    unlabeled = [r for r in records if not r.labeled]
+    if not labeled:
+        raise ValueError(
+            "The dataset has no labeled study; supervised training needs at least one."
+        )
+    val_positions = held_out(len(labeled), val_fraction, seed, fold)
+    val = [r for i, r in enumerate(labeled) if i in val_positions]
+    train = [r for i, r in enumerate(labeled) if i not in val_positions] + unlabeled
+    return train, val
+
+
+def natural_key(name: str) -> tuple[int | str, ...]:
+    """Sort key that orders ``slice_2`` before ``slice_10`` (digit runs compare as numbers)."""
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name))
+
+
+def split_by_group(
+    items: Sequence[T],
+    val_fraction: float,
+    seed: int,
+    *,
+    key: Callable[[T], str] | None = None,
+    fold: tuple[int, int] | None = None,
+) -> tuple[list[T], list[T]]:
+    """Split items into (train, validation) by group; a group never lands on both sides.
+
+    Slices of one CT volume are strongly correlated, so 2D data is split by volume/patient
+    group, never by slice. ``key(item)`` gives the group (default: ``item.group``). About
+    ``val_fraction`` of the *groups* (at least one when the fraction is > 0 and there are two
+    or more groups), or the groups of cross-validation fold ``fold=(i, k)``, go to validation,
+    chosen by a seeded permutation (:func:`held_out`) of the naturally sorted groups, so the
+    choice does not depend on listing order; item order is kept within each side.
+    """
+    get: Callable[[T], str] = key if key is not None else (lambda item: item.group)  # type: ignore[attr-defined]
+    groups = sorted({get(item) for item in items}, key=natural_key)
+    val_groups = {groups[i] for i in held_out(len(groups), val_fraction, seed, fold)}
+    train = [item for item in items if get(item) not in val_groups]
+    val = [item for item in items if get(item) in val_groups]
+    return train, val

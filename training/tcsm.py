@@ -7,6 +7,9 @@ student's softmax output is mapped by the same ``T`` and pulled towards the teac
 The public reference implementation evaluates this term under ``torch.no_grad()``, which makes
 it a constant that trains nothing. Here only the teacher side is detached, and
 :func:`tcsm_train_step` refuses to run if the consistency term carries no gradient.
+
+This module is the method alone (plain modules and tensors); ``training.stage_tcsm`` wires it
+into a training run's config, data and loop.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
-from training.augment import (
+from training.invertible_transforms import (
     InterpolationMode,
     PaddingMode,
     SpatialTransform,

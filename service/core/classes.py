@@ -11,6 +11,7 @@ import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+
 @dataclass(frozen=True)
 class CodedConcept:
     """A coded concept as DICOM needs it (scheme designator, value, meaning)."""
@@ -84,7 +85,5 @@ def classes_for(names: Sequence[str]) -> list[ClassInfo]:
     result = []
     for index, name in enumerate(names):
         entry = catalogue_class(name)
-        result.append(
-            ClassInfo(index, name, entry.category, entry.property_type, entry.color_rgb)
-        )
+        result.append(ClassInfo(index, name, entry.category, entry.property_type, entry.color_rgb))
     return result

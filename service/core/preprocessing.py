@@ -31,7 +31,10 @@ def context_indices(num_slices: int, slice_context: int) -> np.ndarray:
         raise ValueError(f"Argument 'num_slices' must be at least 1, got {num_slices}.")
     half = slice_context // 2
     offsets = np.arange(-half, half + 1)
-    return np.clip(np.arange(num_slices)[:, None] + offsets[None, :], 0, num_slices - 1)
+    indices: np.ndarray = np.clip(
+        np.arange(num_slices)[:, None] + offsets[None, :], 0, num_slices - 1
+    )
+    return indices
 
 
 def slice_context_stack(
@@ -46,7 +49,8 @@ def slice_context_stack(
     idx = context_indices(volume.shape[0], slice_context)
     if z is not None:
         idx = idx[np.asarray(z)]
-    return volume[idx]
+    stack: np.ndarray = volume[idx]
+    return stack
 
 
 def _check_sizes(src: int, dst: int) -> None:
@@ -79,7 +83,9 @@ def interpolation_matrix(src: int, dst: int) -> np.ndarray:
 def nearest_indices(src: int, dst: int) -> np.ndarray:
     """Source index of every output sample for nearest-neighbour resizing (labels)."""
     _check_sizes(src, dst)
-    indices = np.minimum(np.floor(np.arange(dst) * (src / dst)).astype(np.int64), src - 1)
+    indices: np.ndarray = np.minimum(
+        np.floor(np.arange(dst) * (src / dst)).astype(np.int64), src - 1
+    )
     indices.setflags(write=False)
     return indices
 
@@ -98,7 +104,8 @@ def resize_planes(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     rows = interpolation_matrix(data.shape[-2], height)
     cols = interpolation_matrix(data.shape[-1], width)
     # (…, h, w) -> (…, H, w) -> (…, H, W)
-    return np.matmul(np.matmul(rows, data), cols.T).astype(np.float32, copy=False)
+    resized: np.ndarray = np.matmul(np.matmul(rows, data), cols.T).astype(np.float32, copy=False)
+    return resized
 
 
 def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -22,7 +22,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 PROTO_ROOT = REPO_ROOT / "protos"
 PROTO_FILES = ("pulmoseg/v1/segmentation.proto",)
 PACKAGE_DIR = Path(__file__).resolve().parent
-_GENERATED_SUFFIXES = ("_pb2.py", "_pb2_grpc.py")
+#: The .pyi type stub lets mypy check the servicer and client against the proto's messages.
+_GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
 
 
 def _relative_imports(text: str) -> str:
@@ -55,6 +56,7 @@ def generate(out_dir: str | Path = PACKAGE_DIR, proto_root: str | Path = PROTO_R
             f"-I{root}",
             f"-I{well_known}",
             f"--python_out={tmp}",
+            f"--pyi_out={tmp}",
             f"--grpc_python_out={tmp}",
             *(str(root / name) for name in PROTO_FILES),
         ]

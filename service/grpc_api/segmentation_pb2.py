@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1epulmoseg/v1/segmentation.proto\x12\x0bpulmoseg.v1\"\xa4\x01\n\x11StudyUploadHeader\x12\x13\n\x0b\x63lient_name\x18\x01 \x01(\t\x12\x38\n\x11segmentation_type\x18\x02 \x01(\x0e\x32\x1d.pulmoseg.v1.SegmentationType\x12$\n\x17\x65xpected_instance_count\x18\x03 \x01(\rH\x00\x88\x01\x01\x42\x1a\n\x18_expected_instance_count\"I\n\rInstanceChunk\x12\x16\n\x0einstance_index\x18\x01 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x12\n\nlast_chunk\x18\x03 \x01(\x08\"\x7f\n\x13SegmentStudyRequest\x12\x30\n\x06header\x18\x01 \x01(\x0b\x32\x1e.pulmoseg.v1.StudyUploadHeaderH\x00\x12+\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x1a.pulmoseg.v1.InstanceChunkH\x00\x42\t\n\x07payload\"+\n\x08Progress\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x10\n\x08\x66raction\x18\x02 \x01(\x02\"(\n\x08SegChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x02 \x01(\x04\"\x9f\x03\n\x0cStudySummary\x12\x16\n\x0estudy_uid_hash\x18\x01 \x01(\t\x12G\n\x10\x63lass_volumes_ml\x18\x02 \x03(\x0b\x32-.pulmoseg.v1.StudySummary.ClassVolumesMlEntry\x12\x15\n\rnum_instances\x18\x03 \x01(\r\x12\x12\n\nmodel_name\x18\x04 \x01(\t\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12\x10\n\x08provider\x18\x06 \x01(\t\x12\x42\n\rstage_seconds\x18\x07 \x03(\x0b\x32+.pulmoseg.v1.StudySummary.StageSecondsEntry\x12\x16\n\x0eseg_size_bytes\x18\x08 \x01(\x04\x12\x12\n\nseg_sha256\x18\t \x01(\t\x1a\x35\n\x13\x43lassVolumesMlEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x33\n\x11StageSecondsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xa6\x01\n\x14SegmentStudyResponse\x12)\n\x08progress\x18\x01 \x01(\x0b\x32\x15.pulmoseg.v1.ProgressH\x00\x12*\n\tseg_chunk\x18\x02 \x01(\x0b\x32\x15.pulmoseg.v1.SegChunkH\x00\x12,\n\x07summary\x18\x03 \x01(\x0b\x32\x19.pulmoseg.v1.StudySummaryH\x00\x42\t\n\x07payload\"\x15\n\x13GetModelInfoRequest\">\n\x0c\x43odedConcept\x12\x0e\n\x06scheme\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x0f\n\x07meaning\x18\x03 \x01(\t\"(\n\x05\x43olor\x12\t\n\x01r\x18\x01 \x01(\r\x12\t\n\x01g\x18\x02 \x01(\r\x12\t\n\x01\x62\x18\x03 \x01(\r\"\xaa\x01\n\tClassInfo\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04name\x18\x02 \x01(\t\x12+\n\x08\x63\x61tegory\x18\x03 \x01(\x0b\x32\x19.pulmoseg.v1.CodedConcept\x12\x30\n\rproperty_type\x18\x04 \x01(\x0b\x32\x19.pulmoseg.v1.CodedConcept\x12!\n\x05\x63olor\x18\x05 \x01(\x0b\x32\x12.pulmoseg.v1.Color\"$\n\x08HuWindow\x12\x0b\n\x03min\x18\x01 \x01(\x01\x12\x0b\n\x03max\x18\x02 \x01(\x01\"*\n\tInputSize\x12\x0c\n\x04rows\x18\x01 \x01(\r\x12\x0f\n\x07\x63olumns\x18\x02 \x01(\r\"\xec\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\'\n\x07\x63lasses\x18\x04 \x03(\x0b\x32\x16.pulmoseg.v1.ClassInfo\x12\x15\n\rslice_context\x18\x05 \x01(\r\x12(\n\thu_window\x18\x06 \x01(\x0b\x32\x15.pulmoseg.v1.HuWindow\x12I\n\x12validation_voldice\x18\x07 \x03(\x0b\x32-.pulmoseg.v1.ModelInfo.ValidationVoldiceEntry\x12*\n\ninput_size\x18\x08 \x01(\x0b\x32\x16.pulmoseg.v1.InputSize\x12\x13\n\x0borientation\x18\t \x01(\t\x1a\x38\n\x16ValidationVoldiceEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*s\n\x10SegmentationType\x12!\n\x1dSEGMENTATION_TYPE_UNSPECIFIED\x10\x00\x12\x1c\n\x18SEGMENTATION_TYPE_BINARY\x10\x01\x12\x1e\n\x1aSEGMENTATION_TYPE_LABELMAP\x10\x02\x32\xb8\x01\n\x13SegmentationService\x12W\n\x0cSegmentStudy\x12 .pulmoseg.v1.SegmentStudyRequest\x1a!.pulmoseg.v1.SegmentStudyResponse(\x01\x30\x01\x12H\n\x0cGetModelInfo\x12 .pulmoseg.v1.GetModelInfoRequest\x1a\x16.pulmoseg.v1.ModelInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1epulmoseg/v1/segmentation.proto\x12\x0bpulmoseg.v1\"\xa4\x01\n\x11StudyUploadHeader\x12\x13\n\x0b\x63lient_name\x18\x01 \x01(\t\x12\x38\n\x11segmentation_type\x18\x02 \x01(\x0e\x32\x1d.pulmoseg.v1.SegmentationType\x12$\n\x17\x65xpected_instance_count\x18\x03 \x01(\rH\x00\x88\x01\x01\x42\x1a\n\x18_expected_instance_count\"I\n\rInstanceChunk\x12\x16\n\x0einstance_index\x18\x01 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x12\n\nlast_chunk\x18\x03 \x01(\x08\"\x7f\n\x13SegmentStudyRequest\x12\x30\n\x06header\x18\x01 \x01(\x0b\x32\x1e.pulmoseg.v1.StudyUploadHeaderH\x00\x12+\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x1a.pulmoseg.v1.InstanceChunkH\x00\x42\t\n\x07payload\"]\n\x08Progress\x12\x10\n\x08\x66raction\x18\x02 \x01(\x02\x12!\n\x05stage\x18\x03 \x01(\x0e\x32\x12.pulmoseg.v1.Stage\x12\x16\n\x0estage_fraction\x18\x04 \x01(\x02J\x04\x08\x01\x10\x02\"(\n\x08SegChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x02 \x01(\x04\"\x9f\x03\n\x0cStudySummary\x12\x16\n\x0estudy_uid_hash\x18\x01 \x01(\t\x12G\n\x10\x63lass_volumes_ml\x18\x02 \x03(\x0b\x32-.pulmoseg.v1.StudySummary.ClassVolumesMlEntry\x12\x15\n\rnum_instances\x18\x03 \x01(\r\x12\x12\n\nmodel_name\x18\x04 \x01(\t\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12\x10\n\x08provider\x18\x06 \x01(\t\x12\x42\n\rstage_seconds\x18\x07 \x03(\x0b\x32+.pulmoseg.v1.StudySummary.StageSecondsEntry\x12\x16\n\x0eseg_size_bytes\x18\x08 \x01(\x04\x12\x12\n\nseg_sha256\x18\t \x01(\t\x1a\x35\n\x13\x43lassVolumesMlEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x33\n\x11StageSecondsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xa6\x01\n\x14SegmentStudyResponse\x12)\n\x08progress\x18\x01 \x01(\x0b\x32\x15.pulmoseg.v1.ProgressH\x00\x12*\n\tseg_chunk\x18\x02 \x01(\x0b\x32\x15.pulmoseg.v1.SegChunkH\x00\x12,\n\x07summary\x18\x03 \x01(\x0b\x32\x19.pulmoseg.v1.StudySummaryH\x00\x42\t\n\x07payload\"\x15\n\x13GetModelInfoRequest\">\n\x0c\x43odedConcept\x12\x0e\n\x06scheme\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x0f\n\x07meaning\x18\x03 \x01(\t\"(\n\x05\x43olor\x12\t\n\x01r\x18\x01 \x01(\r\x12\t\n\x01g\x18\x02 \x01(\r\x12\t\n\x01\x62\x18\x03 \x01(\r\"\xaa\x01\n\tClassInfo\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04name\x18\x02 \x01(\t\x12+\n\x08\x63\x61tegory\x18\x03 \x01(\x0b\x32\x19.pulmoseg.v1.CodedConcept\x12\x30\n\rproperty_type\x18\x04 \x01(\x0b\x32\x19.pulmoseg.v1.CodedConcept\x12!\n\x05\x63olor\x18\x05 \x01(\x0b\x32\x12.pulmoseg.v1.Color\"$\n\x08HuWindow\x12\x0b\n\x03min\x18\x01 \x01(\x01\x12\x0b\n\x03max\x18\x02 \x01(\x01\"*\n\tInputSize\x12\x0c\n\x04rows\x18\x01 \x01(\r\x12\x0f\n\x07\x63olumns\x18\x02 \x01(\r\"\xec\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\'\n\x07\x63lasses\x18\x04 \x03(\x0b\x32\x16.pulmoseg.v1.ClassInfo\x12\x15\n\rslice_context\x18\x05 \x01(\r\x12(\n\thu_window\x18\x06 \x01(\x0b\x32\x15.pulmoseg.v1.HuWindow\x12I\n\x12validation_voldice\x18\x07 \x03(\x0b\x32-.pulmoseg.v1.ModelInfo.ValidationVoldiceEntry\x12*\n\ninput_size\x18\x08 \x01(\x0b\x32\x16.pulmoseg.v1.InputSize\x12\x13\n\x0borientation\x18\t \x01(\t\x1a\x38\n\x16ValidationVoldiceEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*s\n\x10SegmentationType\x12!\n\x1dSEGMENTATION_TYPE_UNSPECIFIED\x10\x00\x12\x1c\n\x18SEGMENTATION_TYPE_BINARY\x10\x01\x12\x1e\n\x1aSEGMENTATION_TYPE_LABELMAP\x10\x02*\xa5\x01\n\x05Stage\x12\x15\n\x11STAGE_UNSPECIFIED\x10\x00\x12\x13\n\x0fSTAGE_RECEIVING\x10\x01\x12\x11\n\rSTAGE_PARSING\x10\x02\x12\x13\n\x0fSTAGE_SELECTING\x10\x03\x12\x10\n\x0cSTAGE_VOLUME\x10\x04\x12\x13\n\x0fSTAGE_INFERENCE\x10\x05\x12\x11\n\rSTAGE_WRITING\x10\x06\x12\x0e\n\nSTAGE_DONE\x10\x07\x32\xb8\x01\n\x13SegmentationService\x12W\n\x0cSegmentStudy\x12 .pulmoseg.v1.SegmentStudyRequest\x1a!.pulmoseg.v1.SegmentStudyResponse(\x01\x30\x01\x12H\n\x0cGetModelInfo\x12 .pulmoseg.v1.GetModelInfoRequest\x1a\x16.pulmoseg.v1.ModelInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,8 +37,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STUDYSUMMARY_STAGESECONDSENTRY']._serialized_options = b'8\001'
   _globals['_MODELINFO_VALIDATIONVOLDICEENTRY']._loaded_options = None
   _globals['_MODELINFO_VALIDATIONVOLDICEENTRY']._serialized_options = b'8\001'
-  _globals['_SEGMENTATIONTYPE']._serialized_start=1843
-  _globals['_SEGMENTATIONTYPE']._serialized_end=1958
+  _globals['_SEGMENTATIONTYPE']._serialized_start=1893
+  _globals['_SEGMENTATIONTYPE']._serialized_end=2008
+  _globals['_STAGE']._serialized_start=2011
+  _globals['_STAGE']._serialized_end=2176
   _globals['_STUDYUPLOADHEADER']._serialized_start=48
   _globals['_STUDYUPLOADHEADER']._serialized_end=212
   _globals['_INSTANCECHUNK']._serialized_start=214
@@ -46,33 +48,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SEGMENTSTUDYREQUEST']._serialized_start=289
   _globals['_SEGMENTSTUDYREQUEST']._serialized_end=416
   _globals['_PROGRESS']._serialized_start=418
-  _globals['_PROGRESS']._serialized_end=461
-  _globals['_SEGCHUNK']._serialized_start=463
-  _globals['_SEGCHUNK']._serialized_end=503
-  _globals['_STUDYSUMMARY']._serialized_start=506
-  _globals['_STUDYSUMMARY']._serialized_end=921
-  _globals['_STUDYSUMMARY_CLASSVOLUMESMLENTRY']._serialized_start=815
-  _globals['_STUDYSUMMARY_CLASSVOLUMESMLENTRY']._serialized_end=868
-  _globals['_STUDYSUMMARY_STAGESECONDSENTRY']._serialized_start=870
-  _globals['_STUDYSUMMARY_STAGESECONDSENTRY']._serialized_end=921
-  _globals['_SEGMENTSTUDYRESPONSE']._serialized_start=924
-  _globals['_SEGMENTSTUDYRESPONSE']._serialized_end=1090
-  _globals['_GETMODELINFOREQUEST']._serialized_start=1092
-  _globals['_GETMODELINFOREQUEST']._serialized_end=1113
-  _globals['_CODEDCONCEPT']._serialized_start=1115
-  _globals['_CODEDCONCEPT']._serialized_end=1177
-  _globals['_COLOR']._serialized_start=1179
-  _globals['_COLOR']._serialized_end=1219
-  _globals['_CLASSINFO']._serialized_start=1222
-  _globals['_CLASSINFO']._serialized_end=1392
-  _globals['_HUWINDOW']._serialized_start=1394
-  _globals['_HUWINDOW']._serialized_end=1430
-  _globals['_INPUTSIZE']._serialized_start=1432
-  _globals['_INPUTSIZE']._serialized_end=1474
-  _globals['_MODELINFO']._serialized_start=1477
-  _globals['_MODELINFO']._serialized_end=1841
-  _globals['_MODELINFO_VALIDATIONVOLDICEENTRY']._serialized_start=1785
-  _globals['_MODELINFO_VALIDATIONVOLDICEENTRY']._serialized_end=1841
-  _globals['_SEGMENTATIONSERVICE']._serialized_start=1961
-  _globals['_SEGMENTATIONSERVICE']._serialized_end=2145
+  _globals['_PROGRESS']._serialized_end=511
+  _globals['_SEGCHUNK']._serialized_start=513
+  _globals['_SEGCHUNK']._serialized_end=553
+  _globals['_STUDYSUMMARY']._serialized_start=556
+  _globals['_STUDYSUMMARY']._serialized_end=971
+  _globals['_STUDYSUMMARY_CLASSVOLUMESMLENTRY']._serialized_start=865
+  _globals['_STUDYSUMMARY_CLASSVOLUMESMLENTRY']._serialized_end=918
+  _globals['_STUDYSUMMARY_STAGESECONDSENTRY']._serialized_start=920
+  _globals['_STUDYSUMMARY_STAGESECONDSENTRY']._serialized_end=971
+  _globals['_SEGMENTSTUDYRESPONSE']._serialized_start=974
+  _globals['_SEGMENTSTUDYRESPONSE']._serialized_end=1140
+  _globals['_GETMODELINFOREQUEST']._serialized_start=1142
+  _globals['_GETMODELINFOREQUEST']._serialized_end=1163
+  _globals['_CODEDCONCEPT']._serialized_start=1165
+  _globals['_CODEDCONCEPT']._serialized_end=1227
+  _globals['_COLOR']._serialized_start=1229
+  _globals['_COLOR']._serialized_end=1269
+  _globals['_CLASSINFO']._serialized_start=1272
+  _globals['_CLASSINFO']._serialized_end=1442
+  _globals['_HUWINDOW']._serialized_start=1444
+  _globals['_HUWINDOW']._serialized_end=1480
+  _globals['_INPUTSIZE']._serialized_start=1482
+  _globals['_INPUTSIZE']._serialized_end=1524
+  _globals['_MODELINFO']._serialized_start=1527
+  _globals['_MODELINFO']._serialized_end=1891
+  _globals['_MODELINFO_VALIDATIONVOLDICEENTRY']._serialized_start=1835
+  _globals['_MODELINFO_VALIDATIONVOLDICEENTRY']._serialized_end=1891
+  _globals['_SEGMENTATIONSERVICE']._serialized_start=2179
+  _globals['_SEGMENTATIONSERVICE']._serialized_end=2363
 # @@protoc_insertion_point(module_scope)

@@ -1,9 +1,15 @@
-"""The SegmentationService servicer: a thin adapter between gRPC and ``StudyPipeline``.
+"""The SegmentationService servicer: a thin adapter between gRPC and ``StudyRunner``.
 
 It receives and validates the upload (``service.grpc_api.upload``), runs ``segment`` on a study
 thread while relaying its progress, and streams back the SEG and a summary. Status codes are
-picked only by ``service.grpc_errors.status_for``; the pipeline is duck-typed (``manifest``,
+picked only by ``service.grpc_errors.status_for``; the runner is duck-typed (``manifest``,
 ``provider``, ``segment``) so this module does not import the heavy inference stack.
+
+Progress goes out through :class:`~service.grpc_api.progress.ProgressRelay`: stages in
+``ProgressStage`` order (RECEIVING is timed and reported here, the pipeline stages come from the
+runner, DONE closes the stream before the summary) with a monotone overall fraction. The
+summary's ``stage_seconds["total"]`` and the ``stage="total"`` duration metric are one number:
+the whole call, upload included.
 """
 
 from __future__ import annotations
@@ -13,16 +19,18 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 
 from service.core.errors import ServiceNotReadyError
+from service.core.progress import ProgressStage
 from service.grpc_api import segmentation_pb2 as pb2
 from service.grpc_api import segmentation_pb2_grpc as pb2_grpc
+from service.grpc_api.progress import ProgressRelay
 from service.grpc_api.upload import UploadReceiver
 from service.grpc_errors import (
     ResourceLimitError,
@@ -33,21 +41,23 @@ from service.grpc_errors import (
 from service.prometheus_metrics import ServiceMetrics
 from service.settings import ServiceSettings
 
+if TYPE_CHECKING:
+    from service.app.study_result import StudyResult
+
 logger = logging.getLogger(__name__)
 
-#: Pipeline stage names -> the progress stages of the API.
-PROGRESS_STAGES = {
-    "parse": "parsing",
-    "volume": "parsing",
-    "inference": "inference",
-    "seg_write": "writing",
-}
+
+def _abort_call(context: grpc.ServicerContext, code: grpc.StatusCode, details: str) -> NoReturn:
+    """``context.abort`` always raises; saying so lets the type checker follow the control flow."""
+    context.abort(code, details)
+    raise AssertionError("grpc.ServicerContext.abort returned")  # pragma: no cover
+
+
 _SEG_TYPES = {
     pb2.SEGMENTATION_TYPE_UNSPECIFIED: "BINARY",
     pb2.SEGMENTATION_TYPE_BINARY: "BINARY",
     pb2.SEGMENTATION_TYPE_LABELMAP: "LABELMAP",
 }
-_PROGRESS_STEP = 0.05
 
 
 class ServingState:
@@ -68,8 +78,12 @@ class ServingState:
         return self.pipeline
 
 
-def _progress(stage: str, fraction: float) -> pb2.SegmentStudyResponse:
-    return pb2.SegmentStudyResponse(progress=pb2.Progress(stage=stage, fraction=fraction))
+def _progress(
+    relay: ProgressRelay, stage: ProgressStage, fraction: float
+) -> list[pb2.SegmentStudyResponse]:
+    """The response to send for this event: none when the relay skips it, else one."""
+    event = relay.event(stage, fraction)
+    return [] if event is None else [pb2.SegmentStudyResponse(progress=event)]
 
 
 class SegmentationServicer(pb2_grpc.SegmentationServiceServicer):
@@ -112,7 +126,7 @@ class SegmentationServicer(pb2_grpc.SegmentationServiceServicer):
             return self._model_info(self._state.require())
         except Exception as exc:
             code = self._abort("GetModelInfo", exc, context)
-            context.abort(code, status_for(exc)[1])
+            _abort_call(context, code, status_for(exc)[1])
         finally:
             self._metrics.record_request("GetModelInfo", code.name)
 
@@ -174,22 +188,24 @@ class SegmentationServicer(pb2_grpc.SegmentationServiceServicer):
             )
         self._metrics.in_progress.inc()
         started = time.perf_counter()
+        relay = ProgressRelay()
         try:
             receiver = UploadReceiver(self._settings.max_upload_bytes)
-            sent = 0.0
             for request in requests:
                 before = receiver.total_bytes
                 completed = receiver.add(request)
                 self._metrics.record_upload(receiver.total_bytes - before)
                 header = receiver.header
-                if completed and header is not None and header.expected_instance_count:
-                    fraction = min(len(receiver.instances) / header.expected_instance_count, 1.0)
-                    if fraction - sent >= _PROGRESS_STEP:
-                        sent = fraction
-                        yield _progress("receiving", fraction)
+                if header is None:
+                    continue
+                if not completed:  # the header, or a chunk inside an instance
+                    yield from _progress(relay, ProgressStage.RECEIVING, 0.0)
+                elif header.expected_instance_count:
+                    fraction = len(receiver.instances) / header.expected_instance_count
+                    yield from _progress(relay, ProgressStage.RECEIVING, min(fraction, 0.99))
             upload = receiver.finish()
-            if sent < 1.0:
-                yield _progress("receiving", 1.0)
+            yield from _progress(relay, ProgressStage.RECEIVING, 1.0)
+            receiving_s = time.perf_counter() - started
             seg_type = _SEG_TYPES.get(upload.header.segmentation_type)
             if seg_type is None:
                 raise UnsupportedRequestError(
@@ -203,16 +219,22 @@ class SegmentationServicer(pb2_grpc.SegmentationServiceServicer):
                 len(upload.instances),
                 upload.total_bytes,
             )
-            result = yield from self._run_pipeline(pipeline, upload.instances, seg_type, context)
+            result = yield from self._run_pipeline(
+                pipeline, upload.instances, seg_type, context, relay
+            )
             seg = result.seg_bytes
             step = self._settings.chunk_bytes
             for offset in range(0, len(seg), step):
                 yield pb2.SegmentStudyResponse(
                     seg_chunk=pb2.SegChunk(data=seg[offset : offset + step], offset=offset)
                 )
-            total = time.perf_counter() - started
-            stage_seconds = {k: float(v) for k, v in result.timings.items()}
-            stage_seconds.setdefault("total", total)
+            yield from _progress(relay, ProgressStage.DONE, 1.0)
+            total = time.perf_counter() - started  # one number: the summary and the metric
+            stage_seconds = {
+                ProgressStage.RECEIVING.value: receiving_s,
+                **{k: float(v) for k, v in result.stage_seconds.items()},
+                "total": total,
+            }
             yield pb2.SegmentStudyResponse(
                 summary=pb2.StudySummary(
                     study_uid_hash=result.study_uid_hash,
@@ -226,7 +248,7 @@ class SegmentationServicer(pb2_grpc.SegmentationServiceServicer):
                     seg_sha256=hashlib.sha256(seg).hexdigest(),
                 )
             )
-            self._metrics.record_study(total, result.timings)
+            self._metrics.record_study(total, stage_seconds)
             logger.info(
                 "study %s answered: %d instances, %.2f s, provider %s",
                 result.study_uid_hash,
@@ -239,10 +261,15 @@ class SegmentationServicer(pb2_grpc.SegmentationServiceServicer):
             self._slots.release()
 
     def _run_pipeline(
-        self, pipeline: Any, instances: list[bytes], seg_type: str, context: grpc.ServicerContext
-    ) -> Iterator[pb2.SegmentStudyResponse]:
+        self,
+        pipeline: Any,
+        instances: list[bytes],
+        seg_type: str,
+        context: grpc.ServicerContext,
+        relay: ProgressRelay,
+    ) -> Generator[pb2.SegmentStudyResponse, None, StudyResult]:
         """Run ``segment`` on a study thread and relay its progress; returns the StudyResult."""
-        events: queue.SimpleQueue[tuple[str, float]] = queue.SimpleQueue()
+        events: queue.SimpleQueue[tuple[ProgressStage, float]] = queue.SimpleQueue()
         future = self._studies.submit(
             pipeline.segment,
             instances,
@@ -250,17 +277,13 @@ class SegmentationServicer(pb2_grpc.SegmentationServiceServicer):
             on_progress=lambda stage, fraction: events.put((stage, fraction)),
             is_cancelled=lambda: not context.is_active(),
         )
-        last: tuple[str, float] = ("", -1.0)
         try:
             while not (future.done() and events.empty()):
                 try:
                     stage, fraction = events.get(timeout=0.05)
                 except queue.Empty:
                     continue
-                name = PROGRESS_STAGES.get(stage, stage)
-                if name != last[0] or fraction - last[1] >= _PROGRESS_STEP or fraction >= 1.0:
-                    last = (name, fraction)
-                    yield _progress(name, float(fraction))
+                yield from _progress(relay, stage, fraction)
             return future.result()
         finally:
             # Keep the study slot until the pipeline has really stopped (it polls is_cancelled).

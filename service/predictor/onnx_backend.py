@@ -79,7 +79,8 @@ class OnnxBackend(InferenceBackend):
         )
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: batch})[0]
+        output: np.ndarray = self.session.run(None, {self.input_name: batch})[0]
+        return output
 
 
 def load_onnx_predictor(

@@ -46,14 +46,16 @@ class InputGeometry:
 
     @classmethod
     def from_manifest(cls, manifest: ModelManifest) -> InputGeometry:
-        return cls(manifest.slice_context, tuple(manifest.input_size), len(manifest.classes))
+        height, width = manifest.input_size
+        return cls(manifest.slice_context, (int(height), int(width)), len(manifest.classes))
 
 
 def softmax(logits: np.ndarray, axis: int = 1) -> np.ndarray:
     """Numerically stable softmax (float32)."""
     shifted = logits - logits.max(axis=axis, keepdims=True)
     exp = np.exp(shifted, dtype=np.float32)
-    return exp / exp.sum(axis=axis, keepdims=True)
+    probabilities: np.ndarray = exp / exp.sum(axis=axis, keepdims=True)
+    return probabilities
 
 
 class Predictor:
@@ -91,7 +93,9 @@ class Predictor:
     ) -> np.ndarray:
         """Class probabilities (K, z, y, x) float32 for a (z, y, x) volume in input units."""
         if not isinstance(volume, np.ndarray):
-            raise TypeError(f"Argument 'volume' must be a numpy array, got {type(volume).__name__}.")
+            raise TypeError(
+                f"Argument 'volume' must be a numpy array, got {type(volume).__name__}."
+            )
         if volume.ndim != 3 or min(volume.shape) < 1:
             raise ValueError(
                 f"Argument 'volume' must be a non-empty 3-D (z, y, x) array, got shape "
@@ -127,7 +131,8 @@ class Predictor:
     def predict_labels(self, volume: np.ndarray, **kwargs: object) -> np.ndarray:
         """Label volume (z, y, x) uint8: argmax of the class probabilities."""
         probs = self.predict_probabilities(volume, **kwargs)  # type: ignore[arg-type]
-        return probs.argmax(axis=0).astype(np.uint8)
+        labels: np.ndarray = probs.argmax(axis=0).astype(np.uint8)
+        return labels
 
     def _check_output(self, output: np.ndarray, batch: int) -> None:
         expected = (batch, self.geometry.num_classes, *self.geometry.input_size)

@@ -16,7 +16,9 @@ class TorchBackend(InferenceBackend):
 
     def __init__(self, model: torch.nn.Module, device: torch.device | str | None = None) -> None:
         if not isinstance(model, torch.nn.Module):
-            raise TypeError(f"Argument 'model' must be a torch.nn.Module, got {type(model).__name__}.")
+            raise TypeError(
+                f"Argument 'model' must be a torch.nn.Module, got {type(model).__name__}."
+            )
         self.model = model
         if device is None:
             first = next(model.parameters(), None)
@@ -32,4 +34,5 @@ class TorchBackend(InferenceBackend):
             output = self.model(torch.from_numpy(batch).to(self.device))
         finally:
             self.model.train(was_training)
-        return output.float().cpu().numpy()
+        result: np.ndarray = output.float().cpu().numpy()
+        return result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from concurrent.futures import CancelledError
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +12,16 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
-from service.dicom_input import load_instances_from_dir, parse_instance, select_ct_series
 from service.core.errors import InvalidStudyError
-from training.phantom_io import write_ct_series
+from service.dicom_input import (
+    StudySource,
+    load_instances_from_dir,
+    load_study,
+    parse_instance,
+    parse_instances,
+    select_ct_series,
+)
+from training.phantom import write_ct_series
 
 SPACING = (2.5, 0.75, 0.8)
 
@@ -215,3 +223,35 @@ def test_select_rejects_empty_and_wrong_types():
         select_ct_series([])
     with pytest.raises(TypeError, match="'datasets' item 0 must be a pydicom Dataset, got bytes"):
         select_ct_series([b"DICM"])  # type: ignore[list-item]
+
+
+def test_parse_instances_reports_progress_to_one(tmp_path):
+    blobs = [p.read_bytes() for p in make_series(tmp_path / "s", 40)]
+    fractions: list[float] = []
+    datasets = parse_instances(blobs, on_progress=fractions.append)
+    assert [ds.InstanceNumber for ds in datasets] == list(range(1, 41))
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0 and len(fractions) >= 3
+
+
+def test_parse_instances_stops_when_cancelled_and_names_bad_instances(tmp_path):
+    blobs = [p.read_bytes() for p in make_series(tmp_path / "s", 2)]
+    with pytest.raises(CancelledError):
+        parse_instances(blobs, is_cancelled=lambda: True)
+    with pytest.raises(InvalidStudyError, match="Instance 'instance #2' is not DICOM"):
+        parse_instances([*blobs, b"not dicom at all"])
+    with pytest.raises(InvalidStudyError, match="No DICOM instances were sent"):
+        parse_instances([])
+
+
+def test_study_source_from_bytes_or_folder(tmp_path):
+    paths = make_series(tmp_path / "s", 3)
+    from_folder = load_study(StudySource.from_folder(tmp_path / "s"))
+    from_bytes = load_study(StudySource.from_bytes([p.read_bytes() for p in paths]))
+    uids = sorted(ds.SOPInstanceUID for ds in from_folder)
+    assert sorted(ds.SOPInstanceUID for ds in from_bytes) == uids
+    with pytest.raises(ValueError, match="exactly one of 'instances' or 'folder', got both"):
+        StudySource(instances=[b"x"], folder=tmp_path)
+    with pytest.raises(ValueError, match="got neither"):
+        StudySource()
+    with pytest.raises(TypeError, match="'source' must be a StudySource, got str"):
+        load_study(str(tmp_path))  # type: ignore[arg-type]

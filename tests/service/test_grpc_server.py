@@ -25,10 +25,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydicom.uid import MRImageStorage, SegmentationStorage
 
 from service.client import ClientError, SegmentationClient, upload_requests
+from service.core.manifest import read_model_manifest
+from service.core.progress import ProgressStage
 from service.grpc_api import SERVICE_NAME
 from service.grpc_api import segmentation_pb2 as pb2
 from service.grpc_api import segmentation_pb2_grpc as pb2_grpc
-from service.core.manifest import read_model_manifest
+from service.grpc_api.progress import stage_from_proto
 from service.server import RunningServer, build_server
 from service.settings import load_settings
 
@@ -182,7 +184,7 @@ def test_model_info_describes_the_manifest(
 def test_phantom_study_end_to_end(
     client: SegmentationClient, server: RunningServer, held_out_study, exported_model: Path
 ) -> None:
-    progress: list[tuple[str, float]] = []
+    progress: list[tuple[ProgressStage, float]] = []
     result = client.segment_directory(
         held_out_study.dicom_dir, lambda s, f: progress.append((s, f))
     )
@@ -206,12 +208,79 @@ def test_phantom_study_end_to_end(
     assert (summary["model_name"], summary["provider"]) == (manifest.name, "CPUExecutionProvider")
     assert set(summary["class_volumes_ml"]) == {c.name for c in manifest.foreground_classes}
     assert summary["class_volumes_ml"]["lung"] > 100.0  # phantom lungs are litres, not drops
-    assert {"parse", "inference", "seg_write"} <= set(summary["stage_seconds"])
+    assert sorted(summary["stage_seconds"]) == sorted(
+        [s.value for s in ProgressStage if s is not ProgressStage.DONE] + ["total"]
+    )  # the proto map has no order; the names are the stage names plus "total"
 
-    stages = [s for s, _ in progress]
-    order = [stages.index(name) for name in ("receiving", "parsing", "inference", "writing")]
-    assert order == sorted(order), stages
-    assert all(0.0 <= f <= 1.0 for _, f in progress)
+    # The client reports ProgressStage members: every stage in order, ending at DONE / 1.0.
+    assert all(isinstance(s, ProgressStage) for s, _ in progress)
+    assert list(dict.fromkeys(s for s, _ in progress)) == list(ProgressStage)
+    assert progress[-1] == (ProgressStage.DONE, 1.0)
+
+
+def test_progress_events_of_a_real_upload(server: RunningServer, held_out_study) -> None:
+    """The whole response stream, raw: stages declared and in order, fractions monotone."""
+    files = _study_files(held_out_study)
+    with grpc.insecure_channel(server.address) as channel:
+        stub = pb2_grpc.SegmentationServiceStub(channel)
+        responses = list(
+            stub.SegmentStudy(
+                upload_requests(files, expected_count=len(files), chunk_bytes=16 * 1024),
+                timeout=120,
+            )
+        )
+    kinds = [r.WhichOneof("payload") for r in responses]
+    assert kinds[-1] == "summary" and kinds.count("summary") == 1
+    first_chunk = kinds.index("seg_chunk")
+    assert set(kinds[first_chunk:-2]) == {"seg_chunk"}  # the SEG, then DONE, then the summary
+    events = [r.progress for r in responses if r.HasField("progress")]
+    stages = [stage_from_proto(e.stage) for e in events]  # raises for an undeclared stage
+    assert list(dict.fromkeys(stages)) == list(ProgressStage)  # every stage, in enum order
+    order = [list(ProgressStage).index(s) for s in stages]
+    assert order == sorted(order)
+    fractions = [e.fraction for e in events]
+    assert fractions == sorted(fractions), fractions  # monotone: never jumps back to 0
+    assert fractions[0] >= 0.0 and fractions[-1] == 1.0
+    assert (stages[-1], events[-1].stage_fraction) == (ProgressStage.DONE, 1.0)
+    assert kinds[-2] == "progress" and stage_from_proto(responses[-2].progress.stage) is (
+        ProgressStage.DONE
+    )
+    for stage in ProgressStage:
+        own = [e.stage_fraction for e, s in zip(events, stages, strict=True) if s is stage]
+        assert own == sorted(own) and own[-1] == 1.0 and all(0.0 <= f <= 1.0 for f in own)
+    assert 1 < stages.count(ProgressStage.RECEIVING) <= len(files) + 1  # the upload is tracked
+
+
+def test_summary_total_is_the_metric_total_and_includes_the_upload(
+    server: RunningServer, client: SegmentationClient, held_out_study
+) -> None:
+    def total_seconds() -> float:
+        registry = server.metrics.registry
+        value = registry.get_sample_value(
+            "pulmoseg_request_duration_seconds_sum", {"stage": "total"}
+        )
+        return value or 0.0
+
+    before = total_seconds()
+    seconds = client.segment_directory(held_out_study.dicom_dir).summary["stage_seconds"]
+    assert total_seconds() - before == pytest.approx(seconds["total"], abs=1e-9)
+    stages = [s.value for s in ProgressStage if s is not ProgressStage.DONE]
+    assert seconds["receiving"] > 0.0
+    assert seconds["total"] >= sum(seconds[s] for s in stages)
+
+
+def test_highdicom_rejection_is_invalid_argument_naming_the_attribute(
+    client: SegmentationClient, held_out_study, tmp_path: Path
+) -> None:
+    for path in _study_files(held_out_study):
+        ds = pydicom.dcmread(path)
+        ds.PatientSex = "X"  # a value highdicom cannot carry into the SEG
+        ds.save_as(tmp_path / path.name)
+    with pytest.raises(
+        ClientError, match=r"rejected the study: .*PatientSex \(0010,0040\)"
+    ) as info:
+        client.segment_directory(tmp_path)
+    assert info.value.code is grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_non_dicom_is_invalid_argument_and_server_keeps_serving(
@@ -361,10 +430,10 @@ def test_cancelling_during_the_pipeline_stops_the_study(
         with pytest.raises(grpc.RpcError) as info:
             for response in call:
                 stages.append(response.progress.stage)
-                if response.progress.stage == "parsing":  # the pipeline is running now
+                if response.progress.stage == pb2.STAGE_PARSING:  # the pipeline is running now
                     call.cancel()
     assert info.value.code() is grpc.StatusCode.CANCELLED
-    assert "parsing" in stages and "writing" not in stages
+    assert pb2.STAGE_PARSING in stages and pb2.STAGE_WRITING not in stages
     _wait_until_idle(server)
     deadline = time.monotonic() + 10
     while _requests(server.metrics_port, "SegmentStudy", "CANCELLED") == cancelled_before:
@@ -411,7 +480,7 @@ def test_metrics_scraped_after_a_study(
     uploaded = after["pulmoseg_upload_bytes_total"][()] - before["pulmoseg_upload_bytes_total"][()]
     assert uploaded == sent
     counts = after["pulmoseg_request_duration_seconds_count"]
-    for stage in ("total", "parse", "volume", "inference", "seg_write"):
+    for stage in ("total", *(s.value for s in ProgressStage if s is not ProgressStage.DONE)):
         assert counts[(("stage", stage),)] >= 1, stage
     assert after["pulmoseg_studies_in_progress"][()] == 0.0
     assert after["pulmoseg_model_loaded"][()] == 1.0

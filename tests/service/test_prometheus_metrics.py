@@ -37,7 +37,7 @@ def test_endpoint_exposes_recorded_values(served: tuple[ServiceMetrics, MetricsS
     metrics.record_request("SegmentStudy", "OK")
     metrics.record_request("SegmentStudy", "INVALID_ARGUMENT")
     metrics.record_upload(1500)
-    metrics.record_study(3.0, {"parse": 0.5, "inference": 2.0, "bogus_stage": 9.0})
+    metrics.record_study(3.0, {"parsing": 0.5, "inference": 2.0, "bogus_stage": 9.0})
     metrics.set_model("lungnet", "1.2.0", "CPUExecutionProvider")
 
     s = scrape(server.port)
@@ -55,7 +55,7 @@ def test_endpoint_exposes_recorded_values(served: tuple[ServiceMetrics, MetricsS
         s["pulmoseg_request_duration_seconds_bucket"][(("le", "1.0"), ("stage", "inference"))] == 0
     )
     stages = {dict(k)["stage"] for k in s["pulmoseg_request_duration_seconds_count"]}
-    assert stages == {"total", "parse", "inference"}  # unknown stage names are not exported
+    assert stages == {"total", "parsing", "inference"}  # unknown stage names are not exported
     info = (("name", "lungnet"), ("provider", "CPUExecutionProvider"), ("version", "1.2.0"))
     assert s["pulmoseg_model_info"] == {info: 1.0}
     assert s["pulmoseg_model_loaded"][()] == 1.0

@@ -30,7 +30,11 @@ def test_committed_stubs_match_the_proto(tmp_path: Path) -> None:
             "byte equality only holds for the same generator version"
         )
     written = generate.generate(tmp_path)
-    assert sorted(p.name for p in written) == ["segmentation_pb2.py", "segmentation_pb2_grpc.py"]
+    assert sorted(p.name for p in written) == [
+        "segmentation_pb2.py",
+        "segmentation_pb2.pyi",
+        "segmentation_pb2_grpc.py",
+    ]
     for fresh in written:
         stale = committed / fresh.name
         assert fresh.read_bytes() == stale.read_bytes(), (

@@ -12,10 +12,10 @@ from pydicom.data import get_testdata_file
 from pydicom.encaps import encapsulate
 from pydicom.uid import MPEG2MPML, JPEG2000Lossless, RLELossless, generate_uid
 
-from service.dicom_input import parse_instance
 from service.core.errors import InvalidStudyError
+from service.dicom_input import parse_instance
 from service.volume import series_to_volume
-from training.phantom_io import write_ct_series
+from training.phantom import write_ct_series
 
 SPACING = (2.5, 0.75, 0.8)
 

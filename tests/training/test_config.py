@@ -9,6 +9,7 @@ import yaml
 
 from training.config import (
     STAGE_NAMES,
+    DataConfig,
     TrainConfig,
     config_from_dict,
     load_config,
@@ -116,8 +117,88 @@ def test_bad_values_fail_with_a_specific_message(raw: dict, message: str) -> Non
 def test_wrong_types_name_the_key() -> None:
     with pytest.raises(TypeError, match=r"'stages' must be a list"):
         config_from_dict({"stages": "supervised"})
-    with pytest.raises(TypeError, match=r"'runtime\.tensorboard' must be true or false"):
+    with pytest.raises(
+        TypeError, match=r"'runtime\.tensorboard' must be a boolean \(true or false\), got 'yes'"
+    ):
         config_from_dict({"runtime": {"tensorboard": "yes"}})
+    with pytest.raises(TypeError, match=r"'optim\.epochs' must be an integer, got 2\.5"):
+        config_from_dict({"optim": {"epochs": 2.5}})
+    with pytest.raises(TypeError, match=r"'optim\.epochs' must be an integer, got True"):
+        config_from_dict({"optim": {"epochs": True}})
+    with pytest.raises(TypeError, match=r"'model\.input_size\[1\]' must be an integer, got 'x'"):
+        config_from_dict({"model": {"input_size": [64, "x"]}})
+    with pytest.raises(TypeError, match=r"Config key 'data' must be a mapping, got 'here'"):
+        config_from_dict({"data": "here"})
+
+
+@pytest.mark.parametrize(("given", "count"), [([4, 4, 8], 3), ([4, 4, 8, 8, 16, 4, 4], 7)])
+def test_fixed_length_lists_say_how_many_items(given: list[int], count: int) -> None:
+    with pytest.raises(ValueError, match=rf"'model\.features' must have 6 items, got {count}\.$"):
+        config_from_dict({"model": {"features": given}})
+
+
+def test_yaml_scalars_convert_like_the_old_loader() -> None:
+    # PyYAML reads 1e-3 (no dot) as a string and 1.0 as a float; both mean what was written.
+    config = config_from_dict({"optim": {"lr": "1e-3"}, "export": {"version": 1.0}})
+    assert config.optim.lr == 0.001
+    assert config.export.version == "1.0"
+
+
+def test_errors_from_a_file_name_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "exp.yaml"
+    path.write_text("optim:\n  epohcs: 3\n")
+    with pytest.raises(
+        ValueError,
+        match=r"Unknown config key 'optim\.epohcs' in config file '.*exp\.yaml'\. "
+        r"Did you mean 'optim\.epochs'\?",
+    ):
+        load_config(path)
+    path.write_text("tcsm:\n  lr: fast\n")
+    with pytest.raises(TypeError, match=r"'tcsm\.lr' must be a number, got 'fast' \(from config"):
+        load_config(path)
+    path.write_text("- supervised\n")
+    with pytest.raises(ValueError, match=r"Config file '.*exp\.yaml' must hold a mapping"):
+        load_config(path)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_assignment_is_checked_and_a_rejected_value_is_not_kept() -> None:
+    config = config_from_dict({})
+    config.data.root = "data/elsewhere"
+    config.model.input_size = (64, 64)
+    config.stages = ("supervised", "tcsm")
+    assert (config.data.root, config.model.input_size) == ("data/elsewhere", (64, 64))
+    with pytest.raises(ValueError, match=r"'data\.cv_folds' must be 0 \(off\) or >= 2, got 1"):
+        config.data.cv_folds = 1
+    assert config.data.cv_folds == 0
+    with pytest.raises(TypeError, match=r"'model\.input_size' must be a list"):
+        config.model.input_size = 64  # type: ignore[assignment]
+    with pytest.raises(ValueError, match=r"unknown stage 'tcms'.*Did you mean 'tcsm'\?"):
+        config.stages = ("tcms",)
+    assert config.stages == ("supervised", "tcsm")
+
+
+def test_assigning_a_misspelt_key_fails_instead_of_being_ignored() -> None:
+    config = config_from_dict({})
+    with pytest.raises(
+        AttributeError, match=r"'optim\.epoch' does not exist\. Did you mean 'optim\.epochs'"
+    ):
+        config.optim.epoch = 3  # type: ignore[attr-defined]
+
+
+def test_sections_built_directly_are_checked() -> None:
+    with pytest.raises(ValueError, match=r"'data\.kind' must be one of .*Did you mean 'slices2d'"):
+        DataConfig(kind="slice2d")
+    with pytest.raises(TypeError, match=r"'data\.val_fraction' must be a number, got 'most'"):
+        DataConfig(val_fraction="most")  # type: ignore[arg-type]
+
+
+def test_checkpoint_dict_round_trip_keeps_tuples() -> None:
+    config = config_from_dict(_non_default())
+    saved = config.to_dict()  # what training.loop stores in every checkpoint
+    assert saved["model"]["features"] == (4, 4, 8, 8, 16, 4)
+    assert config_from_dict(saved) == config
 
 
 @pytest.mark.parametrize("name", ["demo", "phantom_supervised", "phantom_tcsm"])

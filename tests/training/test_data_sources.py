@@ -11,9 +11,9 @@ from PIL import Image
 
 from training.config import DATA_KINDS, DataConfig, TrainConfig, config_from_dict
 from training.data_sources import DataKind, SliceSource, VolumeSource, data_source
-from training.evaluate import evaluate_model
+from training.evaluation import evaluate_model
+from training.experiment import run_experiment
 from training.export import export_onnx
-from training.stages import run_experiment
 
 CLASSES = ["background", "ggo", "consolidation"]
 #: Pixel value of each raw mask class in the synthetic slices (a lesion is brighter).

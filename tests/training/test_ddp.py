@@ -15,11 +15,10 @@ import torch.multiprocessing as mp
 
 from training.config import config_from_dict, save_config
 from training.distributed import state_digest
+from training.experiment import run_experiment, seed_everything
 from training.export import load_checkpoint
 from training.networks import build_network
 from training.phantom import generate_dataset
-from training.stages import run_experiment
-from training.train import seed_everything
 
 REPO = Path(__file__).resolve().parents[2]
 STAGES = ["pretrain_global", "pretrain_local", "supervised", "tcsm"]
@@ -113,7 +112,7 @@ def test_torchrun_cli_trains_with_two_processes(ddp_data: Path, tmp_path: Path) 
         "--nproc_per_node=2",
         f"--master_port={_free_port()}",
         "-m",
-        "training.stages",
+        "training.experiment",
         "--config",
         str(path),
         "--stages",

@@ -81,10 +81,28 @@ def test_export_matches_pytorch_and_carries_manifest(tmp_path: Path) -> None:
 
 def test_export_refuses_when_parity_fails_and_leaves_no_file(tmp_path: Path) -> None:
     ckpt = _tiny_checkpoint(tmp_path)
-    with pytest.raises(ExportParityError, match="differs from PyTorch"):
+    with pytest.raises(ExportParityError, match="probabilities differ from PyTorch"):
         export_onnx(ckpt, tmp_path / "out" / "m.onnx", tolerance=0.0 - 1.0)
     assert not (tmp_path / "out" / "m.onnx").exists()
     assert list((tmp_path / "out").iterdir()) == []  # no temp files left behind
+
+
+def test_parity_is_judged_on_probabilities_not_logit_scale(tmp_path: Path) -> None:
+    """Large logits carry float rounding above 1e-4 that changes no probability: accept."""
+    ckpt = _tiny_checkpoint(tmp_path)
+    state = torch.load(ckpt, weights_only=False)
+    for key in ("unet.final_conv.weight", "unet.final_conv.bias"):
+        state["model"][key] = state["model"][key] * 300.0
+    torch.save(state, ckpt)
+    result = export_onnx(ckpt, tmp_path / "m.onnx")
+    assert result.max_abs_diff <= 1e-4
+
+    net, _, _ = load_checkpoint(ckpt)
+    x = np.random.default_rng(0).uniform(-1000, 400, (2, 3, 32, 32)).astype(np.float32)
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        logit_diff = np.abs(session.run(None, {"hu": x})[0] - net(torch.from_numpy(x)).numpy())
+    assert logit_diff.max() > 1e-4  # an absolute check on logits would have refused this model
 
 
 def test_export_rejects_non_checkpoint(tmp_path: Path) -> None:
@@ -164,7 +182,9 @@ def test_export_ensemble_runs_in_the_service_and_averages_member_scores(tmp_path
     hu = np.random.default_rng(3).uniform(-1100, 400, (6, 32, 32)).astype(np.float32)
     probs = load_onnx_predictor(tmp_path / "ens.onnx").predict_probabilities(hu)
     members = [
-        load_onnx_predictor(export_onnx(c, tmp_path / f"m{i}.onnx").onnx_path).predict_probabilities(hu)
+        load_onnx_predictor(
+            export_onnx(c, tmp_path / f"m{i}.onnx").onnx_path
+        ).predict_probabilities(hu)
         for i, c in enumerate(ckpts)
     ]
     np.testing.assert_allclose(probs, np.mean(members, axis=0), atol=1e-4)

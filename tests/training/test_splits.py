@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from training.datasets import StudyRecord, split_studies
-from training.slices2d import group_of, split_by_group
-from training.splits import check_fold, held_out
+from training.datasets import StudyRecord
+from training.slice_folders import group_of
+from training.splits import check_fold, held_out, natural_key, split_by_group, split_studies
 
 
 @pytest.mark.parametrize(("n", "folds"), [(50, 5), (13, 4), (3, 3)])
@@ -73,3 +73,24 @@ def test_study_folds_keep_unlabeled_studies_for_training(tmp_path: Path) -> None
         assert {"s6", "s7"} <= {r.study_id for r in train}
         validated += [r.study_id for r in val]
     assert sorted(validated) == [f"s{i}" for i in range(6)]
+
+
+def test_split_by_group_never_leaks_a_group() -> None:
+    names = [f"vol{v}_{s}.jpg" for v in range(9) for s in range(1, 1 + v % 4 + 1)]
+    names += [f"{i}.jpg" for i in range(6)]  # groups of their own
+    items = [(n, group_of(n)) for n in names]
+    for seed in range(10):
+        train, val = split_by_group(items, 0.25, seed, key=lambda it: it[1])
+        assert sorted(train + val) == sorted(items)
+        assert not {g for _, g in train} & {g for _, g in val}
+        assert len({g for _, g in val}) == 4  # round(0.25 * 15 groups)
+    a = split_by_group(items, 0.25, 3, key=lambda it: it[1])
+    assert a == split_by_group(items, 0.25, 3, key=lambda it: it[1])
+    assert split_by_group(items, 0.0, 0, key=lambda it: it[1]) == (items, [])
+    with pytest.raises(ValueError, match="'val_fraction' must be in"):
+        split_by_group(items, 1.0, 0, key=lambda it: it[1])
+
+
+def test_natural_key_orders_numbered_names_numerically() -> None:
+    names = ["vol_10", "vol_2", "vol_1", "a_3", "vol_1b"]
+    assert sorted(names, key=natural_key) == ["a_3", "vol_1", "vol_1b", "vol_2", "vol_10"]

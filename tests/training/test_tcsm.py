@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from training.augment import SpatialTransform, apply
+from training.invertible_transforms import SpatialTransform, apply
 from training.losses import build_supervised_loss
 from training.tcsm import (
     EMATeacher,

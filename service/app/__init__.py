@@ -1,0 +1,12 @@
+"""The MONAI Deploy application of pulmoseg: one study in, a DICOM-SEG out.
+
+* ``application`` — :class:`LungSegmentationApp`, the Application that composes the operators;
+* ``operators`` — the operators, passing data through declared ports;
+* ``study_result`` — what a study yields (SEG bytes, per-class volumes, timings);
+* ``study_runner`` — :class:`StudyRunner`: the warm predictor plus one graph per study, the plain
+  call behind both the gRPC server and the command line;
+* ``__main__`` — ``python -m service.app -i DICOM_DIR -o OUT_DIR -m model.onnx``, also the entry
+  point of the MONAI Application Package (``app.yaml``).
+
+Importing this package loads nothing heavy; import the submodules you need.
+"""

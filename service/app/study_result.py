@@ -1,0 +1,46 @@
+"""What one study yields: the SEG plus a summary that is safe to log (no patient data)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from service.core.identifiers import uid_hash
+from service.core.manifest import ModelManifest
+from service.core.segmentation_metrics import class_volumes_ml
+from service.volume import CTVolume
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    """The outcome of one study.
+
+    ``stage_seconds`` is keyed by ``ProgressStage`` value ("parsing" … "writing");
+    ``seconds`` is the wall time of the whole graph run, overhead included.
+    """
+
+    seg_bytes: bytes = field(repr=False)
+    study_uid_hash: str
+    class_volumes_ml: dict[str, float]
+    num_instances: int
+    labels: np.ndarray = field(repr=False)
+    volume: CTVolume = field(repr=False)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def summarise_study(
+    volume: CTVolume, labels: np.ndarray, seg_bytes: bytes, manifest: ModelManifest
+) -> StudyResult:
+    """Per-class volumes (mL, by class name) and the identifiers a log may show."""
+    foreground = manifest.foreground_classes
+    volumes = class_volumes_ml(labels, volume.spacing_zyx, [c.index for c in foreground])
+    return StudyResult(
+        seg_bytes=seg_bytes,
+        study_uid_hash=uid_hash(str(volume.datasets[0].StudyInstanceUID)),
+        class_volumes_ml={c.name: float(volumes[c.index]) for c in foreground},
+        num_instances=len(volume.datasets),
+        labels=labels,
+        volume=volume,
+    )
