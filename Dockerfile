@@ -1,11 +1,17 @@
 # syntax=docker/dockerfile:1
 #
-# pulmoseg inference service image.
+# pulmoseg inference service image (serving only: no torch, no training code).
 #
 # Base: the onnxruntime-gpu 1.31 wheel on PyPI is built against CUDA 13.0 (its CUDA provider
 # links libcudart.so.13 / libcublas.so.13) and loads cuDNN 9 at run time, and holoscan-cu13
 # needs CUDA runtime 13 and glibc >= 2.35. The CUDA 13.0 + cuDNN 9 *runtime* image on Ubuntu
 # 24.04 (glibc 2.39, Python 3.12) provides exactly those libraries and no compiler toolchain.
+# CUDA 13 needs an NVIDIA driver >= 580 on the GPU nodes.
+#
+# Pin the base by digest for a reproducible build (the digest must be read from the registry,
+# which the development machines cannot reach, so the default below is the tag):
+#   docker buildx imagetools inspect nvidia/cuda:13.0.2-cudnn-runtime-ubuntu24.04
+#   docker build --build-arg CUDA_IMAGE=nvidia/cuda:13.0.2-cudnn-runtime-ubuntu24.04@sha256:<digest> .
 #
 # Build:  docker build -t pulmoseg:0.1.0 .
 # Run:    docker run --gpus all -v /path/to/models:/models:ro -p 50051:50051 -p 9090:9090 \
@@ -29,7 +35,7 @@ RUN apt-get update \
     && apt-get clean \
     && rm -rf /var/lib/apt/lists/*
 
-# --- builder: resolve and install every Python dependency into /opt/venv ---
+# --- builder: install the locked serving dependencies and the service into /opt/venv ---
 FROM python-base AS builder
 
 RUN apt-get update \
@@ -46,17 +52,29 @@ ENV VIRTUAL_ENV=/opt/venv \
 RUN python3.12 -m venv "${VIRTUAL_ENV}"
 
 WORKDIR /src
+# requirements/serve.lock (scripts/lock_serve.sh) pins every package of the image with hashes,
+# for CPython 3.12 on x86_64; --no-deps installs exactly that list and nothing it would pull in
+# (torch, CuPy and the CUDA Python bindings are left out on purpose, see the script).
+COPY requirements/serve.lock ./requirements/serve.lock
+RUN pip install --no-cache-dir --no-deps --require-hashes -r requirements/serve.lock
+
+# The service itself: the training/ folder is not in the build context, so the wheel holds
+# the service alone and the `pulmoseg` command offers only serve/segment. A regular
+# (non-editable) install without build isolation: the build tools come from the lock.
 COPY pyproject.toml README.md ./
 COPY service ./service
-# The serve-only install: the [serve] extra, no torch, no MONAI core and no training code (the
-# training/ folder is not in the build context, so the wheel holds the service alone and the
-# `pulmoseg` command offers only serve/segment; its training subcommands say what to install).
-# A regular (non-editable) install: the runtime stage copies only /opt/venv, not /src.
-# onnxruntime-gpu is pinned here because its wheel's CUDA major must match the base image.
-RUN pip install --no-cache-dir "./[serve]" onnxruntime-gpu==1.31.1
+RUN pip install --no-cache-dir --no-deps --no-build-isolation ./
 
 # --- runtime: interpreter + venv, no build tools, non-root ---
 FROM python-base AS runtime
+
+ARG VERSION=0.1.0
+LABEL org.opencontainers.image.title="pulmoseg" \
+      org.opencontainers.image.description="Lung CT segmentation over gRPC: CT DICOM in, DICOM-SEG out (ONNX Runtime, MONAI Deploy), Prometheus metrics" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.base.name="nvidia/cuda:13.0.2-cudnn-runtime-ubuntu24.04" \
+      com.nvidia.cuda.driver.min="580"
 
 # A fixed numeric UID/GID (not 1000, which Ubuntu 24.04 images give to user "ubuntu") lets
 # Kubernetes verify runAsNonRoot and lets volume permissions be planned ahead.
@@ -68,6 +86,8 @@ RUN groupadd --system --gid 10001 pulmoseg \
     && chmod 0755 /models
 
 COPY --from=builder /opt/venv /opt/venv
+COPY --chmod=0755 docker/entrypoint.sh /usr/local/bin/pulmoseg-entrypoint
+COPY --chmod=0755 docker/healthcheck.py /usr/local/bin/pulmoseg-healthcheck
 
 # In a container the server must listen on all interfaces (the default is loopback only).
 ENV VIRTUAL_ENV=/opt/venv \
@@ -75,6 +95,7 @@ ENV VIRTUAL_ENV=/opt/venv \
     XDG_CACHE_HOME=/tmp/.cache \
     PULMOSEG_HOST=0.0.0.0 \
     PULMOSEG_METRICS_HOST=0.0.0.0 \
+    PULMOSEG_STACK_KIB=32768 \
     HOLOSCAN_LOG_LEVEL=WARN
 
 # Models are not baked in: mount the exported ONNX file (with its manifest metadata) here.
@@ -83,8 +104,13 @@ VOLUME ["/models"]
 USER 10001:10001
 WORKDIR /tmp
 
-# 50051: gRPC (pulmoseg.v1 + grpc.health.v1 + reflection); 9090: Prometheus /metrics over HTTP.
-EXPOSE 50051 9090
+# 50051: gRPC (pulmoseg.v1 + grpc.health.v1 + reflection); 9090: Prometheus /metrics over HTTP;
+# 11112: DICOM C-STORE listener (when the PACS bridge is enabled).
+EXPOSE 50051 9090 11112
 
-ENTRYPOINT ["pulmoseg"]
+# Loading the model can take minutes on a cold node: a long start period before failures count.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=300s --retries=3 \
+    CMD ["pulmoseg-healthcheck", "--timeout", "5"]
+
+ENTRYPOINT ["pulmoseg-entrypoint"]
 CMD ["serve", "--model", "/models/model.onnx", "--port", "50051", "--metrics-port", "9090"]

@@ -5,7 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES=(dicom3tools dcmtk)
+# orthanc + orthanc-dicomweb: the PACS the gateway tests talk to (tests/service/pacs).
+# prometheus: promtool checks the alert rules, and the server scrapes pulmoseg in a test.
+DEBIAN_PACKAGES=(dicom3tools dcmtk orthanc orthanc-dicomweb prometheus)
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
@@ -30,4 +32,11 @@ if ! .venv/bin/python -c "import torch, sys; sys.exit(0 if torch.__version__.sta
 fi
 echo "[setup] installing pulmoseg with serve, train and test extras"
 $VPIP install -q -e ".[serve,train,test]"
+# checkov pins packaging<24, which holoscan-cli and pytest cannot live with: it gets its own
+# environment under .venv/tools (tests/deploy/test_helm_validation.py runs it from there).
+if [ ! -x .venv/tools/checkov/bin/checkov ]; then
+  echo "[setup] installing checkov into .venv/tools/checkov"
+  "$PYTHON" -m venv .venv/tools/checkov
+  .venv/tools/checkov/bin/python -m pip install -q "checkov==3.3.30"
+fi
 echo "[setup] done: $(.venv/bin/python -c 'import torch, onnxruntime; print("torch", torch.__version__, "| onnxruntime", onnxruntime.__version__)')"

@@ -272,6 +272,14 @@ def _describe_modalities(datasets: Iterable[Dataset]) -> str:
     return ", ".join(f"{m} ({_plural(n, 'instance')})" for m, n in sorted(counts.items()))
 
 
+def _series_number(ds: Dataset) -> int:
+    """SeriesNumber for ordering; a missing or malformed one sorts last instead of failing."""
+    try:
+        return int(str(ds.get("SeriesNumber")).strip())
+    except (TypeError, ValueError):
+        return 2**31
+
+
 def select_ct_series(datasets: Sequence[Dataset]) -> list[Dataset]:
     """Pick the CT series to segment: the one with the most CT slices, localizers excluded.
 
@@ -336,8 +344,7 @@ def select_ct_series(datasets: Sequence[Dataset]) -> list[Dataset]:
 
     def rank(item: tuple[str, list[Dataset]]) -> tuple[int, int, str]:
         uid, members = item
-        number = members[0].get("SeriesNumber")
-        return (-len(members), int(number) if number not in (None, "") else 2**31, uid)
+        return (-len(members), _series_number(members[0]), uid)
 
     ranked = sorted(series.items(), key=rank)
     chosen_uid, chosen = ranked[0]

@@ -15,10 +15,13 @@ import grpc
 
 from service.core.errors import (  # re-exported: servicer code imports them from here too
     AuthenticationError,
+    InvalidArgumentError,
+    InvalidReferenceError,
     InvalidStudyError,
     ModelError,
     ResourceLimitError,
     ServiceNotReadyError,
+    StudyNotFoundError,
     UnsupportedRequestError,
 )
 
@@ -27,7 +30,10 @@ logger = logging.getLogger(__name__)
 
 #: Ordered: the first matching class wins, so subclasses come before their bases.
 STATUS_TABLE: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
+    (InvalidReferenceError, grpc.StatusCode.INVALID_ARGUMENT),
     (InvalidStudyError, grpc.StatusCode.INVALID_ARGUMENT),
+    (StudyNotFoundError, grpc.StatusCode.NOT_FOUND),
+    (InvalidArgumentError, grpc.StatusCode.INVALID_ARGUMENT),
     (ServiceNotReadyError, grpc.StatusCode.UNAVAILABLE),
     (ModelError, grpc.StatusCode.FAILED_PRECONDITION),
     (concurrent.futures.CancelledError, grpc.StatusCode.CANCELLED),
@@ -48,6 +54,15 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
             details = str(exc) or f"{type(exc).__name__} ({code.name})"
             return code, details
     return grpc.StatusCode.INTERNAL, INTERNAL_DETAILS
+
+
+def error_reason(exc: BaseException) -> str:
+    """A bounded label for the errors metric: the matched table entry's class in snake case."""
+    for exc_type, _ in STATUS_TABLE:
+        if isinstance(exc, exc_type):
+            name = exc_type.__name__.removesuffix("Error")
+            return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
+    return "internal"
 
 
 def log_failure(method: str, exc: BaseException, code: grpc.StatusCode) -> None:

@@ -1,9 +1,16 @@
 """Prometheus metrics of the service, on their own registry and HTTP port.
 
 A dedicated :class:`~prometheus_client.CollectorRegistry` (not the global default) lets tests and
-several servers in one process keep separate counts. Names follow Prometheus conventions: base
+several servers in one process keep separate counts; the process, platform and GC collectors are
+registered on it explicitly (a custom registry gets none of them by default, which is why
+``process_resident_memory_bytes`` used to be missing). Names follow Prometheus conventions: base
 units (seconds, bytes), ``_total`` for counters, labels of low cardinality only (never study or
 patient identifiers).
+
+Whole calls and stages are separate histograms: ``pulmoseg_request_duration_seconds`` (the whole
+SegmentStudy call, upload included) and ``pulmoseg_stage_duration_seconds{stage}``. With one
+histogram, ``sum by () (…)`` over ``stage`` counted every second twice. Quality metrics
+(``pulmoseg_study_voldice`` …) live in :mod:`service.quality.metrics` on the same registry.
 """
 
 from __future__ import annotations
@@ -14,15 +21,26 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
 
 from service.core.progress import ProgressStage
+from service.gpu_metrics import GpuMemoryCollector
+from service.quality.metrics import QualityMetrics
 
 logger = logging.getLogger(__name__)
 
-#: Stages timed per study (``ProgressStage`` values), plus "total" for the whole SegmentStudy
-#: call, upload included.
-STAGES = ("total", *(s.value for s in ProgressStage if s is not ProgressStage.DONE))
+#: Stages timed per study: ``ProgressStage`` values plus "quality" (the quality step, which has
+#: no progress stage of its own). The whole call is ``pulmoseg_request_duration_seconds``.
+STAGES = (*(s.value for s in ProgressStage if s is not ProgressStage.DONE), "quality")
 
 #: Seconds: from sub-second parsing of a small study to minutes of CPU inference on a large one.
 DURATION_BUCKETS = (
@@ -57,12 +75,30 @@ class ServiceMetrics:
         )
         self.duration = Histogram(
             "pulmoseg_request_duration_seconds",
-            "Seconds per successful study: the whole call, upload included (stage=total), and "
-            "each stage (receiving, parsing, selecting, volume, inference, writing).",
+            "Seconds per successful SegmentStudy call, upload included.",
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.stage_duration = Histogram(
+            "pulmoseg_stage_duration_seconds",
+            "Seconds per stage of a successful study (receiving, parsing, selecting, volume, "
+            "inference, writing, quality); stages do not add up to the call (overheads).",
             ["stage"],
             buckets=DURATION_BUCKETS,
             registry=r,
         )
+        self.errors = Counter(
+            "pulmoseg_errors_total",
+            "Failed gRPC calls by method and reason (the kind of error, e.g. invalid_study).",
+            ["method", "reason"],
+            registry=r,
+        )
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
+        self.gpu = GpuMemoryCollector()
+        r.register(self.gpu)
+        self.quality = QualityMetrics(r)
         self.in_progress = Gauge(
             "pulmoseg_studies_in_progress", "Studies being received or segmented now.", registry=r
         )
@@ -82,19 +118,19 @@ class ServiceMetrics:
             "DICOM bytes received in SegmentStudy uploads.",
             registry=r,
         )
-        # Quality metrics go here: pulmoseg_study_voldice{class} (VolDice against a submitted
-        # reference) and pulmoseg_consistency_voldice{class} (label-free consistency), registered
-        # on self.registry by the quality monitoring module with an observe_quality() method.
 
     def record_request(self, method: str, code_name: str) -> None:
         self.requests.labels(method=method, code=code_name).inc()
 
     def record_study(self, total_s: float, stage_seconds: Mapping[str, float]) -> None:
-        """Observe a finished study; unknown stage names are ignored to keep labels bounded."""
-        self.duration.labels(stage="total").observe(total_s)
+        """Observe a finished study; unknown stage names (and "total") are not stages."""
+        self.duration.observe(total_s)
         for stage, seconds in stage_seconds.items():
-            if stage in STAGES and stage != "total":
-                self.duration.labels(stage=stage).observe(seconds)
+            if stage in STAGES:
+                self.stage_duration.labels(stage=stage).observe(seconds)
+
+    def record_error(self, method: str, reason: str) -> None:
+        self.errors.labels(method=method, reason=reason).inc()
 
     def record_upload(self, num_bytes: int) -> None:
         self.upload_bytes.inc(num_bytes)
@@ -103,6 +139,7 @@ class ServiceMetrics:
         self.model_info.clear()
         self.model_info.labels(name=name, version=version, provider=provider).set(1)
         self.model_loaded.set(1)
+        self.gpu.enable(provider)
 
 
 @dataclass

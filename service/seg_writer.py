@@ -16,14 +16,13 @@ from pathlib import Path
 import highdicom as hd
 import numpy as np
 import pydicom
-from pydicom.datadict import tag_for_keyword
 from pydicom.sr.codedict import codes
 from pydicom.uid import ExplicitVRLittleEndian
-from pydicom.valuerep import DA, TM
 
 from service.core.classes import ClassInfo, CodedConcept
 from service.core.errors import InvalidStudyError
 from service.core.manifest import ModelManifest
+from service.seg_source import TYPE2_COPIED, check_seg_dataset, seg_source_images, type2_value
 from service.volume import CTVolume
 
 logger = logging.getLogger(__name__)
@@ -34,19 +33,8 @@ CONTENT_DESCRIPTION = "Lung and lesion segmentation"
 _LO_MAX = 64  # DICOM LO value representation: at most 64 characters
 SEG_FILE_NAME = "seg.dcm"
 
-#: Attributes highdicom reads from the first source image as ``source.Keyword``: each must be
-#: present (it may be empty) or the SEG cannot be built.
-COPIED_FROM_SOURCE = (
-    "PatientName",
-    "PatientID",
-    "PatientBirthDate",
-    "PatientSex",
-    "AccessionNumber",
-    "StudyID",
-    "StudyDate",
-    "StudyTime",
-)
-_PATIENT_SEX_VALUES = ("M", "F", "O")
+#: Type 2 attributes the SEG copies from its first source image (missing ones are written empty).
+COPIED_FROM_SOURCE = TYPE2_COPIED
 
 
 def _segmentation_type(value: hd.seg.SegmentationTypeValues | str) -> hd.seg.SegmentationTypeValues:
@@ -115,50 +103,15 @@ def _check_labels(labels: np.ndarray, volume: CTVolume, n_classes: int) -> np.nd
     return labels.astype(np.uint8 if n_classes <= 256 else np.uint16, copy=False)
 
 
-def _attribute(keyword: str) -> str:
-    """``Keyword (gggg,eeee)`` as error messages name a DICOM attribute."""
-    tag = tag_for_keyword(keyword)
-    return f"{keyword} ({tag >> 16:04X},{tag & 0xFFFF:04X})" if tag is not None else keyword
-
-
-def _value_parses(value: object, vr: type) -> bool:
-    if value in (None, ""):
-        return True
-    try:
-        vr(str(value))
-    except ValueError:
-        return False
-    return True
-
-
 def check_seg_source(source: pydicom.Dataset) -> None:
-    """Reject a source series whose patient/study attributes highdicom cannot copy into a SEG.
+    """Refuse a source whose patient/study attributes cannot be carried into a SEG.
 
-    Messages name the attribute, never its value (these are patient data).
+    Missing or empty Type 2 attributes are fine (the SEG writes them empty) and formatting
+    variants are repaired (see ``service.seg_source``); what remains is a value that cannot be
+    interpreted, e.g. a Patient Sex of 'X'. Messages name the attribute, never its value.
     """
-    missing = [k for k in COPIED_FROM_SOURCE if k not in source]
-    if missing:
-        names = ", ".join(_attribute(k) for k in missing)
-        raise InvalidStudyError(
-            f"The CT series lacks {names}, which a DICOM-SEG copies from its source images; "
-            "the attribute must be present (it may be empty)."
-        )
-    sex = str(source.PatientSex or "")
-    if sex and sex not in _PATIENT_SEX_VALUES:
-        raise InvalidStudyError(
-            f"The CT series' {_attribute('PatientSex')} holds a value outside 'M', 'F', 'O' "
-            "or empty, which a DICOM-SEG cannot carry."
-        )
-    for keyword, vr, form in (
-        ("StudyDate", DA, "a DICOM date (YYYYMMDD)"),
-        ("PatientBirthDate", DA, "a DICOM date (YYYYMMDD)"),
-        ("StudyTime", TM, "a DICOM time (HHMMSS.FFFFFF)"),
-    ):
-        if not _value_parses(source.get(keyword), vr):
-            raise InvalidStudyError(
-                f"The CT series' {_attribute(keyword)} is not {form}, so a DICOM-SEG cannot "
-                "copy it."
-            )
+    for keyword in TYPE2_COPIED:
+        type2_value(source, keyword)
 
 
 def build_segmentation(
@@ -204,10 +157,10 @@ def build_segmentation(
     descriptions = [_segment_description(c.index, c, algorithm) for c in classes]
     series_description = f"pulmoseg {manifest.name} {manifest.version}"[:_LO_MAX]
 
-    check_seg_source(volume.datasets[0])
+    sources = seg_source_images(volume.datasets, volume.spacing_zyx[0])
     try:
         seg = hd.seg.Segmentation(
-            source_images=volume.datasets,
+            source_images=sources,
             pixel_array=pixels,
             segmentation_type=kind,
             segment_descriptions=descriptions,
@@ -232,6 +185,7 @@ def build_segmentation(
             f"The CT series cannot be encoded as a {kind.value} DICOM-SEG: highdicom rejected "
             f"its source images ({type(exc).__name__}: {exc})."
         ) from exc
+    check_seg_dataset(seg)
     logger.info(
         "built %s DICOM-SEG with %d segments and %d frames over %d source slices",
         kind.value,

@@ -1,4 +1,5 @@
-"""The pulmoseg gRPC server: SegmentStudy/GetModelInfo, health, reflection, auth, TLS, metrics.
+"""The pulmoseg gRPC server: SegmentStudy/GetModelInfo, the quality service (references and
+study records), health, reflection, auth, TLS, metrics.
 
 The servicer only receives, validates and emits; segmentation is ``StudyRunner.segment`` (the
 same MONAI Deploy ``LungSegmentationApp`` that ``python -m service.app`` runs, as a plain call)
@@ -18,6 +19,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -28,15 +30,23 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from service.core.errors import ModelError
-from service.grpc_api import SERVICE_NAME
+from service.grpc_api import QUALITY_SERVICE_NAME, SERVICE_NAME
 from service.grpc_api import segmentation_pb2_grpc as pb2_grpc
+from service.grpc_api.quality_servicer import QualityServicer
 from service.grpc_api.servicer import SegmentationServicer, ServingState
 from service.grpc_errors import AuthenticationError, log_failure, status_for
 from service.logging_config import configure_logging
+from service.model_versions import ModelVersion, newest_model_version
 from service.prometheus_metrics import MetricsServer, ServiceMetrics, start_metrics_server
+from service.quality.assessment import QualityConfig
+from service.quality.monitor import QualityMonitor
+from service.quality.records import QualityStore, database_url
 from service.settings import ServiceSettings, load_settings
 
 logger = logging.getLogger(__name__)
+
+#: How often the main thread checks whether a model load replaced its signal handlers.
+ARM_POLL_S = 0.1
 
 
 class _TokenAuthInterceptor(grpc.ServerInterceptor):
@@ -48,10 +58,10 @@ class _TokenAuthInterceptor(grpc.ServerInterceptor):
     def __init__(self, token: str, metrics: ServiceMetrics) -> None:
         self._expected = f"Bearer {token}".encode()
         self._metrics = metrics
-        self._prefix = f"/{SERVICE_NAME}/"
+        self._prefixes = (f"/{SERVICE_NAME}/", f"/{QUALITY_SERVICE_NAME}/")
 
     def intercept_service(self, continuation: Callable, details: grpc.HandlerCallDetails) -> Any:
-        if not details.method.startswith(self._prefix):
+        if not details.method.startswith(self._prefixes):
             return continuation(details)
         given = dict(details.invocation_metadata or ()).get("authorization")
         if given is not None and hmac.compare_digest(str(given).encode(), self._expected):
@@ -72,6 +82,8 @@ class _TokenAuthInterceptor(grpc.ServerInterceptor):
         handler = continuation(details)
         if handler is not None and handler.request_streaming and handler.response_streaming:
             return grpc.stream_stream_rpc_method_handler(deny)
+        if handler is not None and handler.request_streaming:
+            return grpc.stream_unary_rpc_method_handler(deny)
         return grpc.unary_unary_rpc_method_handler(deny)
 
 
@@ -88,6 +100,13 @@ class RunningServer:
     servicer: SegmentationServicer
     state: ServingState = field(repr=False)
     on_load_failed: Callable[[BaseException], None] | None = None
+    #: Per-study quality records and metrics (None only for servers built without one).
+    monitor: QualityMonitor | None = None
+    #: Called after a model is in place and before health turns SERVING; :func:`serve` uses it
+    #: to re-arm its signal handlers (Holoscan replaces them when a model loads) first, so a
+    #: SIGHUP or SIGTERM sent as soon as a probe sees SERVING is never lost.
+    before_serving: Callable[[Any], None] | None = None
+    _reload_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def address(self) -> str:
@@ -114,6 +133,8 @@ class RunningServer:
     def _set_pipeline(self, pipeline: Any) -> None:
         self.state.pipeline = pipeline
         self.metrics.set_model(pipeline.manifest.name, pipeline.manifest.version, pipeline.provider)
+        if self.before_serving is not None:
+            self.before_serving(pipeline)
         for name in ("", SERVICE_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self.state.settled.set()
@@ -132,9 +153,8 @@ class RunningServer:
                 raise ModelError(
                     "No model given: pass --model MODEL.onnx or set PULMOSEG_MODEL_PATH."
                 )
-            from service.app.study_runner import StudyRunner  # heavy: only where a model loads
-
-            pipeline = StudyRunner.load(model_path, require_gpu=self.settings.require_gpu)
+            chosen = newest_model_version(model_path)
+            pipeline = self._load_version(chosen)
         except Exception as exc:
             self.state.load_error = exc
             logger.error(
@@ -149,7 +169,49 @@ class RunningServer:
             finally:  # waiters wake only after the failure has been fully reported
                 self.state.settled.set()
             return
+        self.state.serving_version = chosen.version
         self._set_pipeline(pipeline)
+
+    def _load_version(self, chosen: ModelVersion) -> Any:
+        from service.app.study_runner import StudyRunner  # heavy: only where a model loads
+
+        return StudyRunner.load(
+            chosen.path,
+            require_gpu=self.settings.require_gpu,
+            quality=quality_config(self.settings),
+        )
+
+    def reload(self) -> bool:
+        """Serve the newest version of the model directory without failing a call in flight.
+
+        The new version is loaded (its ONNX Runtime session created) beside the old one, then
+        swapped in with one assignment: calls already running keep the pipeline they started
+        with, new calls get the new one. A version that cannot be loaded is refused with the
+        reason (log, ``GetModelInfo.last_reload_error``) and the old one keeps serving.
+        """
+        logger.info("reload requested: looking for the newest model version")
+        with self._reload_lock:
+            try:
+                if self.settings.model_path is None:
+                    raise ModelError("No model path is set, so there is nothing to reload.")
+                chosen = newest_model_version(self.settings.model_path)
+                if chosen.version == self.state.serving_version and self.pipeline is not None:
+                    logger.info("reload: version %s is already served", chosen.version)
+                    self.state.reload_error = ""
+                    return True
+                pipeline = self._load_version(chosen)
+            except Exception as exc:
+                self.state.reload_error = f"{type(exc).__name__}: {exc}"
+                logger.error(
+                    "reload refused; version %s keeps serving: %s",
+                    self.state.serving_version or "(none)",
+                    self.state.reload_error,
+                )
+                return False
+            self.state.serving_version = chosen.version
+            self.state.reload_error = ""
+            self._set_pipeline(pipeline)
+            return True
 
     def start_loading(self) -> threading.Thread:
         """Load ``settings.model_path`` in a background thread (build_server does this unless
@@ -166,6 +228,8 @@ class RunningServer:
         self.servicer.shutdown()
         if self.metrics_server is not None:
             self.metrics_server.stop()
+        if self.monitor is not None:
+            self.monitor.close()
 
 
 def _read(path: Any, setting: str) -> bytes:
@@ -196,6 +260,23 @@ def _bind(server: grpc.Server, settings: ServiceSettings) -> int:
         ) from exc
 
 
+def quality_config(settings: ServiceSettings) -> QualityConfig:
+    """The quality step's configuration from the service settings."""
+    return QualityConfig(
+        consistency_fraction=settings.consistency_fraction,
+        flag_threshold=settings.consistency_flag_threshold,
+        lesion_floor_ml=settings.severity_lesion_floor_ml,
+        write_sr=settings.write_summary_sr,
+    )
+
+
+def open_quality_monitor(settings: ServiceSettings, metrics: ServiceMetrics) -> QualityMonitor:
+    """Open (and migrate) the records database named by the settings."""
+    store = QualityStore(database_url(settings.quality_db_url, settings.quality_db_path))
+    logger.info("quality records at %s", store.url)
+    return QualityMonitor(store, metrics.quality)
+
+
 def build_server(
     settings: ServiceSettings,
     pipeline: Any = None,
@@ -217,21 +298,34 @@ def build_server(
         [_TokenAuthInterceptor(settings.auth_token, metrics)] if settings.auth_token else []
     )
     server = grpc.server(
-        ThreadPoolExecutor(settings.max_workers, thread_name_prefix="pulmoseg-grpc"),
+        # Queued studies each hold a thread while they wait: they get their own, so health checks
+        # and model info never starve behind a full queue.
+        ThreadPoolExecutor(
+            settings.max_workers + settings.queue_length, thread_name_prefix="pulmoseg-grpc"
+        ),
         interceptors=interceptors,
         options=[("grpc.so_reuseport", 0)],  # a second server must not share our port silently
     )
     state = ServingState()
-    servicer = SegmentationServicer(settings, metrics, state)
+    monitor = open_quality_monitor(settings, metrics)
+    servicer = SegmentationServicer(settings, metrics, state, monitor)
     pb2_grpc.add_SegmentationServiceServicer_to_server(servicer, server)
+    pb2_grpc.add_QualityServiceServicer_to_server(
+        QualityServicer(settings, metrics, monitor, state), server
+    )
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        (SERVICE_NAME, QUALITY_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),
+        server,
     )
-    port = _bind(server, settings)
+    try:
+        port = _bind(server, settings)
+    except OSError:
+        monitor.close()
+        raise
     metrics_server = None
     if settings.metrics_enabled:
         try:
@@ -240,6 +334,7 @@ def build_server(
             )
         except OSError:
             server.stop(None)
+            monitor.close()
             raise
     server.start()
     running = RunningServer(
@@ -252,6 +347,7 @@ def build_server(
         servicer,
         state,
         on_load_failed,
+        monitor,
     )
     logger.info(
         "gRPC server bound to %s (%s)",
@@ -276,17 +372,42 @@ def serve(settings: ServiceSettings) -> int:
         stop.set()
 
     running = build_server(settings, on_load_failed=load_failed)
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            previous[sig] = signal.signal(sig, lambda signum, _frame: stop.set())
+    previous: dict[int, Any] = {}
+
+    def reload_in_background(signum: int, _frame: object) -> None:
+        threading.Thread(target=running.reload, name="pulmoseg-model-reload", daemon=True).start()
+
+    handlers = {
+        signal.SIGTERM: lambda signum, _frame: stop.set(),
+        signal.SIGINT: lambda signum, _frame: stop.set(),
+        # SIGHUP: serve the newest version of the model directory (loads in the background).
+        signal.SIGHUP: reload_in_background,
+    }
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    armed_for: list[Any] = [None]  # the pipeline whose load our handlers were re-armed after
+    if in_main_thread:
+        previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
+
+        def wait_until_armed(pipeline: Any) -> None:
+            deadline = time.monotonic() + 5.0  # the main loop re-arms within ARM_POLL_S
+            while armed_for[0] is not pipeline and time.monotonic() < deadline:
+                time.sleep(ARM_POLL_S / 4)
+
+        running.before_serving = wait_until_armed
     try:
-        stop.wait()
+        while not stop.wait(ARM_POLL_S):
+            # Loading a model starts Holoscan, which installs native handlers of its own: put
+            # ours back (from the main thread, the only one allowed to) after every load.
+            pipeline = running.pipeline
+            if in_main_thread and pipeline is not armed_for[0]:
+                for sig, handler in handlers.items():
+                    signal.signal(sig, handler)
+                armed_for[0] = pipeline
     finally:
         logger.info("stopping: %d s grace for in-flight calls", settings.grace_period_s)
         running.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for number, old_handler in previous.items():
+            signal.signal(number, old_handler)
     return 1 if failed else 0
 
 

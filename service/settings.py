@@ -30,7 +30,7 @@ from service.logging_config import LOG_LEVELS, LogFormat
 
 ENV_PREFIX = "PULMOSEG_"
 MIB = 1024 * 1024
-_PATH_FIELDS = ("model_path", "tls_cert", "tls_key", "tls_client_ca")
+_PATH_FIELDS = ("model_path", "tls_cert", "tls_key", "tls_client_ca", "quality_db_path")
 
 
 class ServiceSettings(SettingsModel):
@@ -54,6 +54,11 @@ class ServiceSettings(SettingsModel):
     #: "busy" answers still get a thread while every study slot is taken.
     max_workers: int = 8
     max_concurrent_studies: int = 2
+    #: Studies that wait (FIFO) for a free study slot before RESOURCE_EXHAUSTED; 0 = no queue.
+    #: Each waiting study holds a gRPC thread (the server adds them to max_workers), not its bytes.
+    queue_length: int = 16
+    #: Longest a study waits in the queue before it is refused with RESOURCE_EXHAUSTED.
+    queue_max_wait_s: float = 600.0
     max_upload_bytes: int = 2048 * MIB
     #: Payload size of SEG chunks sent back (and the client's default upload chunk size).
     chunk_bytes: int = MIB
@@ -68,6 +73,19 @@ class ServiceSettings(SettingsModel):
     log_level: str = "INFO"
     #: "text" (human-readable lines) or "json" (one JSON object per line, for log collectors).
     log_format: LogFormat = LogFormat.TEXT
+    #: SQLite file of the per-study quality records; unset (and no URL) keeps them in memory.
+    quality_db_path: Path | None = None
+    #: Any SQLAlchemy database URL (e.g. PostgreSQL shared by several replicas); beats the path.
+    quality_db_url: str | None = None
+    #: Share of studies that get the label-free consistency check (a second inference).
+    #: Unset: every study on a GPU provider, none on the CPU.
+    consistency_fraction: float | None = None
+    #: A study whose consistency VolDice of any class falls below this is flagged for review.
+    consistency_flag_threshold: float = 0.8
+    #: Lesion volume (mL) at or under which a study is graded CT-0.
+    severity_lesion_floor_ml: float = 1.0
+    #: Send a DICOM SR (TID 1500) with the clinical summary beside the SEG.
+    write_summary_sr: bool = True
 
     @field_validator("*", mode="before")
     @classmethod
@@ -114,6 +132,12 @@ class ServiceSettings(SettingsModel):
                 f"'max_concurrent_studies' ({self.max_concurrent_studies}) so health checks and "
                 "busy answers still get a thread."
             )
+        if self.queue_length < 0:
+            raise ValueError(f"Setting 'queue_length' must be >= 0, got {self.queue_length}.")
+        if not self.queue_max_wait_s > 0:
+            raise ValueError(
+                f"Setting 'queue_max_wait_s' must be > 0 seconds, got {self.queue_max_wait_s}."
+            )
         if self.chunk_bytes > 3 * MIB:
             raise ValueError(
                 f"Setting 'chunk_bytes' must be <= {3 * MIB} (3 MiB) to stay under gRPC's default "
@@ -126,6 +150,21 @@ class ServiceSettings(SettingsModel):
             )
         if self.tls_client_ca is not None and self.tls_cert is None:
             raise ValueError("Setting 'tls_client_ca' (mTLS) needs 'tls_cert' and 'tls_key' too.")
+        if self.consistency_fraction is not None and not 0 <= self.consistency_fraction <= 1:
+            raise ValueError(
+                "Setting 'consistency_fraction' must be in [0, 1], got "
+                f"{self.consistency_fraction}."
+            )
+        if not 0 <= self.consistency_flag_threshold <= 1:
+            raise ValueError(
+                "Setting 'consistency_flag_threshold' must be in [0, 1], got "
+                f"{self.consistency_flag_threshold}."
+            )
+        if self.severity_lesion_floor_ml < 0:
+            raise ValueError(
+                "Setting 'severity_lesion_floor_ml' must be >= 0, got "
+                f"{self.severity_lesion_floor_ml}."
+            )
         if self.grace_period_s < 0:
             raise ValueError(f"Setting 'grace_period_s' must be >= 0, got {self.grace_period_s}.")
         return self
@@ -170,4 +209,13 @@ def redacted(settings: ServiceSettings) -> dict[str, Any]:
     out = settings.model_dump()
     if out["auth_token"]:
         out["auth_token"] = "***"
+    if out.get("quality_db_url"):  # may carry a database password
+        from sqlalchemy.engine import make_url
+
+        try:
+            out["quality_db_url"] = make_url(out["quality_db_url"]).render_as_string(
+                hide_password=True
+            )
+        except Exception:
+            out["quality_db_url"] = "***"
     return out

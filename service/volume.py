@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 
 from service.core.errors import InvalidStudyError
 
@@ -83,12 +84,16 @@ def _require(
     ds: Dataset, index: int, keyword: str, tag: str, count: int | None = None
 ) -> list[float]:
     value = ds.get(keyword)
-    if value is None or value == "" or (count is not None and len(value) == 0):
+    empty_list = isinstance(value, list | tuple | MultiValue) and len(value) == 0
+    if value is None or value == "" or empty_list:
         raise InvalidStudyError(
             f"Instance {_name(ds, index)} lacks {keyword} {tag}; it is needed to place the slice "
             "in 3D."
         )
-    values = list(value) if count is not None else [value]
+    if count is None:
+        values = [value]
+    else:  # a single value where several belong reads as a number, not a list
+        values = list(value) if isinstance(value, list | tuple | MultiValue) else [value]
     try:
         numbers = [float(v) for v in values]
     except (TypeError, ValueError) as exc:
@@ -148,9 +153,9 @@ def _slice_spacing(
     if len(positions) == 1:
         ds = datasets[0]
         for keyword in ("SpacingBetweenSlices", "SliceThickness"):
-            value = ds.get(keyword)
-            if value not in (None, "") and float(value) > 0:
-                return float(value)
+            number = _optional_number(ds, keyword)
+            if number is not None and 0 < number < 1e4:
+                return number
         logger.warning("single-slice series without SliceThickness: assuming 1 mm slice spacing")
         return 1.0
     gaps = np.diff(positions)
@@ -173,6 +178,31 @@ def _slice_spacing(
     return float(np.mean(gaps))
 
 
+def _optional_number(ds: Dataset, keyword: str) -> float | None:
+    """A single finite number, or None when the attribute is missing, empty or unusable."""
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if np.isfinite(number) else None
+
+
+def _rescale(ds: Dataset, index: int, keyword: str, tag: str, default: float) -> float:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return default
+    number = _optional_number(ds, keyword)
+    if number is None:
+        raise InvalidStudyError(
+            f"Instance {_name(ds, index)} has a {keyword} {tag} that is not one finite number; "
+            "it is needed to convert pixels to Hounsfield units."
+        )
+    return number
+
+
 def _decode(ds: Dataset, index: int, rows: int, cols: int) -> np.ndarray:
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     try:
@@ -193,8 +223,13 @@ def _decode(ds: Dataset, index: int, rows: int, cols: int) -> np.ndarray:
             f"Instance {_name(ds, index)} decodes to pixel array shape {pixels.shape}, expected "
             f"({rows}, {cols}); multi-frame or colour images are not CT slices."
         )
-    slope = float(ds.get("RescaleSlope") or 1.0)
-    intercept = float(ds.get("RescaleIntercept") or 0.0)
+    slope = _rescale(ds, index, "RescaleSlope", "(0028,1053)", 1.0)
+    intercept = _rescale(ds, index, "RescaleIntercept", "(0028,1052)", 0.0)
+    if slope == 0:
+        raise InvalidStudyError(
+            f"Instance {_name(ds, index)} has RescaleSlope (0028,1053) 0, which maps every "
+            "pixel to one value; it cannot be converted to Hounsfield units."
+        )
     return (pixels.astype(np.float64) * slope + intercept).astype(np.float32)
 
 

@@ -81,7 +81,9 @@ def dciodvfy_errors(source: Path | bytes) -> list[str]:
         finally:
             os.unlink(name)
     path = Path(source)
-    run = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        ["dciodvfy", str(path)], capture_output=True, text=True, errors="replace", timeout=120
+    )
     header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
     sop_class_uid = str(header.get("SOPClassUID", ""))
     return unexplained_errors((run.stdout + run.stderr).splitlines(), sop_class_uid)

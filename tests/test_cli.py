@@ -10,7 +10,18 @@ import pytest
 
 from service.cli import build_parser, main
 
-SUBCOMMANDS = ("phantom", "train", "export", "serve", "segment", "demo", "evaluate")
+SUBCOMMANDS = (
+    "phantom",
+    "train",
+    "export",
+    "serve",
+    "segment",
+    "pacs",
+    "demo",
+    "evaluate",
+    "reference",
+    "quality",
+)
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)
@@ -81,3 +92,30 @@ def test_phantom_command_writes_a_dataset(
     )
     assert (tmp_path / "d" / "manifest.json").is_file()
     assert "manifest" in capsys.readouterr().out
+
+
+def test_missing_training_subcommand_says_what_to_install(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A serve-only install lists training's subcommands but explains they need [train]."""
+    import argparse
+    from importlib.metadata import EntryPoint
+
+    from service import cli
+
+    parser = argparse.ArgumentParser(prog="pulmoseg")
+    sub = parser.add_subparsers(dest="command", required=True)
+    entry = EntryPoint("train", "pulmoseg_absent_training_module:add", cli.COMMANDS_GROUP)
+    cli._add_contributed(sub, entry)
+    args, unknown = parser.parse_known_args(["train", "--config", "x.yaml"])
+    assert unknown == ["--config", "x.yaml"] and args.accepts_any_arguments
+    with pytest.raises(cli.CommandUnavailableError, match=r"pip install 'pulmoseg\[train\]'"):
+        args.func(args)
+
+
+def test_unknown_arguments_are_still_refused_by_installed_subcommands() -> None:
+    from service import cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["serve", "--no-such-flag", "1"])
+    assert exit_info.value.code == 2

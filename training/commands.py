@@ -95,11 +95,36 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, type=Path, help="output .onnx path")
     p.add_argument("--tolerance", type=float, default=None, help="parity tolerance (default 1e-4)")
+    triton = p.add_argument_group("Triton Inference Server")
+    triton.add_argument(
+        "--triton-repo",
+        type=Path,
+        help="also add the model to this Triton model repository (config.pbtxt + version)",
+    )
+    triton.add_argument(
+        "--triton-version", type=int, default=1, help="model version folder (default 1)"
+    )
+    triton.add_argument(
+        "--triton-max-batch-size", type=int, default=16, help="max_batch_size (default 16)"
+    )
+    triton.add_argument(
+        "--triton-instance-kind",
+        default="KIND_GPU",
+        choices=["KIND_GPU", "KIND_CPU"],
+        help="instance_group kind (default KIND_GPU)",
+    )
     p.set_defaults(func=_cmd_export)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from training.export import export_ensemble, export_onnx
+
+    # Checked before the (slow) export, so a typo does not cost an export.
+    if args.triton_repo is not None and min(args.triton_version, args.triton_max_batch_size) < 1:
+        raise ValueError(
+            "--triton-version and --triton-max-batch-size must be >= 1, got "
+            f"{args.triton_version} and {args.triton_max_batch_size}."
+        )
 
     if len(args.checkpoint) > 1:
         result = export_ensemble(args.checkpoint, args.out, tolerance=args.tolerance)
@@ -109,6 +134,20 @@ def _cmd_export(args: argparse.Namespace) -> int:
         f"exported {result.onnx_path} ({result.manifest.name} {result.manifest.version}); "
         f"max |ORT - PyTorch| = {result.max_abs_diff:.2e}"
     )
+    if args.triton_repo is not None:
+        from training.triton_export import export_triton_repository
+
+        triton = export_triton_repository(
+            result.onnx_path,
+            args.triton_repo,
+            version=args.triton_version,
+            max_batch_size=args.triton_max_batch_size,
+            instance_kind=args.triton_instance_kind,
+        )
+        print(
+            f"wrote Triton model '{triton.model_name}' version {triton.version}: "
+            f"{triton.config_path}"
+        )
     return 0
 
 

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import yaml
 from pydantic import Field, StrictBool, field_validator, model_validator
 
+from service.core.classes import DEFAULT_CLASS_NAMES, LESION_MASK_CLASS_NAMES
 from service.core.settings_base import (
     Layer,
     SettingsModel,
@@ -67,7 +68,7 @@ class DataConfig(ConfigSection):
     #: slices2d: folder of unlabeled slices for the semi-supervised stages (None: none).
     unlabeled: str | None = None
     #: slices2d: class names by raw mask value; mapped to ``model.class_names`` by name.
-    mask_classes: tuple[str, ...] = ("background", "ggo", "consolidation")
+    mask_classes: tuple[str, ...] = LESION_MASK_CLASS_NAMES
     #: slices2d: flips, small rotation/zoom and intensity jitter on labeled batches.
     augment: StrictBool = True
 
@@ -108,7 +109,7 @@ class ModelConfig(ConfigSection):
     slice_context: int = 3
     features: tuple[int, int, int, int, int, int] = (16, 16, 32, 64, 128, 16)
     num_classes: int = 4
-    class_names: tuple[str, ...] = ("background", "lung", "ggo", "consolidation")
+    class_names: tuple[str, ...] = DEFAULT_CLASS_NAMES
     #: HU window baked into the exported graph: clip to [lo, hi], scale to [0, 1].
     hu_window: tuple[float, float] = (-1024.0, 400.0)
     #: In-plane size the network trains on (slices are resampled to it).

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from service.core.classes import DEFAULT_CLASS_NAMES, LESION_CLASS_NAMES, LESION_MASK_CLASS_NAMES
 from service.core.segmentation_metrics import continuous_dice, dice, mean_slice_dice
 from training.evaluation_report import EvaluationReport, ItemMetrics, summarise_items
 from training.splits import check_fold, split_by_group, split_studies
@@ -33,13 +34,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: Classes that make up the "infection" aggregate.
-LESION_CLASSES: tuple[str, ...] = ("ggo", "consolidation")
+LESION_CLASSES: tuple[str, ...] = LESION_CLASS_NAMES
 INFECTION = "infection"
 BACKGROUND = "background"
 #: Label names of 3D datasets whose manifest does not list its classes (the phantom scheme).
-DEFAULT_VOLUME_CLASSES: tuple[str, ...] = ("background", "lung", "ggo", "consolidation")
+DEFAULT_VOLUME_CLASSES: tuple[str, ...] = DEFAULT_CLASS_NAMES
 #: Mask names of 2D slice folders by default (COVID-SemiSeg).
-DEFAULT_MASK_CLASSES: tuple[str, ...] = ("background", "ggo", "consolidation")
+DEFAULT_MASK_CLASSES: tuple[str, ...] = LESION_MASK_CLASS_NAMES
 SPLITS = ("all", "train", "val")
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from service.core.classes import LESION_MASK_CLASS_NAMES
 from training.splits import natural_key, split_by_group
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 MASK_SUFFIXES = (".png",)
 
 #: Mask class names of COVID-SemiSeg (raw mask value = position): 0 bg, 1 GGO, 2 consolidation.
-COVID_SEMISEG_MASK_CLASSES: tuple[str, ...] = ("background", "ggo", "consolidation")
+COVID_SEMISEG_MASK_CLASSES: tuple[str, ...] = LESION_MASK_CLASS_NAMES
 
 # A trailing "_<slice number>" marks the slice within its volume.
 _SLICE_SUFFIX = re.compile(r"^(?P<volume>.+?)_(?P<slice>\d+)$")

@@ -64,16 +64,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--segmentation-type", default="BINARY", choices=["BINARY", "LABELMAP"])
     parser.add_argument("--require-gpu", action="store_true")
+    parser.add_argument(
+        "--quality",
+        action="store_true",
+        help="also run the quality step: sr.dcm (clinical summary SR) and consistency VolDice "
+        "in summary.json (consistency on every study; it costs a second inference)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     from service.app.study_runner import StudyRunner
+    from service.quality.assessment import QualityConfig
 
     try:
         if not args.input.is_dir():
             raise PulmosegError(f"Input folder '{args.input}' does not exist.")
-        runner = StudyRunner.load(resolve_model_path(args.model), require_gpu=args.require_gpu)
+        runner = StudyRunner.load(
+            resolve_model_path(args.model),
+            require_gpu=args.require_gpu,
+            quality=QualityConfig(consistency_fraction=1.0) if args.quality else None,
+        )
         result = runner.segment_directory(
             args.input, args.output, segmentation_type=args.segmentation_type
         )
@@ -88,6 +99,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "provider": runner.provider,
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
     }
+    if result.quality is not None:
+        clinical, consistency = result.quality.clinical, result.quality.consistency
+        summary["clinical"] = {
+            "lung_volume_ml": clinical.lung_volume_ml,
+            "involvement_percent": clinical.involvement_percent,
+            "severity_grade": clinical.grade.value if clinical.grade else None,
+        }
+        summary["consistency"] = (
+            {"transform": consistency.transform, "voldice": consistency.voldice}
+            if consistency is not None
+            else None
+        )
+        summary["flagged"] = result.quality.flagged
     (args.output / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"wrote {args.output / 'seg.dcm'}: {json.dumps(result.class_volumes_ml)}")
     return 0

@@ -21,6 +21,7 @@ from monai.deploy.core import Application  # noqa: E402
 from service.app.operators import (  # noqa: E402
     DATASETS,
     LABELS,
+    QUALITY,
     SEG,
     SERIES,
     VOLUME,
@@ -32,14 +33,20 @@ from service.app.operators import (  # noqa: E402
     SeriesToVolumeOperator,
     StudyResultOperator,
 )
+from service.app.quality_operator import QualityOperator  # noqa: E402
 from service.app.study_result import StudyResult  # noqa: E402
 from service.core.errors import ModelError  # noqa: E402
 from service.dicom_input import StudySource  # noqa: E402
 from service.predictor import Predictor  # noqa: E402
+from service.quality.assessment import QualityConfig  # noqa: E402
 
 
 class LungSegmentationApp(Application):
-    """DICOM instances → CT series → HU volume → ONNX segmentation → DICOM-SEG → result."""
+    """DICOM instances → CT series → HU volume → ONNX segmentation → DICOM-SEG → [quality] → result.
+
+    With a ``QualityConfig`` the graph also runs the quality step (clinical summary, consistency
+    VolDice, DICOM SR) between the SEG writer and the sink.
+    """
 
     name = "pulmoseg"
     description = "Segments lung, ground-glass opacity and consolidation in chest CT."
@@ -53,6 +60,7 @@ class LungSegmentationApp(Application):
         segmentation_type: str = "BINARY",
         output_folder: Path | None = None,
         hooks: ProgressHooks | None = None,
+        quality: QualityConfig | None = None,
         **kwargs: Any,
     ) -> None:
         if predictor.manifest is None:
@@ -63,6 +71,7 @@ class LungSegmentationApp(Application):
         self.segmentation_type = segmentation_type
         self.output_folder = output_folder
         self.hooks = hooks if hooks is not None else ProgressHooks()
+        self.quality = quality
         # Holoscan parses argv when given none; the study, not the command line, is the input.
         kwargs.setdefault("argv", ["pulmoseg"])
         super().__init__(**kwargs)
@@ -90,7 +99,11 @@ class LungSegmentationApp(Application):
             name="seg_writer",
         )
         sink = StudyResultOperator(
-            self, manifest=manifest, on_result=self.on_result, name="study_result"
+            self,
+            manifest=manifest,
+            on_result=self.on_result,
+            with_quality=self.quality is not None,
+            name="study_result",
         )
         self.add_flow(loader, selector, {(DATASETS.name, DATASETS.name)})
         self.add_flow(selector, to_volume, {(SERIES.name, SERIES.name)})
@@ -100,3 +113,17 @@ class LungSegmentationApp(Application):
         self.add_flow(infer, writer, {(LABELS.name, LABELS.name)})
         self.add_flow(infer, sink, {(LABELS.name, LABELS.name)})
         self.add_flow(writer, sink, {(SEG.name, SEG.name)})
+        if self.quality is not None:
+            quality = QualityOperator(
+                self,
+                predictor=self.predictor,
+                manifest=manifest,
+                config=self.quality,
+                output_folder=self.output_folder,
+                hooks=hooks,
+                name="quality",
+            )
+            self.add_flow(to_volume, quality, {(VOLUME.name, VOLUME.name)})
+            self.add_flow(infer, quality, {(LABELS.name, LABELS.name)})
+            self.add_flow(writer, quality, {(SEG.name, SEG.name)})
+            self.add_flow(quality, sink, {(QUALITY.name, QUALITY.name)})

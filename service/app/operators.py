@@ -8,7 +8,8 @@ names as ``LungSegmentationApp`` gives them)::
     series    list        series_selector    series_to_volume
     volume    CTVolume    series_to_volume   onnx_inference, seg_writer, study_result
     labels    np.ndarray  onnx_inference     seg_writer, study_result
-    seg       bytes       seg_writer         study_result
+    seg       bytes       seg_writer         quality, study_result
+    quality   StudyQuality quality           study_result  (when built with a QualityConfig)
 
 Like the SDK's own operators, each one declares its ports in ``setup(spec)`` and takes only
 configuration in its constructor (the predictor, the manifest, the segmentation type, the output
@@ -45,6 +46,7 @@ from service.core.manifest import ModelManifest
 from service.core.progress import ProgressStage
 from service.dicom_input import StudySource, load_study, select_ct_series
 from service.predictor import Predictor
+from service.quality.assessment import StudyQuality
 from service.seg_writer import write_study_seg
 from service.volume import CTVolume, series_to_volume
 
@@ -80,6 +82,8 @@ SERIES: Port[list] = Port("series", list)
 VOLUME: Port[CTVolume] = Port("volume", CTVolume)
 LABELS: Port[np.ndarray] = Port("labels", np.ndarray)
 SEG: Port[bytes] = Port("seg", bytes)
+#: Output of ``service.app.quality_operator.QualityOperator`` (when the graph has one).
+QUALITY: Port[StudyQuality] = Port("quality", StudyQuality)
 
 
 @dataclass(frozen=True)
@@ -260,19 +264,24 @@ class StudyResultOperator(Operator):
         *args: Any,
         manifest: ModelManifest,
         on_result: Callable[[StudyResult], None],
+        with_quality: bool = False,
         **kwargs: Any,
     ) -> None:
         self.manifest = manifest
         self.on_result = on_result
+        self.with_quality = with_quality
         super().__init__(fragment, *args, **kwargs)
 
     def setup(self, spec: OperatorSpec) -> None:
         spec.input(VOLUME.name)
         spec.input(LABELS.name)
         spec.input(SEG.name)
+        if self.with_quality:
+            spec.input(QUALITY.name)
 
     def compute(self, op_input: Any, op_output: Any, context: Any) -> None:
         volume = VOLUME.receive(op_input)
         labels = LABELS.receive(op_input)
         seg = SEG.receive(op_input)
-        self.on_result(summarise_study(volume, labels, seg, self.manifest))
+        quality = QUALITY.receive(op_input) if self.with_quality else None
+        self.on_result(summarise_study(volume, labels, seg, self.manifest, quality))

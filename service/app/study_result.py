@@ -9,6 +9,7 @@ import numpy as np
 from service.core.identifiers import uid_hash
 from service.core.manifest import ModelManifest
 from service.core.segmentation_metrics import class_volumes_ml
+from service.quality.assessment import StudyQuality
 from service.volume import CTVolume
 
 
@@ -28,10 +29,16 @@ class StudyResult:
     volume: CTVolume = field(repr=False)
     stage_seconds: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    #: Clinical summary, consistency and SR; None when the graph ran without a quality step.
+    quality: StudyQuality | None = field(default=None, repr=False)
 
 
 def summarise_study(
-    volume: CTVolume, labels: np.ndarray, seg_bytes: bytes, manifest: ModelManifest
+    volume: CTVolume,
+    labels: np.ndarray,
+    seg_bytes: bytes,
+    manifest: ModelManifest,
+    quality: StudyQuality | None = None,
 ) -> StudyResult:
     """Per-class volumes (mL, by class name) and the identifiers a log may show."""
     foreground = manifest.foreground_classes
@@ -43,4 +50,5 @@ def summarise_study(
         num_instances=len(volume.datasets),
         labels=labels,
         volume=volume,
+        quality=quality,
     )

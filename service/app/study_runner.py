@@ -37,6 +37,7 @@ from service.core.manifest import ModelManifest
 from service.core.progress import ProgressStage
 from service.dicom_input import StudySource
 from service.predictor import Predictor
+from service.quality.assessment import QualityConfig
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class StageClock:
 class StudyRunner:
     """The loaded model plus a graph per study; thread-safe."""
 
-    def __init__(self, predictor: Predictor) -> None:
+    def __init__(self, predictor: Predictor, *, quality: QualityConfig | None = None) -> None:
         if not isinstance(predictor, Predictor):
             raise TypeError(
                 f"Argument 'predictor' must be a Predictor, got {type(predictor).__name__}."
@@ -82,12 +83,20 @@ class StudyRunner:
         self.manifest: ModelManifest = predictor.manifest
         self.provider: str = predictor.provider
         self.model_path: Path | None = getattr(predictor.backend, "model_path", None)
+        #: The quality step's configuration; None runs the graph without it.
+        self.quality = quality
 
     @classmethod
-    def load(cls, model_path: str | Path, *, require_gpu: bool = False) -> StudyRunner:
+    def load(
+        cls,
+        model_path: str | Path,
+        *,
+        require_gpu: bool = False,
+        quality: QualityConfig | None = None,
+    ) -> StudyRunner:
         from service.predictor.onnx_backend import load_onnx_predictor
 
-        return cls(load_onnx_predictor(model_path, require_gpu=require_gpu))
+        return cls(load_onnx_predictor(model_path, require_gpu=require_gpu), quality=quality)
 
     def segment(
         self,
@@ -140,6 +149,7 @@ class StudyRunner:
             segmentation_type=segmentation_type,
             output_folder=output_folder,
             hooks=dataclasses.replace(hooks, on_progress=clock),
+            quality=self.quality,
         )
         started = time.perf_counter()
         app.run()  # an operator's exception comes out here, unchanged (see the module docstring)
@@ -148,9 +158,10 @@ class StudyRunner:
             raise PulmosegError(
                 f"The segmentation graph stopped with {len(results)} results instead of one."
             )
-        result = dataclasses.replace(
-            results[0], stage_seconds=clock.stage_seconds(), seconds=seconds
-        )
+        stage_seconds = clock.stage_seconds()
+        if results[0].quality is not None:  # not a progress stage: timed by the step itself
+            stage_seconds["quality"] = results[0].quality.seconds
+        result = dataclasses.replace(results[0], stage_seconds=stage_seconds, seconds=seconds)
         log.info(
             "study %s segmented: %d instances in %.3f s",
             result.study_uid_hash,

@@ -41,3 +41,22 @@ class AuthenticationError(PulmosegError):
 
 class UnsupportedRequestError(PulmosegError):
     """The request asks for something this server does not implement (e.g. an output type)."""
+
+
+class InvalidReferenceError(InvalidStudyError):
+    """A submitted reference segmentation cannot be scored (not a SEG, no matching segment …).
+
+    Maps to INVALID_ARGUMENT like any bad input.
+    """
+
+
+class ReferenceGeometryError(InvalidReferenceError):
+    """The reference SEG is not on the study's voxel grid; nothing is resampled silently."""
+
+
+class StudyNotFoundError(PulmosegError):
+    """No quality record exists for the given study hash (maps to NOT_FOUND)."""
+
+
+class InvalidArgumentError(PulmosegError, ValueError):
+    """A request field is malformed (a study hash, a page token …); maps to INVALID_ARGUMENT."""

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 #: Fully qualified service name, as health checks and reflection use it.
 SERVICE_NAME = "pulmoseg.v1.SegmentationService"
+#: The quality service (reference VolDice, study records) of the same API.
+QUALITY_SERVICE_NAME = "pulmoseg.v1.QualityService"
 
 #: Largest data payload per InstanceChunk/SegChunk message (gRPC's default limit is 4 MiB).
 MAX_CHUNK_BYTES = 1024 * 1024
 
-__all__ = ["MAX_CHUNK_BYTES", "SERVICE_NAME"]
+__all__ = ["MAX_CHUNK_BYTES", "QUALITY_SERVICE_NAME", "SERVICE_NAME"]

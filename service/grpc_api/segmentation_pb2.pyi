@@ -1,3 +1,6 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -64,14 +67,16 @@ class SegmentStudyRequest(_message.Message):
     def __init__(self, header: _Optional[_Union[StudyUploadHeader, _Mapping]] = ..., chunk: _Optional[_Union[InstanceChunk, _Mapping]] = ...) -> None: ...
 
 class Progress(_message.Message):
-    __slots__ = ("fraction", "stage", "stage_fraction")
+    __slots__ = ("fraction", "stage", "stage_fraction", "queue_position")
     FRACTION_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
     STAGE_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_POSITION_FIELD_NUMBER: _ClassVar[int]
     fraction: float
     stage: Stage
     stage_fraction: float
-    def __init__(self, fraction: _Optional[float] = ..., stage: _Optional[_Union[Stage, str]] = ..., stage_fraction: _Optional[float] = ...) -> None: ...
+    queue_position: int
+    def __init__(self, fraction: _Optional[float] = ..., stage: _Optional[_Union[Stage, str]] = ..., stage_fraction: _Optional[float] = ..., queue_position: _Optional[int] = ...) -> None: ...
 
 class SegChunk(_message.Message):
     __slots__ = ("data", "offset")
@@ -82,7 +87,7 @@ class SegChunk(_message.Message):
     def __init__(self, data: _Optional[bytes] = ..., offset: _Optional[int] = ...) -> None: ...
 
 class StudySummary(_message.Message):
-    __slots__ = ("study_uid_hash", "class_volumes_ml", "num_instances", "model_name", "model_version", "provider", "stage_seconds", "seg_size_bytes", "seg_sha256")
+    __slots__ = ("study_uid_hash", "class_volumes_ml", "num_instances", "model_name", "model_version", "provider", "stage_seconds", "seg_size_bytes", "seg_sha256", "clinical", "consistency", "flagged", "sr_size_bytes", "sr_sha256")
     class ClassVolumesMlEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -106,6 +111,11 @@ class StudySummary(_message.Message):
     STAGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     SEG_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     SEG_SHA256_FIELD_NUMBER: _ClassVar[int]
+    CLINICAL_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
+    FLAGGED_FIELD_NUMBER: _ClassVar[int]
+    SR_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SR_SHA256_FIELD_NUMBER: _ClassVar[int]
     study_uid_hash: str
     class_volumes_ml: _containers.ScalarMap[str, float]
     num_instances: int
@@ -115,17 +125,70 @@ class StudySummary(_message.Message):
     stage_seconds: _containers.ScalarMap[str, float]
     seg_size_bytes: int
     seg_sha256: str
-    def __init__(self, study_uid_hash: _Optional[str] = ..., class_volumes_ml: _Optional[_Mapping[str, float]] = ..., num_instances: _Optional[int] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., provider: _Optional[str] = ..., stage_seconds: _Optional[_Mapping[str, float]] = ..., seg_size_bytes: _Optional[int] = ..., seg_sha256: _Optional[str] = ...) -> None: ...
+    clinical: ClinicalSummary
+    consistency: ConsistencyQuality
+    flagged: bool
+    sr_size_bytes: int
+    sr_sha256: str
+    def __init__(self, study_uid_hash: _Optional[str] = ..., class_volumes_ml: _Optional[_Mapping[str, float]] = ..., num_instances: _Optional[int] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., provider: _Optional[str] = ..., stage_seconds: _Optional[_Mapping[str, float]] = ..., seg_size_bytes: _Optional[int] = ..., seg_sha256: _Optional[str] = ..., clinical: _Optional[_Union[ClinicalSummary, _Mapping]] = ..., consistency: _Optional[_Union[ConsistencyQuality, _Mapping]] = ..., flagged: _Optional[bool] = ..., sr_size_bytes: _Optional[int] = ..., sr_sha256: _Optional[str] = ...) -> None: ...
+
+class ClinicalSummary(_message.Message):
+    __slots__ = ("class_volumes_ml", "lung_volume_ml", "lesion_volume_ml", "involvement_percent", "severity_grade")
+    class ClassVolumesMlEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    CLASS_VOLUMES_ML_FIELD_NUMBER: _ClassVar[int]
+    LUNG_VOLUME_ML_FIELD_NUMBER: _ClassVar[int]
+    LESION_VOLUME_ML_FIELD_NUMBER: _ClassVar[int]
+    INVOLVEMENT_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    SEVERITY_GRADE_FIELD_NUMBER: _ClassVar[int]
+    class_volumes_ml: _containers.ScalarMap[str, float]
+    lung_volume_ml: float
+    lesion_volume_ml: float
+    involvement_percent: float
+    severity_grade: str
+    def __init__(self, class_volumes_ml: _Optional[_Mapping[str, float]] = ..., lung_volume_ml: _Optional[float] = ..., lesion_volume_ml: _Optional[float] = ..., involvement_percent: _Optional[float] = ..., severity_grade: _Optional[str] = ...) -> None: ...
+
+class ConsistencyQuality(_message.Message):
+    __slots__ = ("transform", "voldice", "threshold", "flagged")
+    class VoldiceEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    TRANSFORM_FIELD_NUMBER: _ClassVar[int]
+    VOLDICE_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    FLAGGED_FIELD_NUMBER: _ClassVar[int]
+    transform: str
+    voldice: _containers.ScalarMap[str, float]
+    threshold: float
+    flagged: bool
+    def __init__(self, transform: _Optional[str] = ..., voldice: _Optional[_Mapping[str, float]] = ..., threshold: _Optional[float] = ..., flagged: _Optional[bool] = ...) -> None: ...
+
+class StructuredReport(_message.Message):
+    __slots__ = ("data",)
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
 
 class SegmentStudyResponse(_message.Message):
-    __slots__ = ("progress", "seg_chunk", "summary")
+    __slots__ = ("progress", "seg_chunk", "summary", "report")
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     SEG_CHUNK_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    REPORT_FIELD_NUMBER: _ClassVar[int]
     progress: Progress
     seg_chunk: SegChunk
     summary: StudySummary
-    def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., seg_chunk: _Optional[_Union[SegChunk, _Mapping]] = ..., summary: _Optional[_Union[StudySummary, _Mapping]] = ...) -> None: ...
+    report: StructuredReport
+    def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., seg_chunk: _Optional[_Union[SegChunk, _Mapping]] = ..., summary: _Optional[_Union[StudySummary, _Mapping]] = ..., report: _Optional[_Union[StructuredReport, _Mapping]] = ...) -> None: ...
 
 class GetModelInfoRequest(_message.Message):
     __slots__ = ()
@@ -182,7 +245,7 @@ class InputSize(_message.Message):
     def __init__(self, rows: _Optional[int] = ..., columns: _Optional[int] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "version", "provider", "classes", "slice_context", "hu_window", "validation_voldice", "input_size", "orientation")
+    __slots__ = ("name", "version", "provider", "classes", "slice_context", "hu_window", "validation_voldice", "input_size", "orientation", "serving_version", "available_versions", "last_reload_error")
     class ValidationVoldiceEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -199,6 +262,9 @@ class ModelInfo(_message.Message):
     VALIDATION_VOLDICE_FIELD_NUMBER: _ClassVar[int]
     INPUT_SIZE_FIELD_NUMBER: _ClassVar[int]
     ORIENTATION_FIELD_NUMBER: _ClassVar[int]
+    SERVING_VERSION_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    LAST_RELOAD_ERROR_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     provider: str
@@ -208,4 +274,118 @@ class ModelInfo(_message.Message):
     validation_voldice: _containers.ScalarMap[str, float]
     input_size: InputSize
     orientation: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., provider: _Optional[str] = ..., classes: _Optional[_Iterable[_Union[ClassInfo, _Mapping]]] = ..., slice_context: _Optional[int] = ..., hu_window: _Optional[_Union[HuWindow, _Mapping]] = ..., validation_voldice: _Optional[_Mapping[str, float]] = ..., input_size: _Optional[_Union[InputSize, _Mapping]] = ..., orientation: _Optional[str] = ...) -> None: ...
+    serving_version: str
+    available_versions: _containers.RepeatedScalarFieldContainer[str]
+    last_reload_error: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., provider: _Optional[str] = ..., classes: _Optional[_Iterable[_Union[ClassInfo, _Mapping]]] = ..., slice_context: _Optional[int] = ..., hu_window: _Optional[_Union[HuWindow, _Mapping]] = ..., validation_voldice: _Optional[_Mapping[str, float]] = ..., input_size: _Optional[_Union[InputSize, _Mapping]] = ..., orientation: _Optional[str] = ..., serving_version: _Optional[str] = ..., available_versions: _Optional[_Iterable[str]] = ..., last_reload_error: _Optional[str] = ...) -> None: ...
+
+class ReferenceHeader(_message.Message):
+    __slots__ = ("study_hash", "client_name")
+    STUDY_HASH_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_NAME_FIELD_NUMBER: _ClassVar[int]
+    study_hash: str
+    client_name: str
+    def __init__(self, study_hash: _Optional[str] = ..., client_name: _Optional[str] = ...) -> None: ...
+
+class SubmitReferenceRequest(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: ReferenceHeader
+    chunk: bytes
+    def __init__(self, header: _Optional[_Union[ReferenceHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class ReferenceQuality(_message.Message):
+    __slots__ = ("study_hash", "voldice", "continuous_dice", "reference_type", "unmatched_segments", "model_version", "submitted")
+    class VoldiceEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class ContinuousDiceEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    STUDY_HASH_FIELD_NUMBER: _ClassVar[int]
+    VOLDICE_FIELD_NUMBER: _ClassVar[int]
+    CONTINUOUS_DICE_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    UNMATCHED_SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SUBMITTED_FIELD_NUMBER: _ClassVar[int]
+    study_hash: str
+    voldice: _containers.ScalarMap[str, float]
+    continuous_dice: _containers.ScalarMap[str, float]
+    reference_type: str
+    unmatched_segments: _containers.RepeatedScalarFieldContainer[str]
+    model_version: str
+    submitted: _timestamp_pb2.Timestamp
+    def __init__(self, study_hash: _Optional[str] = ..., voldice: _Optional[_Mapping[str, float]] = ..., continuous_dice: _Optional[_Mapping[str, float]] = ..., reference_type: _Optional[str] = ..., unmatched_segments: _Optional[_Iterable[str]] = ..., model_version: _Optional[str] = ..., submitted: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GetStudyQualityRequest(_message.Message):
+    __slots__ = ("study_hash",)
+    STUDY_HASH_FIELD_NUMBER: _ClassVar[int]
+    study_hash: str
+    def __init__(self, study_hash: _Optional[str] = ...) -> None: ...
+
+class StudyQualityRecord(_message.Message):
+    __slots__ = ("study_hash", "created", "model_name", "model_version", "provider", "num_instances", "clinical", "consistency", "flagged", "reference", "stage_seconds")
+    class StageSecondsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    STUDY_HASH_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    NUM_INSTANCES_FIELD_NUMBER: _ClassVar[int]
+    CLINICAL_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
+    FLAGGED_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    STAGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    study_hash: str
+    created: _timestamp_pb2.Timestamp
+    model_name: str
+    model_version: str
+    provider: str
+    num_instances: int
+    clinical: ClinicalSummary
+    consistency: ConsistencyQuality
+    flagged: bool
+    reference: ReferenceQuality
+    stage_seconds: _containers.ScalarMap[str, float]
+    def __init__(self, study_hash: _Optional[str] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., provider: _Optional[str] = ..., num_instances: _Optional[int] = ..., clinical: _Optional[_Union[ClinicalSummary, _Mapping]] = ..., consistency: _Optional[_Union[ConsistencyQuality, _Mapping]] = ..., flagged: _Optional[bool] = ..., reference: _Optional[_Union[ReferenceQuality, _Mapping]] = ..., stage_seconds: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class ListStudyQualityRequest(_message.Message):
+    __slots__ = ("since", "until", "model_version", "flagged_only", "page_size", "page_token")
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    FLAGGED_ONLY_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    since: _timestamp_pb2.Timestamp
+    until: _timestamp_pb2.Timestamp
+    model_version: str
+    flagged_only: bool
+    page_size: int
+    page_token: str
+    def __init__(self, since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model_version: _Optional[str] = ..., flagged_only: _Optional[bool] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListStudyQualityResponse(_message.Message):
+    __slots__ = ("records", "next_page_token")
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedCompositeFieldContainer[StudyQualityRecord]
+    next_page_token: str
+    def __init__(self, records: _Optional[_Iterable[_Union[StudyQualityRecord, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

@@ -140,3 +140,171 @@ class SegmentationService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class QualityServiceStub:
+    """Per-study quality over time: reference VolDice against a radiologist's SEG, and the records
+    of every segmented study. Studies are named by their hash (StudySummary.study_uid_hash).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.SubmitReference = channel.stream_unary(
+                '/pulmoseg.v1.QualityService/SubmitReference',
+                request_serializer=pulmoseg_dot_v1_dot_segmentation__pb2.SubmitReferenceRequest.SerializeToString,
+                response_deserializer=pulmoseg_dot_v1_dot_segmentation__pb2.ReferenceQuality.FromString,
+                _registered_method=True)
+        self.GetStudyQuality = channel.unary_unary(
+                '/pulmoseg.v1.QualityService/GetStudyQuality',
+                request_serializer=pulmoseg_dot_v1_dot_segmentation__pb2.GetStudyQualityRequest.SerializeToString,
+                response_deserializer=pulmoseg_dot_v1_dot_segmentation__pb2.StudyQualityRecord.FromString,
+                _registered_method=True)
+        self.ListStudyQuality = channel.unary_unary(
+                '/pulmoseg.v1.QualityService/ListStudyQuality',
+                request_serializer=pulmoseg_dot_v1_dot_segmentation__pb2.ListStudyQualityRequest.SerializeToString,
+                response_deserializer=pulmoseg_dot_v1_dot_segmentation__pb2.ListStudyQualityResponse.FromString,
+                _registered_method=True)
+
+
+class QualityServiceServicer:
+    """Per-study quality over time: reference VolDice against a radiologist's SEG, and the records
+    of every segmented study. Studies are named by their hash (StudySummary.study_uid_hash).
+    """
+
+    def SubmitReference(self, request_iterator, context):
+        """Upload a reference DICOM-SEG (header first, then chunks of at most 1 MiB) for a study this
+        service segmented; get VolDice per class against the stored prediction.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetStudyQuality(self, request, context):
+        """The quality record of one study (NOT_FOUND when there is none).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListStudyQuality(self, request, context):
+        """Records newest first, filtered and paged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_QualityServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'SubmitReference': grpc.stream_unary_rpc_method_handler(
+                    servicer.SubmitReference,
+                    request_deserializer=pulmoseg_dot_v1_dot_segmentation__pb2.SubmitReferenceRequest.FromString,
+                    response_serializer=pulmoseg_dot_v1_dot_segmentation__pb2.ReferenceQuality.SerializeToString,
+            ),
+            'GetStudyQuality': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStudyQuality,
+                    request_deserializer=pulmoseg_dot_v1_dot_segmentation__pb2.GetStudyQualityRequest.FromString,
+                    response_serializer=pulmoseg_dot_v1_dot_segmentation__pb2.StudyQualityRecord.SerializeToString,
+            ),
+            'ListStudyQuality': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListStudyQuality,
+                    request_deserializer=pulmoseg_dot_v1_dot_segmentation__pb2.ListStudyQualityRequest.FromString,
+                    response_serializer=pulmoseg_dot_v1_dot_segmentation__pb2.ListStudyQualityResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'pulmoseg.v1.QualityService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('pulmoseg.v1.QualityService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class QualityService:
+    """Per-study quality over time: reference VolDice against a radiologist's SEG, and the records
+    of every segmented study. Studies are named by their hash (StudySummary.study_uid_hash).
+    """
+
+    @staticmethod
+    def SubmitReference(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/pulmoseg.v1.QualityService/SubmitReference',
+            pulmoseg_dot_v1_dot_segmentation__pb2.SubmitReferenceRequest.SerializeToString,
+            pulmoseg_dot_v1_dot_segmentation__pb2.ReferenceQuality.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStudyQuality(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pulmoseg.v1.QualityService/GetStudyQuality',
+            pulmoseg_dot_v1_dot_segmentation__pb2.GetStudyQualityRequest.SerializeToString,
+            pulmoseg_dot_v1_dot_segmentation__pb2.StudyQualityRecord.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListStudyQuality(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pulmoseg.v1.QualityService/ListStudyQuality',
+            pulmoseg_dot_v1_dot_segmentation__pb2.ListStudyQualityRequest.SerializeToString,
+            pulmoseg_dot_v1_dot_segmentation__pb2.ListStudyQualityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

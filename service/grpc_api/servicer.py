@@ -8,8 +8,13 @@ picked only by ``service.grpc_errors.status_for``; the runner is duck-typed (``m
 Progress goes out through :class:`~service.grpc_api.progress.ProgressRelay`: stages in
 ``ProgressStage`` order (RECEIVING is timed and reported here, the pipeline stages come from the
 runner, DONE closes the stream before the summary) with a monotone overall fraction. The
-summary's ``stage_seconds["total"]`` and the ``stage="total"`` duration metric are one number:
+summary's ``stage_seconds["total"]`` and ``pulmoseg_request_duration_seconds`` are one number:
 the whole call, upload included.
+
+With a :class:`~service.quality.monitor.QualityMonitor`, each answered study is recorded (quality
+record + metrics) and its DICOM SR is sent as a ``report`` message between the SEG and the
+summary. A failure to record is logged and counted, never turned into a failed study: the SEG
+is the product, the record its bookkeeping.
 """
 
 from __future__ import annotations
@@ -20,31 +25,39 @@ import queue
 import threading
 import time
 from collections.abc import Generator, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import CancelledError, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 
-from service.core.errors import ServiceNotReadyError
+from service.core.errors import ModelError, ServiceNotReadyError
 from service.core.progress import ProgressStage
 from service.grpc_api import segmentation_pb2 as pb2
 from service.grpc_api import segmentation_pb2_grpc as pb2_grpc
-from service.grpc_api.progress import ProgressRelay
+from service.grpc_api.admission import AdmissionQueue, Ticket
+from service.grpc_api.progress import ProgressRelay, stage_to_proto
+from service.grpc_api.quality_messages import clinical_from_summary, consistency_message
 from service.grpc_api.upload import UploadReceiver
 from service.grpc_errors import (
     ResourceLimitError,
     UnsupportedRequestError,
+    error_reason,
     log_failure,
     status_for,
 )
+from service.model_versions import list_model_versions
 from service.prometheus_metrics import ServiceMetrics
 from service.settings import ServiceSettings
 
 if TYPE_CHECKING:
     from service.app.study_result import StudyResult
+    from service.quality.monitor import QualityMonitor
 
 logger = logging.getLogger(__name__)
+
+#: How often a queued study checks for its turn, a departed client and its maximum wait.
+_QUEUE_POLL_S = 0.1
 
 
 def _abort_call(context: grpc.ServicerContext, code: grpc.StatusCode, details: str) -> NoReturn:
@@ -67,6 +80,9 @@ class ServingState:
         self.pipeline: Any = None
         self.load_error: BaseException | None = None
         self.settled = threading.Event()
+        #: Name of the served version in the model directory, and why a reload kept it.
+        self.serving_version = ""
+        self.reload_error = ""
 
     def require(self) -> Any:
         if self.pipeline is None:
@@ -90,12 +106,17 @@ class SegmentationServicer(pb2_grpc.SegmentationServiceServicer):
     """Thin adapter: every method runs under :meth:`_guard`, the one place errors are mapped."""
 
     def __init__(
-        self, settings: ServiceSettings, metrics: ServiceMetrics, state: ServingState
+        self,
+        settings: ServiceSettings,
+        metrics: ServiceMetrics,
+        state: ServingState,
+        monitor: QualityMonitor | None = None,
     ) -> None:
         self._settings = settings
         self._metrics = metrics
         self._state = state
-        self._slots = threading.BoundedSemaphore(settings.max_concurrent_studies)
+        self._monitor = monitor
+        self._admission = AdmissionQueue(settings.max_concurrent_studies, settings.queue_length)
         self._studies = ThreadPoolExecutor(
             settings.max_concurrent_studies, thread_name_prefix="pulmoseg-study"
         )
@@ -114,8 +135,10 @@ class SegmentationServicer(pb2_grpc.SegmentationServiceServicer):
             expired = remaining is not None and remaining <= 0
             code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
             logger.info("%s ended early: %s (%s)", method, code.name, type(exc).__name__)
+            self._metrics.record_error(method, code.name.lower())
             return code
         log_failure(method, exc, code)
+        self._metrics.record_error(method, error_reason(exc))
         return code
 
     def GetModelInfo(
@@ -174,18 +197,29 @@ class SegmentationServicer(pb2_grpc.SegmentationServiceServicer):
             validation_voldice=m.validation_voldice,
             input_size=pb2.InputSize(rows=m.input_size[0], columns=m.input_size[1]),
             orientation=m.orientation,
+            serving_version=self._state.serving_version,
+            available_versions=self._available_versions(),
+            last_reload_error=self._state.reload_error,
         )
+
+    def _available_versions(self) -> list[str]:
+        if self._settings.model_path is None:
+            return []
+        try:
+            return [v.version for v in list_model_versions(self._settings.model_path)]
+        except ModelError:  # the directory went away: the served model still answers
+            return []
 
     def _segment_study(
         self, requests: Iterator[pb2.SegmentStudyRequest], context: grpc.ServicerContext
     ) -> Iterator[pb2.SegmentStudyResponse]:
         pipeline = self._state.require()
-        if not self._slots.acquire(blocking=False):
-            n = self._settings.max_concurrent_studies
-            raise ResourceLimitError(
-                f"The server is busy: {n} studies are in progress (max_concurrent_studies={n}); "
-                "retry later."
-            )
+        ticket = self._admission.enter()  # ResourceLimitError when the wait queue is full
+        try:
+            yield from self._wait_for_slot(ticket, context)
+        except BaseException:
+            self._admission.release(ticket)
+            raise
         self._metrics.in_progress.inc()
         started = time.perf_counter()
         relay = ProgressRelay()
@@ -228,6 +262,10 @@ class SegmentationServicer(pb2_grpc.SegmentationServiceServicer):
                 yield pb2.SegmentStudyResponse(
                     seg_chunk=pb2.SegChunk(data=seg[offset : offset + step], offset=offset)
                 )
+            quality = result.quality
+            sr = quality.sr_bytes if quality is not None else b""
+            if sr:
+                yield pb2.SegmentStudyResponse(report=pb2.StructuredReport(data=sr))
             yield from _progress(relay, ProgressStage.DONE, 1.0)
             total = time.perf_counter() - started  # one number: the summary and the metric
             stage_seconds = {
@@ -235,6 +273,7 @@ class SegmentationServicer(pb2_grpc.SegmentationServiceServicer):
                 **{k: float(v) for k, v in result.stage_seconds.items()},
                 "total": total,
             }
+            self._record_quality(result, pipeline, stage_seconds)
             yield pb2.SegmentStudyResponse(
                 summary=pb2.StudySummary(
                     study_uid_hash=result.study_uid_hash,
@@ -246,6 +285,15 @@ class SegmentationServicer(pb2_grpc.SegmentationServiceServicer):
                     stage_seconds=stage_seconds,
                     seg_size_bytes=len(seg),
                     seg_sha256=hashlib.sha256(seg).hexdigest(),
+                    clinical=clinical_from_summary(quality.clinical) if quality else None,
+                    consistency=(
+                        consistency_message(quality.consistency)
+                        if quality is not None and quality.consistency is not None
+                        else None
+                    ),
+                    flagged=quality.flagged if quality is not None else False,
+                    sr_size_bytes=len(sr),
+                    sr_sha256=hashlib.sha256(sr).hexdigest() if sr else "",
                 )
             )
             self._metrics.record_study(total, stage_seconds)
@@ -258,7 +306,52 @@ class SegmentationServicer(pb2_grpc.SegmentationServiceServicer):
             )
         finally:
             self._metrics.in_progress.dec()
-            self._slots.release()
+            self._admission.release(ticket)
+
+    def _record_quality(
+        self, result: StudyResult, pipeline: Any, stage_seconds: dict[str, float]
+    ) -> None:
+        """Record the study's quality; a records failure is logged and counted, not raised."""
+        if self._monitor is None or result.quality is None:
+            return
+        try:
+            self._monitor.record_study(result, pipeline.manifest, pipeline.provider, stage_seconds)
+        except Exception as exc:
+            logger.error(
+                "could not record quality of study %s (%s)",
+                result.study_uid_hash,
+                type(exc).__name__,
+                exc_info=exc,
+            )
+            self._metrics.record_error("RecordQuality", error_reason(exc))
+
+    def _wait_for_slot(
+        self, ticket: Ticket, context: grpc.ServicerContext
+    ) -> Iterator[pb2.SegmentStudyResponse]:
+        """Wait in the admission queue, telling the client its position while it changes."""
+        if ticket.admitted:
+            return
+        limit_s = self._settings.queue_max_wait_s
+        deadline = time.monotonic() + limit_s
+        last = -1
+        receiving = stage_to_proto(ProgressStage.RECEIVING)
+        logger.info("study queued: %d waiting", self._admission.waiting)
+        while not ticket.wait(_QUEUE_POLL_S):
+            if not context.is_active():
+                raise CancelledError("the client went away while its study was queued")
+            position = self._admission.position(ticket)
+            if position != last and position > 0:
+                last = position
+                yield pb2.SegmentStudyResponse(
+                    progress=pb2.Progress(stage=receiving, queue_position=position)
+                )
+            if time.monotonic() > deadline:
+                raise ResourceLimitError(
+                    f"The study waited {limit_s:g} s (queue_max_wait_s) without a free study "
+                    "slot; the server is overloaded, retry later."
+                )
+        if last > 0:  # the client showed a position: tell it the study runs now
+            yield pb2.SegmentStudyResponse(progress=pb2.Progress(stage=receiving, queue_position=0))
 
     def _run_pipeline(
         self,

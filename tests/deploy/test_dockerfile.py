@@ -3,7 +3,9 @@
 Docker cannot build on the development machines, so the Dockerfile is kept correct by linting
 it with hadolint and by checking, from its parsed instructions, the properties that the Helm
 chart and the ONNX Runtime wheel depend on (non-root numeric user, CUDA runtime base of the
-right major version, exposed ports).
+right major version, exposed ports), that every file it copies exists and survives
+.dockerignore, that its command is one the real `pulmoseg` CLI accepts, and that the hashed
+lock it installs covers the serving dependencies and nothing heavy it does not need.
 """
 
 from __future__ import annotations
@@ -29,8 +31,12 @@ DOCKERIGNORE = REPO_ROOT / ".dockerignore"
 CHART_VALUES = REPO_ROOT / "helm" / "pulmoseg" / "values.yaml"
 
 CUDA_RUNTIME_IMAGE = re.compile(
-    r"^nvidia/cuda:(?P<major>\d+)\.(?P<minor>\d+)\.(?P<patch>\d+)-cudnn-runtime-ubuntu\d+\.\d+$"
+    r"^nvidia/cuda:(?P<major>\d+)\.(?P<minor>\d+)\.(?P<patch>\d+)-cudnn-runtime-ubuntu\d+\.\d+"
+    r"(@sha256:[0-9a-f]{64})?$"
 )
+SERVE_LOCK = REPO_ROOT / "requirements" / "serve.lock"
+#: Never in the serving image: training-only or unused GPU interop (scripts/lock_serve.sh).
+EXCLUDED_FROM_IMAGE = {"torch", "cupy-cuda13x", "cuda-python", "cuda-bindings", "perf-analyzer"}
 
 
 @dataclass
@@ -200,9 +206,8 @@ def _onnxruntime_cuda_version() -> str | None:
 
 
 def test_cuda_major_matches_pinned_onnxruntime_gpu(stages: list[Stage]) -> None:
-    runs = " ".join(arg for stage in stages for arg in stage.all("RUN"))
-    pinned = re.search(r"onnxruntime-gpu==([\w.]+)", runs)
-    assert pinned, "the Dockerfile must pin onnxruntime-gpu (its CUDA major fixes the base)"
+    pinned = re.search(r"^onnxruntime-gpu==([\w.]+)", SERVE_LOCK.read_text(), re.MULTILINE)
+    assert pinned, "the lock must pin onnxruntime-gpu (its CUDA major fixes the base)"
     try:
         installed = importlib.metadata.version("onnxruntime-gpu")
     except importlib.metadata.PackageNotFoundError:
@@ -218,29 +223,120 @@ def test_cuda_major_matches_pinned_onnxruntime_gpu(stages: list[Stage]) -> None:
     )
 
 
-def test_image_is_a_serve_only_install(stages: list[Stage]) -> None:
-    """The image installs the [serve] extra from a context without training code or torch."""
-    runs = " ".join(arg for stage in stages for arg in stage.all("RUN"))
-    assert re.search(r"pip install [^&]*\"\./\[serve\]\"", runs), runs
-    assert "torch" not in runs
+def test_image_is_a_serve_only_install_from_the_hashed_lock(stages: list[Stage]) -> None:
+    """The image installs exactly the lock, then the service, from a context without training."""
+    runs = [arg for stage in stages for arg in stage.all("RUN")]
+    assert any(
+        re.search(r"pip install .*--no-deps --require-hashes -r requirements/serve\.lock", r)
+        for r in runs
+    ), runs
+    assert any(re.search(r"pip install .*--no-deps .*\./$", r) for r in runs), runs
+    assert not any("torch" in r for r in runs)
     copied = " ".join(arg for stage in stages for arg in stage.all("COPY"))
     assert "training" not in copied
     allowed = [line for line in DOCKERIGNORE.read_text().splitlines() if line.startswith("!")]
     assert "!training/" not in allowed
 
 
-def test_entrypoint_is_the_console_script(stages: list[Stage]) -> None:
+def lock_entries() -> dict[str, tuple[str, list[str]]]:
+    """name -> (pinned version, hashes) of requirements/serve.lock."""
+    entries: dict[str, tuple[str, list[str]]] = {}
+    text = SERVE_LOCK.read_text().replace("\\\n", " ")
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        spec, *options = line.split()
+        name, _, version = spec.partition("==")
+        hashes = [o.removeprefix("--hash=") for o in options if o.startswith("--hash=sha256:")]
+        entries[re.sub(r"[-_.]+", "-", name).lower()] = (version, hashes)
+    return entries
+
+
+def test_lock_pins_every_package_with_hashes() -> None:
+    entries = lock_entries()
+    assert len(entries) > 30
+    for name, (version, hashes) in entries.items():
+        assert re.fullmatch(r"[\w.+!]+", version), f"{name} is not pinned with ==: {version!r}"
+        assert hashes, f"{name}=={version} has no --hash (pip --require-hashes would refuse)"
+
+
+def test_lock_covers_the_serve_extra_and_leaves_out_heavy_extras() -> None:
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    entries = lock_entries()
+    stale = []
+    for text in project["dependencies"] + project["optional-dependencies"]["serve"]:
+        requirement = Requirement(text)
+        name = re.sub(r"[-_.]+", "-", requirement.name).lower()
+        locked = entries.get(name)
+        if locked is None or not requirement.specifier.contains(locked[0], prereleases=True):
+            stale.append(f"{text} (locked: {locked[0] if locked else 'missing'})")
+    assert stale == [], "requirements/serve.lock is stale, run scripts/lock_serve.sh: " + ", ".join(
+        stale
+    )
+    assert not EXCLUDED_FROM_IMAGE & set(entries)
+
+
+def test_entrypoint_script_runs_the_console_script(stages: list[Stage]) -> None:
     entrypoint = stages[-1].last("ENTRYPOINT")
     assert entrypoint is not None
-    assert json.loads(entrypoint) == ["pulmoseg"]
+    (command,) = json.loads(entrypoint)
+    copies = {shlex.split(a)[-1]: shlex.split(a)[-2] for a in stages[-1].all("COPY")}
+    script = REPO_ROOT / copies[f"/usr/local/bin/{command}"]
+    assert 'set -- pulmoseg "$@"' in script.read_text()
     scripts = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert "pulmoseg" in scripts
+
+
+def test_command_is_accepted_by_the_real_cli(stages: list[Stage]) -> None:
+    from service.cli import build_parser
+
+    cmd = json.loads(stages[-1].last("CMD") or "[]")
+    args = build_parser().parse_args(cmd)
+    assert args.command == "serve"
+    assert str(args.model) == "/models/model.onnx"
+
+
+def test_healthcheck_uses_the_grpc_health_probe(stages: list[Stage]) -> None:
+    healthcheck = stages[-1].last("HEALTHCHECK")
+    assert healthcheck is not None, "the runtime stage needs a HEALTHCHECK"
+    options, _, command = healthcheck.partition("CMD")
+    probe = json.loads(command)
+    assert probe[0] == "pulmoseg-healthcheck"
+    assert "--start-period=300s" in options, "model loading must not count as unhealthy"
+    copied = " ".join(stages[-1].all("COPY"))
+    assert "docker/healthcheck.py /usr/local/bin/pulmoseg-healthcheck" in copied
+
+
+def test_stack_size_and_labels(stages: list[Stage]) -> None:
+    env = " ".join(stages[-1].all("ENV"))
+    assert re.search(r"PULMOSEG_STACK_KIB=(\d+)", env)
+    assert int(re.search(r"PULMOSEG_STACK_KIB=(\d+)", env).group(1)) >= 8192  # type: ignore[union-attr]
+    labels = " ".join(stages[-1].all("LABEL"))
+    for key in ("title", "description", "version", "licenses", "base.name"):
+        assert f"org.opencontainers.image.{key}=" in labels, key
+    assert 'com.nvidia.cuda.driver.min="580"' in labels
+
+
+def test_every_copied_file_exists(stages: list[Stage]) -> None:
+    sources: list[str] = []
+    for stage in stages:
+        for arg in stage.all("COPY"):
+            words = [w for w in shlex.split(arg) if not w.startswith("--")]
+            if any(w.startswith("--from") for w in shlex.split(arg)):
+                continue
+            sources.extend(words[:-1])
+    assert sources
+    missing = [s for s in sources if not (REPO_ROOT / s).exists()]
+    assert missing == [], f"COPY sources missing from the repository: {missing}"
 
 
 def test_exposed_ports_match_chart_and_command(stages: list[Stage], chart_values: dict) -> None:
     exposed = {int(p.split("/")[0]) for arg in stages[-1].all("EXPOSE") for p in arg.split()}
     ports = chart_values["containerPorts"]
-    assert exposed == {ports["grpc"], ports["metrics"]} == {50051, 9090}
+    assert exposed == {ports["grpc"], ports["metrics"], ports["dicom"]} == {50051, 9090, 11112}
 
     cmd_text = stages[-1].last("CMD")
     assert cmd_text is not None
@@ -267,5 +363,7 @@ def test_build_context_keeps_every_copied_source(stages: list[Stage]) -> None:
                 continue
             sources.extend(w.rstrip("/") for w in words[:-1] if not w.startswith("--"))
     assert sources, "no COPY from the build context found"
-    missing = [s for s in sources if s not in allowed]
+    missing = [
+        s for s in sources if s not in allowed and not any(s.startswith(a + "/") for a in allowed)
+    ]
     assert missing == [], f"COPY sources excluded by .dockerignore: {missing}"

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import grpc
+import pydicom
 import pytest
 
 from service.client import ClientError, SegmentationClient, study_files, upload_requests
@@ -78,9 +79,20 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
+def _tiny_dicom(path: Path, series_uid: str = "1.2.3.4") -> Path:
+    """A header-only DICOM file: enough for the client to decide it is an instance to send."""
+    ds = pydicom.Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    ds.SeriesInstanceUID = series_uid
+    ds.Modality = "CT"
+    ds.save_as(path, implicit_vr=True, little_endian=True)
+    return path
+
+
 def test_unreachable_server_is_one_clear_sentence(tmp_path: Path) -> None:
     port = _closed_port()
-    (tmp_path / "a.dcm").write_bytes(b"x")
+    _tiny_dicom(tmp_path / "a.dcm")
     with SegmentationClient(f"127.0.0.1:{port}", timeout_s=5) as client:
         for call in (client.model_info, client.health, lambda: client.segment_directory(tmp_path)):
             with pytest.raises(ClientError) as info:

@@ -209,8 +209,8 @@ def test_phantom_study_end_to_end(
     assert set(summary["class_volumes_ml"]) == {c.name for c in manifest.foreground_classes}
     assert summary["class_volumes_ml"]["lung"] > 100.0  # phantom lungs are litres, not drops
     assert sorted(summary["stage_seconds"]) == sorted(
-        [s.value for s in ProgressStage if s is not ProgressStage.DONE] + ["total"]
-    )  # the proto map has no order; the names are the stage names plus "total"
+        [s.value for s in ProgressStage if s is not ProgressStage.DONE] + ["quality", "total"]
+    )  # the proto map has no order; the stage names plus the quality step and "total"
 
     # The client reports ProgressStage members: every stage in order, ending at DONE / 1.0.
     assert all(isinstance(s, ProgressStage) for s, _ in progress)
@@ -232,7 +232,8 @@ def test_progress_events_of_a_real_upload(server: RunningServer, held_out_study)
     kinds = [r.WhichOneof("payload") for r in responses]
     assert kinds[-1] == "summary" and kinds.count("summary") == 1
     first_chunk = kinds.index("seg_chunk")
-    assert set(kinds[first_chunk:-2]) == {"seg_chunk"}  # the SEG, then DONE, then the summary
+    # the SEG, then the SR (clinical summary, sent by default), then DONE, then the summary
+    assert set(kinds[first_chunk:-3]) == {"seg_chunk"} and kinds[-3] == "report"
     events = [r.progress for r in responses if r.HasField("progress")]
     stages = [stage_from_proto(e.stage) for e in events]  # raises for an undeclared stage
     assert list(dict.fromkeys(stages)) == list(ProgressStage)  # every stage, in enum order
@@ -256,9 +257,7 @@ def test_summary_total_is_the_metric_total_and_includes_the_upload(
 ) -> None:
     def total_seconds() -> float:
         registry = server.metrics.registry
-        value = registry.get_sample_value(
-            "pulmoseg_request_duration_seconds_sum", {"stage": "total"}
-        )
+        value = registry.get_sample_value("pulmoseg_request_duration_seconds_sum")
         return value or 0.0
 
     before = total_seconds()
@@ -358,7 +357,8 @@ def test_upload_size_limit_is_resource_exhausted(server: RunningServer) -> None:
 
 def test_concurrent_study_limit(server: RunningServer) -> None:
     busy = build_server(
-        _settings(max_concurrent_studies=1, max_workers=3, metrics_enabled=False), server.pipeline
+        _settings(max_concurrent_studies=1, max_workers=3, metrics_enabled=False, queue_length=0),
+        server.pipeline,
     )
     release = threading.Event()
 
@@ -479,9 +479,11 @@ def test_metrics_scraped_after_a_study(
     sent = sum(p.stat().st_size for p in _study_files(held_out_study))
     uploaded = after["pulmoseg_upload_bytes_total"][()] - before["pulmoseg_upload_bytes_total"][()]
     assert uploaded == sent
-    counts = after["pulmoseg_request_duration_seconds_count"]
-    for stage in ("total", *(s.value for s in ProgressStage if s is not ProgressStage.DONE)):
+    assert after["pulmoseg_request_duration_seconds_count"][()] >= 1
+    counts = after["pulmoseg_stage_duration_seconds_count"]
+    for stage in (s.value for s in ProgressStage if s is not ProgressStage.DONE):
         assert counts[(("stage", stage),)] >= 1, stage
+    assert after["process_resident_memory_bytes"][()] > 0
     assert after["pulmoseg_studies_in_progress"][()] == 0.0
     assert after["pulmoseg_model_loaded"][()] == 1.0
 

@@ -45,17 +45,16 @@ def test_endpoint_exposes_recorded_values(served: tuple[ServiceMetrics, MetricsS
     bad = (("code", "INVALID_ARGUMENT"), ("method", "SegmentStudy"))
     assert s["pulmoseg_requests_total"] == {ok: 2.0, bad: 1.0}
     assert s["pulmoseg_upload_bytes_total"][()] == 1500.0
-    assert s["pulmoseg_request_duration_seconds_sum"][(("stage", "total"),)] == 3.0
-    assert s["pulmoseg_request_duration_seconds_count"][(("stage", "inference"),)] == 1.0
+    assert s["pulmoseg_request_duration_seconds_sum"][()] == 3.0  # the whole call, no stage
+    assert s["pulmoseg_request_duration_seconds_count"][()] == 1.0
+    assert s["pulmoseg_stage_duration_seconds_count"][(("stage", "inference"),)] == 1.0
     # bucket le=2.5 holds the 2.0 s inference, le=1.0 does not
-    assert (
-        s["pulmoseg_request_duration_seconds_bucket"][(("le", "2.5"), ("stage", "inference"))] == 1
-    )
-    assert (
-        s["pulmoseg_request_duration_seconds_bucket"][(("le", "1.0"), ("stage", "inference"))] == 0
-    )
-    stages = {dict(k)["stage"] for k in s["pulmoseg_request_duration_seconds_count"]}
-    assert stages == {"total", "parsing", "inference"}  # unknown stage names are not exported
+    assert s["pulmoseg_stage_duration_seconds_bucket"][(("le", "2.5"), ("stage", "inference"))] == 1
+    assert s["pulmoseg_stage_duration_seconds_bucket"][(("le", "1.0"), ("stage", "inference"))] == 0
+    stages = {dict(k)["stage"] for k in s["pulmoseg_stage_duration_seconds_count"]}
+    assert stages == {"parsing", "inference"}  # unknown stage names are not exported
+    # Summing the stage histogram can no longer count the whole call a second time.
+    assert sum(s["pulmoseg_stage_duration_seconds_sum"].values()) == 2.5
     info = (("name", "lungnet"), ("provider", "CPUExecutionProvider"), ("version", "1.2.0"))
     assert s["pulmoseg_model_info"] == {info: 1.0}
     assert s["pulmoseg_model_loaded"][()] == 1.0

@@ -70,21 +70,18 @@ def labels() -> np.ndarray:
     ("attributes", "message"),
     [
         ({"PatientSex": "X"}, r"PatientSex \(0010,0040\) holds a value outside 'M', 'F', 'O'"),
-        ({"PatientSex": "m"}, r"PatientSex \(0010,0040\)"),
-        ({"PatientID": None}, r"lacks PatientID \(0010,0020\), which a DICOM-SEG copies"),
-        (
-            {"AccessionNumber": None, "StudyTime": None},
-            r"lacks AccessionNumber \(0008,0050\), StudyTime \(0008,0030\)",
-        ),
+        ({"PatientSex": "unknown"}, r"PatientSex \(0010,0040\)"),
+        ({"PatientName": "A" * 70}, r"PatientName \(0010,0010\) is not a valid PN value"),
+        ({"AccessionNumber": "A" * 20}, r"AccessionNumber \(0008,0050\) is not a valid SH"),
         ({"StudyDate": "notadate"}, r"StudyDate \(0008,0020\) is not a DICOM date \(YYYYMMDD\)"),
         ({"StudyTime": "ab"}, r"StudyTime \(0008,0030\) is not a DICOM time"),
         ({"PatientBirthDate": BIRTH_DATE}, r"PatientBirthDate \(0010,0030\) is not a DICOM date"),
     ],
     ids=[
         "sex-X",
-        "sex-lowercase",
-        "no-patient-id",
-        "two-missing",
+        "sex-word",
+        "name-too-long",
+        "accession-too-long",
         "study-date",
         "study-time",
         "dob",
@@ -100,21 +97,45 @@ def test_source_attributes_highdicom_rejects(
 
 
 def test_other_highdicom_rejections_are_invalid_study_errors_too(
-    paths: list, manifest: ModelManifest
+    paths: list, manifest: ModelManifest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """What the checks do not foresee still reaches the client as INVALID_ARGUMENT material."""
-    volume = volume_with(paths, SpecificCharacterSet="ISO_IR 999")
+    """What the repairs do not foresee still reaches the client as INVALID_ARGUMENT material.
+
+    An unknown Specific Character Set used to be the example; it is repaired now (see
+    ``service.seg_source``), so a future highdicom rejection is simulated at its call.
+    """
+
+    def reject(**kwargs: object) -> None:
+        raise ValueError("Source image attribute 'SomeFutureCheck' is not acceptable.")
+
+    monkeypatch.setattr("service.seg_writer.hd.seg.Segmentation", reject)
     with pytest.raises(
         InvalidStudyError,
         match=r"cannot be encoded as a BINARY DICOM-SEG: highdicom rejected its source images "
-        r"\(ValueError: .*SpecificCharacterSet",
+        r"\(ValueError: .*SomeFutureCheck",
     ) as info:
-        build_segmentation(volume, labels(), manifest, software_version="1")
+        build_segmentation(volume_with(paths), labels(), manifest, software_version="1")
     assert isinstance(info.value.__cause__, ValueError)
 
 
+def test_unknown_character_set_is_repaired_not_refused(
+    paths: list, manifest: ModelManifest
+) -> None:
+    volume = volume_with(paths, SpecificCharacterSet="ISO_IR 999")
+    seg = build_segmentation(volume, labels(), manifest, software_version="1")
+    assert "SpecificCharacterSet" not in seg  # the phantom's text is ASCII
+
+
 def test_acceptable_sources_pass_the_check(paths: list) -> None:
-    for attributes in ({}, {"PatientSex": ""}, {"PatientBirthDate": ""}, {"PatientSex": "O"}):
+    for attributes in (
+        {},
+        {"PatientSex": ""},
+        {"PatientBirthDate": ""},
+        {"PatientSex": "O"},
+        {"PatientSex": "m"},  # repaired to 'M'
+        {"PatientID": None},  # Type 2: written empty (anonymised studies go through)
+        {"AccessionNumber": None, "StudyTime": None},
+    ):
         check_seg_source(volume_with(paths, **attributes).datasets[0])
 
 

@@ -53,7 +53,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 Container image reference; the tag defaults to the chart's appVersion.
 */}}
 {{- define "pulmoseg.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- include "pulmoseg.imageRef" (dict "image" .Values.image "root" .) }}
 {{- end }}
 
 {{/*
@@ -61,4 +61,91 @@ Full path of the model file inside the container.
 */}}
 {{- define "pulmoseg.modelPath" -}}
 {{- printf "%s/%s" (trimSuffix "/" .Values.model.mountPath) .Values.model.file }}
+{{- end }}
+
+{{/*
+Image reference from a {repository, tag, digest} map: repository@digest when a digest is given
+(the bytes cannot change under the tag), else repository:tag (tag defaulting to appVersion).
+Call with (dict "image" .Values.image "root" .).
+*/}}
+{{- define "pulmoseg.imageRef" -}}
+{{- $image := .image }}
+{{- if $image.digest }}
+{{- printf "%s@%s" $image.repository $image.digest }}
+{{- else }}
+{{- printf "%s:%s" $image.repository (default .root.Chart.AppVersion $image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Service account the pods run as.
+*/}}
+{{- define "pulmoseg.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "pulmoseg.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+Replicas the chart plans for: the autoscaler's minimum when it is on.
+*/}}
+{{- define "pulmoseg.plannedReplicas" -}}
+{{- if .Values.autoscaling.enabled }}{{ .Values.autoscaling.minReplicas }}{{ else }}{{ .Values.replicaCount }}{{ end }}
+{{- end }}
+
+{{/*
+Container security context shared by every container of the chart.
+*/}}
+{{- define "pulmoseg.containerSecurityContext" -}}
+{{- toYaml .Values.securityContext }}
+{{- end }}
+
+{{/*
+Small resources for the init container that only copies or downloads the model.
+*/}}
+{{- define "pulmoseg.initResources" -}}
+requests:
+  cpu: 100m
+  memory: 128Mi
+limits:
+  cpu: "1"
+  memory: 512Mi
+{{- end }}
+
+{{/*
+Most replicas that can run at once: autoscaling.maxReplicas with the autoscaler, else
+replicaCount. Single-writer volumes (SQLite records, the PACS spool) need this to be 1.
+*/}}
+{{- define "pulmoseg.maxReplicas" -}}
+{{- if .Values.autoscaling.enabled }}{{ .Values.autoscaling.maxReplicas }}{{ else }}{{ .Values.replicaCount }}{{ end }}
+{{- end }}
+
+{{/*
+"true" when the pod mounts a PersistentVolumeClaim that only one process may write (the quality
+SQLite file or the PACS spool): rollouts then stop the old pod before starting the new one.
+*/}}
+{{- define "pulmoseg.singleWriter" -}}
+{{- if or .Values.quality.persistence.existingClaim (and .Values.pacs.enabled .Values.pacs.spool.existingClaim) }}true{{ end }}
+{{- end }}
+
+{{/*
+Ports the PACS gateway connects to: those of pacs.destinations (AE@host:port) and of
+pacs.stowUrl (explicit, else 80/443), without duplicates, as a JSON list.
+*/}}
+{{- define "pulmoseg.pacsEgressPorts" -}}
+{{- $ports := list }}
+{{- range .Values.pacs.destinations }}
+{{- $ports = append $ports (int (regexFind "[0-9]+$" .)) }}
+{{- end }}
+{{- with .Values.pacs.stowUrl }}
+{{- $host := (urlParse .).host }}
+{{- if regexMatch ":[0-9]+$" $host }}
+{{- $ports = append $ports (int (regexFind "[0-9]+$" $host)) }}
+{{- else }}
+{{- $ports = append $ports (hasPrefix "https://" . | ternary 443 80) }}
+{{- end }}
+{{- end }}
+{{- $ports | uniq | toJson }}
 {{- end }}

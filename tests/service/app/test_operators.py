@@ -225,11 +225,12 @@ def test_application_hands_the_result_to_its_callback(runner: StudyRunner, study
             r"PatientSex \(0010,0040\) holds a value outside 'M', 'F', 'O'",
         ),
         (
-            lambda d, tmp: blobs(rewritten(d, tmp / "noid", PatientID=None)),
-            r"lacks PatientID \(0010,0020\)",
+            # A missing PatientID is written empty now (Type 2); a two-valued one is refused.
+            lambda d, tmp: blobs(rewritten(d, tmp / "twoid", PatientID="A\\B")),
+            r"PatientID \(0010,0020\) holds 2 values where DICOM allows one",
         ),
     ],
-    ids=["not-dicom", "empty", "mr-series", "seg-patient-sex", "seg-no-patient-id"],
+    ids=["not-dicom", "empty", "mr-series", "seg-patient-sex", "seg-two-patient-ids"],
 )
 def test_failures_reach_the_caller_as_domain_errors(
     runner: StudyRunner, study_dir: Path, tmp_path: Path, make_study, message: str

@@ -1,0 +1,115 @@
+"""Quality results and records ↔ ``pulmoseg.v1`` messages, in one place for both servicers."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from service.grpc_api import segmentation_pb2 as pb2
+from service.quality.clinical import ClinicalSummary
+from service.quality.consistency import ConsistencyResult
+from service.quality.records import StudyRecord
+from service.quality.reference import ReferenceScores
+
+
+def timestamp(value: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(value.astimezone(UTC))
+    return stamp
+
+
+def from_timestamp(stamp: Timestamp) -> datetime:
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+def clinical_message(
+    volumes: dict[str, float],
+    lung_ml: float | None,
+    lesion_ml: float | None,
+    involvement: float | None,
+    grade: str | None,
+) -> pb2.ClinicalSummary:
+    message = pb2.ClinicalSummary(class_volumes_ml=volumes, severity_grade=grade or "")
+    if lung_ml is not None:
+        message.lung_volume_ml = lung_ml
+    if lesion_ml is not None:
+        message.lesion_volume_ml = lesion_ml
+    if involvement is not None:
+        message.involvement_percent = involvement
+    return message
+
+
+def clinical_from_summary(summary: ClinicalSummary) -> pb2.ClinicalSummary:
+    return clinical_message(
+        summary.class_volumes_ml,
+        summary.lung_volume_ml,
+        summary.lesion_volume_ml,
+        summary.involvement_percent,
+        summary.grade.value if summary.grade else None,
+    )
+
+
+def consistency_message(result: ConsistencyResult) -> pb2.ConsistencyQuality:
+    return pb2.ConsistencyQuality(
+        transform=result.transform,
+        voldice=result.voldice,
+        threshold=result.threshold,
+        flagged=result.flagged,
+    )
+
+
+def reference_message(
+    study_hash: str, scores: ReferenceScores, record: StudyRecord
+) -> pb2.ReferenceQuality:
+    message = pb2.ReferenceQuality(
+        study_hash=study_hash,
+        voldice=scores.voldice,
+        continuous_dice=scores.continuous_dice,
+        reference_type=scores.segmentation_type,
+        unmatched_segments=scores.unmatched_segments,
+        model_version=record.model_version,
+    )
+    if record.reference_at is not None:
+        message.submitted.CopyFrom(timestamp(record.reference_at))
+    return message
+
+
+def record_message(record: StudyRecord) -> pb2.StudyQualityRecord:
+    volumes = record.class_volumes_ml
+    lesion = None
+    if record.lung_volume_ml is not None:
+        lesion = sum(v for k, v in volumes.items() if k in ("ggo", "consolidation"))
+    message = pb2.StudyQualityRecord(
+        study_hash=record.study_hash,
+        created=timestamp(record.created_at),
+        model_name=record.model_name,
+        model_version=record.model_version,
+        provider=record.provider,
+        num_instances=record.num_instances,
+        clinical=clinical_message(
+            volumes, record.lung_volume_ml, lesion, record.involvement_percent, record.grade
+        ),
+        flagged=record.flagged,
+        stage_seconds=record.stage_seconds,
+    )
+    if record.consistency_voldice is not None:
+        message.consistency.CopyFrom(
+            pb2.ConsistencyQuality(
+                transform=record.consistency_transform or "",
+                voldice=record.consistency_voldice,
+                flagged=record.flagged,
+            )
+        )
+    if record.reference_voldice is not None:
+        reference = pb2.ReferenceQuality(
+            study_hash=record.study_hash,
+            voldice=record.reference_voldice,
+            continuous_dice=record.reference_cdice or {},
+            reference_type=record.reference_type or "",
+            model_version=record.model_version,
+        )
+        if record.reference_at is not None:
+            reference.submitted.CopyFrom(timestamp(record.reference_at))
+        message.reference.CopyFrom(reference)
+    return message

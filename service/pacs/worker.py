@@ -1,0 +1,292 @@
+"""The gateway's worker: closes idle studies, gets them segmented, delivers the SEG.
+
+One thread walks the spool's work batches in order. Every step is recorded in the spool before
+the next one starts, so a crash repeats at most the step in flight:
+
+1. **segment**: the instances' headers are read and the service's own rule
+   (:func:`service.dicom_input.select_ct_series`) picks the CT series; only that series is
+   uploaded, so SR, dose reports, localizers and other modalities never reach the service.
+   A study whose CT series was already delivered is skipped (``resegment_duplicates`` to
+   override). An unreachable or busy server is retried with backoff; a study the service
+   rejects goes to the dead-letter folder with the reason.
+2. **deliver**: the SEG goes to every destination; each failed destination is retried with
+   exponential backoff until ``max_attempts``, then the SEG goes to the dead-letter folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import pydicom
+from pydicom.dataset import Dataset
+
+from service.client import ClientError, SegmentationClient
+from service.core.errors import InvalidStudyError
+from service.dicom_input import select_ct_series
+from service.pacs.delivery import DeliveryError, send_c_store, send_stow
+from service.pacs.metrics import PacsMetrics
+from service.pacs.settings import PacsSettings
+from service.pacs.spool import Batch, BatchState, Spool
+
+logger = logging.getLogger(__name__)
+
+#: gRPC codes after which the same study may succeed later (server down, busy, too slow).
+RETRYABLE_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+    }
+)
+#: Headers are enough to choose the series; pixel data stays on disk until the upload.
+_DEFER_BYTES = 1024
+POLL_S = 0.2
+
+#: ``segment(files) -> (SEG bytes, SR bytes or b"")``; raises ClientError.
+Segmenter = Callable[[list[Path]], tuple[bytes, bytes]]
+
+
+def backoff_delay(attempt: int, initial_s: float, max_s: float) -> float:
+    """Seconds before retry number ``attempt`` (1-based): initial, 2x, 4x ... capped at max."""
+    return float(min(max_s, initial_s * 2 ** max(0, attempt - 1)))
+
+
+def series_key(series: list[Dataset]) -> str:
+    """What "the same study sent twice" means: the same set of CT instances."""
+    uids = sorted(str(ds.SOPInstanceUID) for ds in series)
+    return hashlib.sha256("\n".join(uids).encode()).hexdigest()[:32]
+
+
+def choose_ct_files(files: list[Path]) -> tuple[list[Path], list[Dataset]]:
+    """The files of the CT series the service will segment, with their headers.
+
+    Raises InvalidStudyError (no CT series, unreadable file) from the service's own rules.
+    """
+    by_id: dict[int, Path] = {}
+    datasets = []
+    for path in files:
+        try:
+            ds = pydicom.dcmread(path, defer_size=_DEFER_BYTES)
+        except Exception as exc:
+            raise InvalidStudyError(f"spooled instance {path.name} is unreadable: {exc}") from exc
+        by_id[id(ds)] = path
+        datasets.append(ds)
+    series = select_ct_series(datasets)
+    return [by_id[id(ds)] for ds in series], series
+
+
+class Worker:
+    """Drives batches through segment → deliver; :meth:`run_once` is one pass (tests call it)."""
+
+    def __init__(
+        self,
+        settings: PacsSettings,
+        spool: Spool,
+        metrics: PacsMetrics,
+        segmenter: Segmenter | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.spool = spool
+        self.metrics = metrics
+        self._segment_files = segmenter or self._grpc_segment
+        self._clock = clock
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- thread ----------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="pacs-worker", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_once()
+            except Exception:  # a bug must not stop deliveries for good; the next pass retries
+                logger.exception("PACS worker pass failed")
+            self._wake.wait(POLL_S)
+            self._wake.clear()
+
+    # -- one pass --------------------------------------------------------------------------------
+    def run_once(self) -> None:
+        s = self.settings
+        self.spool.close_idle(s.study_timeout_s)
+        now = self._clock()
+        for batch in self.spool.batches():
+            if self._stop.is_set():
+                break
+            if now - batch.closed_at > s.spool_max_age_s:
+                self._dead_letter(batch, f"still not done after {s.spool_max_age_s:g} s")
+            elif batch.state == BatchState.SEGMENT and now >= batch.next_attempt_at:
+                self._segment(batch)
+            if batch.state == BatchState.DELIVER and batch.path.is_dir():
+                self._deliver(batch)
+        self.spool.prune_ledger(s.dedup_window_s)
+        self._update_gauges()
+
+    def _update_gauges(self) -> None:
+        counts = {"arriving": len(self.spool.open_studies())}
+        for batch in self.spool.batches():
+            counts[batch.state] = counts.get(batch.state, 0) + 1
+        self.metrics.set_spool(self.spool.used_bytes, counts)
+
+    # -- segment ---------------------------------------------------------------------------------
+    def _segment(self, batch: Batch) -> None:
+        files = batch.instance_files()
+        try:
+            chosen, series = choose_ct_files(files)
+        except InvalidStudyError as exc:
+            self._dead_letter(batch, f"not segmented: {exc}")
+            return
+        key = series_key(series)
+        if not self.settings.resegment_duplicates and self._is_duplicate(batch, key):
+            logger.info("study %s: this CT series was already segmented; skipped", batch.study_hash)
+            self.spool.remove(batch)
+            self.metrics.studies.labels(outcome="duplicate").inc()
+            return
+        logger.info(
+            "study %s: uploading %d CT instance(s), %d other instance(s) left out",
+            batch.study_hash,
+            len(chosen),
+            len(files) - len(chosen),
+        )
+        try:
+            seg, sr = self._segment_files(chosen)
+        except ClientError as exc:
+            self._segment_failed(batch, exc)
+            return
+        batch.dedup_key = key
+        self.spool.store_results(batch, seg, sr, self.settings.destination_names)
+        self.metrics.segment_calls.labels(result="success").inc()
+        logger.info(
+            "study %s: SEG of %d bytes%s ready for delivery",
+            batch.study_hash,
+            len(seg),
+            f" and SR of {len(sr)} bytes" if sr else "",
+        )
+
+    def _is_duplicate(self, batch: Batch, key: str) -> bool:
+        if self.spool.is_delivered(key, self.settings.dedup_window_s):
+            return True
+        return any(
+            other.dedup_key == key and other.batch_id != batch.batch_id
+            for other in self.spool.batches()
+        )
+
+    def _grpc_segment(self, files: list[Path]) -> tuple[bytes, bytes]:
+        s = self.settings
+        with SegmentationClient(
+            s.grpc_target,
+            token=s.grpc_token,
+            tls_ca=s.grpc_tls_ca,
+            timeout_s=s.grpc_timeout_s,
+            client_name=f"pulmoseg-pacs {s.ae_title}",
+        ) as client:
+            result = client.segment_files(files, segmentation_type=s.segmentation_type)
+        return result.seg_bytes, getattr(result, "sr_bytes", b"") or b""
+
+    def _segment_failed(self, batch: Batch, exc: ClientError) -> None:
+        s = self.settings
+        batch.segment_attempts += 1
+        retryable = exc.code is None or exc.code in RETRYABLE_CODES
+        if retryable and batch.segment_attempts < s.max_attempts:
+            delay = backoff_delay(
+                batch.segment_attempts, s.retry_initial_delay_s, s.retry_max_delay_s
+            )
+            batch.next_attempt_at = self._clock() + delay
+            self.spool.save(batch)
+            self.metrics.segment_calls.labels(result="retry").inc()
+            logger.warning(
+                "study %s: segmentation attempt %d failed (%s); retry in %.1f s",
+                batch.study_hash,
+                batch.segment_attempts,
+                exc,
+                delay,
+            )
+            return
+        self.metrics.segment_calls.labels(result="failed").inc()
+        self._dead_letter(
+            batch, f"segmentation failed after {batch.segment_attempts} attempt(s): {exc}"
+        )
+
+    # -- deliver ---------------------------------------------------------------------------------
+    def _deliver(self, batch: Batch) -> None:
+        s = self.settings
+        datasets: list[Dataset] = []
+        for name in list(batch.pending):
+            if self._clock() < batch.next_send_at.get(name, 0.0):
+                continue
+            if not datasets:
+                datasets = [pydicom.dcmread(path) for path in batch.result_files()]
+            try:
+                self._send(name, datasets)
+            except (DeliveryError, OSError) as exc:
+                attempts = batch.pending[name] + 1
+                batch.pending[name] = attempts
+                if attempts >= s.max_attempts:
+                    # Other destinations keep their chances; the dead-letter move waits for them.
+                    del batch.pending[name]
+                    batch.failed[name] = f"failed after {attempts} attempt(s): {exc}"
+                    self.metrics.sends.labels(destination=name, result="failed").inc()
+                    self.spool.save(batch)
+                    continue
+                delay = backoff_delay(attempts, s.retry_initial_delay_s, s.retry_max_delay_s)
+                batch.next_send_at[name] = self._clock() + delay
+                self.metrics.sends.labels(destination=name, result="retry").inc()
+                logger.warning(
+                    "study %s: delivery to %s failed (%s); retry %d in %.1f s",
+                    batch.study_hash,
+                    name,
+                    exc,
+                    attempts,
+                    delay,
+                )
+            else:
+                del batch.pending[name]
+                batch.next_send_at.pop(name, None)
+                self.metrics.sends.labels(destination=name, result="success").inc()
+                logger.info("study %s: results delivered to %s", batch.study_hash, name)
+            self.spool.save(batch)
+        if batch.pending:
+            return
+        if batch.failed:
+            reasons = "; ".join(f"delivery to {n} {why}" for n, why in batch.failed.items())
+            self._dead_letter(batch, reasons)
+        else:
+            self.spool.mark_delivered(batch.dedup_key)
+            self.spool.remove(batch)
+            self.metrics.studies.labels(outcome="delivered").inc()
+
+    def _send(self, name: str, datasets: list[Dataset]) -> None:
+        s = self.settings
+        for destination in s.destinations:
+            if destination.name == name:
+                send_c_store(datasets, destination, s.ae_title, s.network_timeout_s)
+                return
+        if s.stow_url and name == s.stow_url:
+            send_stow(datasets, s.stow_url, s.network_timeout_s)
+            return
+        # A destination removed from the settings while its SEG waited: say so, do not guess.
+        raise DeliveryError(f"destination {name} is no longer configured")
+
+    def _dead_letter(self, batch: Batch, reason: str) -> None:
+        self.spool.to_dead_letter(batch, reason)
+        self.metrics.studies.labels(outcome="dead_letter").inc()

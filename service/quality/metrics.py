@@ -1,0 +1,139 @@
+"""Prometheus metrics of study quality, registered on the service's registry.
+
+Labels are low-cardinality only: class name, model version, grade. Never a study hash: one
+series per study would grow without bound, and the records database is where studies live.
+Volumes are in millilitres (Prometheus has no base unit for volume; cubic metres would be
+unreadable) and involvement is a ratio 0..1, as the conventions ask for ratios.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+#: Dice-like scores: fine steps where models live (0.7..1), coarse below.
+SCORE_BUCKETS = (
+    0.1,
+    0.2,
+    0.3,
+    0.4,
+    0.5,
+    0.6,
+    0.7,
+    0.75,
+    0.8,
+    0.85,
+    0.9,
+    0.925,
+    0.95,
+    0.975,
+    0.99,
+    1.0,
+)
+#: Lesion volumes from a small nodule-sized spot to a whole lung (mL).
+VOLUME_BUCKETS = (0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500)
+RATIO_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0)
+
+
+class QualityMetrics:
+    """Quality metrics of one server; methods record events so callers never touch labels."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        labels = ["class", "model_version"]
+        self.study_voldice = Histogram(
+            "pulmoseg_study_voldice",
+            "VolDice of the model against a submitted reference SEG, per class.",
+            labels,
+            buckets=SCORE_BUCKETS,
+            registry=r,
+        )
+        self.consistency_voldice = Histogram(
+            "pulmoseg_consistency_voldice",
+            "Label-free consistency VolDice (prediction vs prediction of a flipped/rotated "
+            "copy mapped back), per class. Consistency is not accuracy.",
+            labels,
+            buckets=SCORE_BUCKETS,
+            registry=r,
+        )
+        self.lesion_volume = Histogram(
+            "pulmoseg_lesion_volume_milliliters",
+            "Predicted lesion volume per study, per lesion class.",
+            labels,
+            buckets=VOLUME_BUCKETS,
+            registry=r,
+        )
+        self.involvement = Histogram(
+            "pulmoseg_lung_involvement_ratio",
+            "Share of the lungs' volume taken by lesions (GGO + consolidation), per study.",
+            ["model_version"],
+            buckets=RATIO_BUCKETS,
+            registry=r,
+        )
+        self.grades = Counter(
+            "pulmoseg_severity_grade_total",
+            "Studies by MosMedData CT severity grade (CT-0 .. CT-4).",
+            ["grade", "model_version"],
+            registry=r,
+        )
+        self.assessed = Counter(
+            "pulmoseg_quality_studies_total",
+            "Studies that went through the quality step.",
+            ["model_version"],
+            registry=r,
+        )
+        self.consistency_checks = Counter(
+            "pulmoseg_consistency_checks_total",
+            "Studies selected for the consistency check.",
+            ["model_version"],
+            registry=r,
+        )
+        self.flagged = Counter(
+            "pulmoseg_flagged_studies_total",
+            "Studies flagged for review because their consistency VolDice fell below the "
+            "threshold.",
+            ["model_version"],
+            registry=r,
+        )
+        self.references = Counter(
+            "pulmoseg_references_total",
+            "Reference SEGs scored against the stored prediction.",
+            ["model_version"],
+            registry=r,
+        )
+
+    def observe_study(
+        self,
+        model_version: str,
+        class_volumes_ml: Mapping[str, float],
+        lesion_classes: tuple[str, ...],
+        involvement_percent: float | None,
+        grade: str | None,
+        consistency: Mapping[str, float] | None,
+        flagged: bool,
+    ) -> None:
+        self.assessed.labels(model_version=model_version).inc()
+        for name in lesion_classes:
+            if name in class_volumes_ml:
+                self.lesion_volume.labels(name, model_version).observe(class_volumes_ml[name])
+        if involvement_percent is not None:
+            self.involvement.labels(model_version=model_version).observe(involvement_percent / 100)
+        if grade:
+            self.grades.labels(grade=grade, model_version=model_version).inc()
+        if consistency is not None:
+            self.consistency_checks.labels(model_version=model_version).inc()
+            for name, score in consistency.items():
+                self.consistency_voldice.labels(name, model_version).observe(score)
+        if flagged:
+            self.flagged.labels(model_version=model_version).inc()
+
+    def observe_reference(self, model_version: str, voldice: Mapping[str, float]) -> None:
+        self.references.labels(model_version=model_version).inc()
+        for name, score in voldice.items():
+            self.study_voldice.labels(name, model_version).observe(score)
+
+    def ensure_series(self, model_version: str, class_names: list[str]) -> None:
+        """Create the zero counters of a model, so rates and ratios exist before any event."""
+        for counter in (self.assessed, self.consistency_checks, self.flagged, self.references):
+            counter.labels(model_version=model_version)

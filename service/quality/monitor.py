@@ -1,0 +1,108 @@
+"""The quality monitor of a server: records each study and scores references.
+
+Owned by the gRPC server (one per process), used by the servicers: ``record_study`` after a
+study is segmented, ``submit_reference`` when a radiologist's SEG arrives, ``get`` and ``list``
+for the quality API. The records store does the persistence, ``QualityMetrics`` the metrics;
+logs name studies by hash only.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from service.core.manifest import ModelManifest
+from service.quality.clinical import LESIONS
+from service.quality.metrics import QualityMetrics
+from service.quality.records import QualityStore, StudyRecord
+from service.quality.reference import ReferenceScores, read_reference, score_reference
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReferenceOutcome:
+    scores: ReferenceScores
+    record: StudyRecord
+
+
+class QualityMonitor:
+    """Thread-safe (the store opens one session per call; prometheus_client is thread-safe)."""
+
+    def __init__(self, store: QualityStore, metrics: QualityMetrics | None = None) -> None:
+        self.store = store
+        self.metrics = metrics
+
+    def record_study(
+        self,
+        result: Any,
+        manifest: ModelManifest,
+        provider: str,
+        stage_seconds: dict[str, float],
+    ) -> StudyRecord | None:
+        """Persist and export one segmented study (``result`` is a ``StudyResult``)."""
+        quality = result.quality
+        if quality is None:
+            return None
+        clinical = quality.clinical
+        consistency = quality.consistency
+        record = StudyRecord(
+            study_hash=result.study_uid_hash,
+            created_at=datetime.now(UTC),
+            model_name=manifest.name,
+            model_version=manifest.version,
+            provider=provider,
+            num_instances=result.num_instances,
+            class_volumes_ml=dict(clinical.class_volumes_ml),
+            lung_volume_ml=clinical.lung_volume_ml,
+            involvement_percent=clinical.involvement_percent,
+            grade=clinical.grade.value if clinical.grade else None,
+            consistency_transform=consistency.transform if consistency else None,
+            consistency_voldice=dict(consistency.voldice) if consistency else None,
+            flagged=quality.flagged,
+            stage_seconds=dict(stage_seconds),
+        )
+        self.store.save_study(record, result.labels, quality.geometry)
+        if self.metrics is not None:
+            self.metrics.observe_study(
+                manifest.version,
+                clinical.class_volumes_ml,
+                LESIONS,
+                clinical.involvement_percent,
+                record.grade,
+                consistency.voldice if consistency else None,
+                quality.flagged,
+            )
+        if quality.flagged:
+            logger.warning(
+                "study %s flagged for review: consistency VolDice %s below %.2f",
+                result.study_uid_hash,
+                {k: round(v, 3) for k, v in consistency.voldice.items()} if consistency else {},
+                consistency.threshold if consistency else float("nan"),
+            )
+        return record
+
+    def submit_reference(
+        self, study_hash: str, data: bytes, manifest: ModelManifest
+    ) -> ReferenceOutcome:
+        """Score a reference SEG against the stored prediction of ``study_hash``."""
+        labels, geometry = self.store.prediction(study_hash)
+        reference = read_reference(data, geometry, manifest.classes)
+        scores = score_reference(labels, reference, manifest.classes)
+        record = self.store.set_reference(
+            study_hash, scores.voldice, scores.continuous_dice, scores.segmentation_type
+        )
+        if self.metrics is not None:
+            self.metrics.observe_reference(record.model_version, scores.voldice)
+        logger.info(
+            "reference for study %s (%s): VolDice %s",
+            study_hash,
+            scores.segmentation_type,
+            {k: round(v, 3) for k, v in scores.voldice.items()},
+        )
+        return ReferenceOutcome(scores, record)
+
+    def close(self) -> None:
+        self.store.close()

@@ -1,0 +1,280 @@
+"""Alert rules and dashboard: real ``promtool check rules`` / ``promtool test rules``, and every
+metric they name exists on the service's /metrics.
+
+The promtool unit tests are generated here from small scenario descriptions (studies per hour and
+their scores), because a histogram needs one cumulative series per bucket: writing those by hand
+would hide the scenario in numbers. Each scenario says which alerts must fire and which must not.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from prometheus_tools import DASHBOARD, RULES, exposed_names, metric_names, require_binary
+
+from service.prometheus_metrics import ServiceMetrics, start_metrics_server
+from service.quality.metrics import SCORE_BUCKETS
+
+MV = "1.0"
+#: Metrics exported only on GPU replicas (NVML); the dashboard may name them.
+GPU_ONLY = {"pulmoseg_gpu_memory_used_bytes", "pulmoseg_gpu_memory_total_bytes"}
+
+
+def _histogram(name: str, labels: dict[str, str], steps: list[list[float]]) -> list[dict]:
+    """Cumulative series of a histogram; ``steps[i]`` are the scores observed in interval i."""
+    out = []
+    selector = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    bounds = [*(str(b) for b in SCORE_BUCKETS), "+Inf"]
+    for bound in bounds:
+        limit = float("inf") if bound == "+Inf" else float(bound)
+        total, values = 0, ["0"]
+        for scores in steps:
+            total += sum(1 for s in scores if s <= limit)
+            values.append(str(total))
+        out.append(
+            {"series": f'{name}_bucket{{{selector},le="{bound}"}}', "values": " ".join(values)}
+        )
+    totals, sums = [0.0], [0.0]
+    for scores in steps:
+        totals.append(totals[-1] + len(scores))
+        sums.append(sums[-1] + sum(scores))
+    out.append({"series": f"{name}_count{{{selector}}}", "values": " ".join(map(str, totals))})
+    out.append(
+        {"series": f"{name}_sum{{{selector}}}", "values": " ".join(f"{v:.4f}" for v in sums)}
+    )
+    return out
+
+
+def _counter(name: str, labels: dict[str, str], per_step: list[float]) -> dict:
+    selector = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    values, total = ["0"], 0.0
+    for n in per_step:
+        total += n
+        values.append(f"{total:g}")
+    return {"series": f"{name}{{{selector}}}", "values": " ".join(values)}
+
+
+def _rules() -> dict[str, dict]:
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    return {r["alert"]: r for g in groups for r in g["rules"] if "alert" in r}
+
+
+def _alert(name: str, **labels: str) -> dict:
+    """The alert as promtool must see it: labels plus annotations rendered for those labels."""
+    rule = _rules()[name]
+    annotations = {}
+    for key, text in rule["annotations"].items():
+        for label, value in labels.items():
+            text = text.replace(f"{{{{ $labels.{label} }}}}", value)
+        annotations[key] = text
+    return {"exp_labels": {**labels, **rule["labels"]}, "exp_annotations": annotations}
+
+
+def _scenarios() -> list[dict]:
+    hours = 180  # 7.5 days at 1 h steps: a 7-day baseline plus 6 recent hours
+    quiet = [[]] * 10
+    reference_low = {
+        "name": "reference VolDice median below threshold, lung fine, too few for consolidation",
+        "interval": "1h",
+        "input_series": [
+            *_histogram(
+                "pulmoseg_study_voldice",
+                {"class": "ggo", "model_version": MV},
+                [[0.5]] * 10 + quiet,
+            ),
+            *_histogram(
+                "pulmoseg_study_voldice",
+                {"class": "lung", "model_version": MV},
+                [[0.97]] * 10 + quiet,
+            ),
+            *_histogram(
+                "pulmoseg_study_voldice",
+                {"class": "consolidation", "model_version": MV},
+                [[0.3]] * 3 + quiet,
+            ),
+        ],
+        "alert_rule_test": [
+            {
+                "eval_time": "12h",
+                "alertname": "PulmosegReferenceVolDiceLow",
+                "exp_alerts": [
+                    _alert("PulmosegReferenceVolDiceLow", **{"class": "ggo", "model_version": MV})
+                ],
+            },
+        ],
+    }
+    baseline, recent = hours - 6, 6
+    consistency_drop = {
+        "name": "consistency VolDice of ggo drops 0.15 below its baseline, lung stays",
+        "interval": "1h",
+        "input_series": [
+            *_histogram(
+                "pulmoseg_consistency_voldice",
+                {"class": "ggo", "model_version": MV},
+                [[0.95, 0.95]] * baseline + [[0.8, 0.8]] * recent,
+            ),
+            *_histogram(
+                "pulmoseg_consistency_voldice",
+                {"class": "lung", "model_version": MV},
+                [[0.98, 0.98]] * hours,
+            ),
+        ],
+        "alert_rule_test": [
+            {
+                "eval_time": f"{hours - 7}h",
+                "alertname": "PulmosegConsistencyDrop",
+                "exp_alerts": [],
+            },
+            {
+                "eval_time": f"{hours}h",
+                "alertname": "PulmosegConsistencyDrop",
+                "exp_alerts": [
+                    _alert("PulmosegConsistencyDrop", **{"class": "ggo", "model_version": MV})
+                ],
+            },
+        ],
+    }
+    flagged = {
+        "name": "flagged share jumps from 5 % to 50 %",
+        "interval": "1h",
+        "input_series": [
+            _counter("pulmoseg_consistency_checks_total", {"model_version": MV}, [2] * hours),
+            _counter(
+                "pulmoseg_flagged_studies_total",
+                {"model_version": MV},
+                [0.1] * baseline + [1] * recent,
+            ),
+            _counter("pulmoseg_consistency_checks_total", {"model_version": "0.9"}, [2] * hours),
+            _counter("pulmoseg_flagged_studies_total", {"model_version": "0.9"}, [0.1] * hours),
+        ],
+        "alert_rule_test": [
+            {
+                "eval_time": f"{hours}h",
+                "alertname": "PulmosegFlaggedStudiesRising",
+                "exp_alerts": [_alert("PulmosegFlaggedStudiesRising", model_version=MV)],
+            },
+        ],
+    }
+    errors = {
+        "name": "internal errors above 5 %; caller errors do not count",
+        "interval": "1m",
+        "input_series": [
+            _counter(
+                "pulmoseg_requests_total", {"method": "SegmentStudy", "code": "OK"}, [10] * 40
+            ),
+            _counter(
+                "pulmoseg_requests_total",
+                {"method": "SegmentStudy", "code": "INVALID_ARGUMENT"},
+                [10] * 40,
+            ),
+            _counter(
+                "pulmoseg_requests_total",
+                {"method": "SegmentStudy", "code": "INTERNAL"},
+                [0] * 15 + [2] * 25,
+            ),
+        ],
+        "alert_rule_test": [
+            {"eval_time": "14m", "alertname": "PulmosegErrorRatioHigh", "exp_alerts": []},
+            {
+                "eval_time": "39m",
+                "alertname": "PulmosegErrorRatioHigh",
+                "exp_alerts": [_alert("PulmosegErrorRatioHigh")],
+            },
+        ],
+    }
+    serving = {
+        "name": "the only replica loses its model",
+        "interval": "1m",
+        "input_series": [{"series": 'pulmoseg_model_loaded{instance="a"}', "values": "1x10 0x20"}],
+        "alert_rule_test": [
+            {"eval_time": "9m", "alertname": "PulmosegNoServingReplica", "exp_alerts": []},
+            {
+                "eval_time": "20m",
+                "alertname": "PulmosegNoServingReplica",
+                "exp_alerts": [_alert("PulmosegNoServingReplica")],
+            },
+        ],
+    }
+    return [reference_low, consistency_drop, flagged, errors, serving]
+
+
+def _promtool_test(tmp_path: Path, tests: list[dict]) -> subprocess.CompletedProcess:
+    promtool = require_binary("promtool")
+    spec = {"rule_files": [str(RULES)], "evaluation_interval": "5m", "tests": tests}
+    path = tmp_path / "pulmoseg-alerts.test.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return subprocess.run(
+        [promtool, "test", "rules", str(path)], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_rules_pass_promtool_check():
+    promtool = require_binary("promtool")
+    done = subprocess.run(
+        [promtool, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS: 9 rules found" in done.stdout
+
+
+def test_alert_rule_unit_tests_pass(tmp_path):
+    done = _promtool_test(tmp_path, _scenarios())
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS" in done.stdout
+
+
+def test_a_wrong_expectation_fails_promtool(tmp_path):
+    """The harness can fail: expecting the ggo alert for lung is reported by promtool."""
+    scenario = _scenarios()[0]
+    scenario["alert_rule_test"][0]["exp_alerts"] = [
+        _alert("PulmosegReferenceVolDiceLow", **{"class": "lung", "model_version": MV})
+    ]
+    done = _promtool_test(tmp_path, [scenario])
+    assert done.returncode != 0
+    assert "PulmosegReferenceVolDiceLow" in done.stdout + done.stderr
+
+
+def _expressions() -> list[tuple[str, str]]:
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    out = [(r.get("alert") or r["record"], r["expr"]) for g in groups for r in g["rules"]]
+    dashboard = json.loads(DASHBOARD.read_text())
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            out.append((f"dashboard: {panel['title']}", target["expr"]))
+    return out
+
+
+def test_every_metric_named_by_rules_and_dashboard_exists_on_metrics():
+    metrics = ServiceMetrics()
+    server = start_metrics_server(metrics, "127.0.0.1", 0)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5) as r:
+            exposed = exposed_names(r.read().decode())
+    finally:
+        server.stop()
+    assert "process_resident_memory_bytes" in exposed
+    missing = {
+        (where, name)
+        for where, expr in _expressions()
+        for name in metric_names(expr)
+        if name not in exposed and name not in GPU_ONLY
+    }
+    assert missing == set()
+    named = {name for _, expr in _expressions() for name in metric_names(expr)}
+    assert {"pulmoseg_study_voldice_bucket", "pulmoseg_consistency_voldice_sum"} <= named
+
+
+@pytest.mark.parametrize(
+    "bad", ["pulmoseg_study_voldise_bucket", "pulmoseg_request_duration_seconds_total"]
+)
+def test_the_metric_check_catches_a_misspelled_name(bad):
+    exposed = exposed_names(
+        "# TYPE pulmoseg_study_voldice histogram\n"
+        "# TYPE pulmoseg_request_duration_seconds histogram\n"
+    )
+    assert bad in metric_names(f"rate({bad}[5m])") and bad not in exposed
