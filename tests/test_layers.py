@@ -10,7 +10,6 @@ from __future__ import annotations
 import pkgutil
 import subprocess
 import sys
-import textwrap
 import tomllib
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pydicom
 import pytest
 
 import service
+from tests.import_blocking import blocking_prelude, run_app_without, run_python
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -48,63 +48,29 @@ def test_mypy_is_clean_on_the_shared_core_and_the_service() -> None:
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
 
 
-SERVE_ONLY_PRELUDE = textwrap.dedent(
-    """
-    import importlib.abc, importlib.util, runpy, sys, types
-
-    BLOCKED = {"torch", "training", "nibabel", "onnxscript", "tensorboard"}
-
-    class ServeOnly(importlib.abc.MetaPathFinder):
-        # What pulmoseg[serve] lacks: torch, the training code and MONAI core.
-        def find_spec(self, name, path=None, target=None):
-            top = name.split(".")[0]
-            core = top == "monai" and name != "monai" and not name.startswith("monai.deploy")
-            if top in BLOCKED or core:
-                raise ModuleNotFoundError(f"No module named {name!r} (serve-only)", name=name)
-            return None
-
-    # Without MONAI core, 'monai' is a namespace package holding only monai.deploy.
-    location = importlib.util.find_spec("monai").submodule_search_locations
-    namespace = types.ModuleType("monai")
-    namespace.__path__ = list(location)
-    sys.modules["monai"] = namespace
-    sys.meta_path.insert(0, ServeOnly())
-    """
-)
+SERVE_ONLY_BLOCKED = {"torch", "training", "nibabel", "onnxscript", "tensorboard"}
 
 
 def test_the_service_runs_without_torch_training_or_monai_core(
     exported_model: Path, held_out_study, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
-    script = SERVE_ONLY_PRELUDE + textwrap.dedent(
-        f"""
-        import service.server, service.grpc_api.servicer, service.client  # the gRPC side loads
-        sys.argv = ["service.app", "-i", {str(held_out_study.dicom_dir)!r},
-                    "-o", {str(out)!r}, "-m", {str(exported_model)!r}]
-        try:
-            runpy.run_module("service.app", run_name="__main__")
-        except SystemExit as exc:
-            assert not exc.code, exc.code
-        leaked = sorted(m for m in sys.modules if m.split(".")[0] in {{"torch", "training"}})
-        assert not leaked, leaked
-        print("SERVE-ONLY OK")
-        """
+    run = run_app_without(
+        SERVE_ONLY_BLOCKED,
+        "serve-only",
+        held_out_study.dicom_dir,
+        out,
+        exported_model,
+        extra="import service.server, service.grpc_api.servicer, service.client",
     )
-    run = subprocess.run(
-        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=600
-    )
-    assert run.returncode == 0 and "SERVE-ONLY OK" in run.stdout, run.stdout + run.stderr
+    assert run.returncode == 0 and "BLOCKED-RUN OK" in run.stdout, run.stdout + run.stderr
     seg = pydicom.dcmread(out / "seg.dcm")
     assert seg.Modality == "SEG" and len(seg.SegmentSequence) >= 1
 
 
 def test_the_block_in_the_serve_only_test_really_blocks() -> None:
     """Guard against a prelude that blocks nothing (the test above would then prove nothing)."""
-    script = SERVE_ONLY_PRELUDE + "import torch\n"
-    run = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
-    )
+    run = run_python(blocking_prelude(SERVE_ONLY_BLOCKED, "serve-only") + "import torch\n", 120)
     assert run.returncode != 0 and "serve-only" in run.stderr
 
 

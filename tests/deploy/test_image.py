@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 
 from service.server import RunningServer, build_server
 from service.settings import load_settings
+from tests.import_blocking import blocking_prelude, run_app_without, run_python
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ENTRYPOINT = REPO_ROOT / "docker" / "entrypoint.sh"
@@ -117,61 +117,30 @@ def test_healthcheck_fails_when_nothing_listens() -> None:
     assert "UNAVAILABLE" in run.stderr
 
 
-LEAN_PRELUDE = textwrap.dedent(
-    """
-    import importlib.abc, importlib.util, runpy, sys, types
-
-    # Not in the image: torch and training, MONAI core, and what scripts/lock_serve.sh excludes.
-    BLOCKED = {"torch", "training", "cupy", "cupy_backends", "fastrlock", "cuda", "perf_analyzer"}
-
-    class Lean(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            top = name.split(".")[0]
-            core = top == "monai" and name != "monai" and not name.startswith("monai.deploy")
-            if top in BLOCKED or core:
-                raise ModuleNotFoundError(f"No module named {name!r} (lean image)", name=name)
-            return None
-
-    location = importlib.util.find_spec("monai").submodule_search_locations
-    namespace = types.ModuleType("monai")
-    namespace.__path__ = list(location)
-    sys.modules["monai"] = namespace
-    sys.meta_path.insert(0, Lean())
-    """
-)
+# Not in the image: torch and training, MONAI core, and what scripts/lock_serve.sh excludes.
+LEAN_BLOCKED = {"torch", "training", "cupy", "cupy_backends", "fastrlock", "cuda", "perf_analyzer"}
 
 
 def test_service_runs_without_what_the_lean_image_leaves_out(
     exported_model: Path, held_out_study, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
-    script = LEAN_PRELUDE + textwrap.dedent(
-        f"""
-        import service.server, service.client
-        sys.argv = ["service.app", "-i", {str(held_out_study.dicom_dir)!r},
-                    "-o", {str(out)!r}, "-m", {str(exported_model)!r}]
-        try:
-            runpy.run_module("service.app", run_name="__main__")
-        except SystemExit as exc:
-            assert not exc.code, exc.code
-        print("LEAN OK")
-        """
+    run = run_app_without(
+        LEAN_BLOCKED,
+        "lean image",
+        held_out_study.dicom_dir,
+        out,
+        exported_model,
+        extra="import service.server, service.client",
     )
-    run = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=600, check=False
+    assert run.returncode == 0 and "BLOCKED-RUN OK" in run.stdout, (
+        run.stdout[-2000:] + run.stderr[-3000:]
     )
-    assert run.returncode == 0 and "LEAN OK" in run.stdout, run.stdout[-2000:] + run.stderr[-3000:]
     assert pydicom.dcmread(out / "seg.dcm").Modality == "SEG"
 
 
 def test_the_lean_block_really_blocks() -> None:
-    run = subprocess.run(
-        [sys.executable, "-c", LEAN_PRELUDE + "import cupy\n"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    run = run_python(blocking_prelude(LEAN_BLOCKED, "lean image") + "import cupy\n", 120)
     assert run.returncode != 0 and "lean image" in run.stderr
 
 
