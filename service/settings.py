@@ -19,12 +19,9 @@ from typing import Any
 from pydantic import ConfigDict, ValidationInfo, field_validator, model_validator
 
 from service.core.settings_base import (
-    Layer,
     SettingsModel,
     check_choice,
-    env_layers,
     is_optional,
-    read_yaml_mapping,
 )
 from service.logging_config import LOG_LEVELS, LogFormat
 
@@ -193,13 +190,7 @@ def load_settings(
     Unknown YAML keys or overrides raise ValueError with a "did you mean" hint; values of the
     wrong type raise TypeError naming the key, the value and where it came from.
     """
-    layers: list[Layer] = []
-    if yaml_path is not None:
-        path = Path(yaml_path)
-        layers.append(Layer(f"settings file '{path}'", read_yaml_mapping(path, "Settings file")))
-    layers += env_layers(ServiceSettings, env, ENV_PREFIX)
-    layers.append(Layer("keyword overrides", overrides))
-    settings = ServiceSettings.from_layers(*layers)
+    settings = ServiceSettings.resolve(yaml_path, env, ENV_PREFIX, overrides)
     logging.getLogger(__name__).debug("resolved settings: %s", redacted(settings))
     return settings
 

@@ -40,13 +40,21 @@ def summarise_study(
     manifest: ModelManifest,
     quality: StudyQuality | None = None,
 ) -> StudyResult:
-    """Per-class volumes (mL, by class name) and the identifiers a log may show."""
-    foreground = manifest.foreground_classes
-    volumes = class_volumes_ml(labels, volume.spacing_zyx, [c.index for c in foreground])
+    """Per-class volumes (mL, by class name) and the identifiers a log may show.
+
+    The quality step already measured the volumes (one pass over the labels per class); they
+    are counted here only when the graph ran without it.
+    """
+    if quality is not None:
+        by_name = dict(quality.clinical.class_volumes_ml)
+    else:
+        foreground = manifest.foreground_classes
+        volumes = class_volumes_ml(labels, volume.spacing_zyx, [c.index for c in foreground])
+        by_name = {c.name: float(volumes[c.index]) for c in foreground}
     return StudyResult(
         seg_bytes=seg_bytes,
         study_uid_hash=uid_hash(str(volume.datasets[0].StudyInstanceUID)),
-        class_volumes_ml={c.name: float(volumes[c.index]) for c in foreground},
+        class_volumes_ml=by_name,
         num_instances=len(volume.datasets),
         labels=labels,
         volume=volume,

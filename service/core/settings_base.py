@@ -189,6 +189,25 @@ class SettingsModel(BaseModel):
         except ValidationError as exc:
             raise settings_error(exc, cls, origins) from None
 
+    @classmethod
+    def resolve(
+        cls,
+        yaml_path: str | Path | None,
+        env: Mapping[str, str],
+        env_prefix: str,
+        overrides: Mapping[str, Any],
+    ) -> Self:
+        """The 12-factor precedence in one place: defaults < YAML file < environment < overrides."""
+        layers: list[Layer] = []
+        if yaml_path is not None:
+            path = Path(yaml_path)
+            layers.append(
+                Layer(f"settings file '{path}'", read_yaml_mapping(path, "Settings file"))
+            )
+        layers += env_layers(cls, env, env_prefix)
+        layers.append(Layer("keyword overrides", overrides))
+        return cls.from_layers(*layers)
+
     def with_overrides(self, **overrides: Any) -> Self:
         """A copy with some fields replaced, converted and checked like any other value."""
         return type(self).from_layers(

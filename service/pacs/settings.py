@@ -19,12 +19,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
 
 from service.core.settings_base import (
-    Layer,
     SettingsModel,
     check_choice,
-    env_layers,
     is_optional,
-    read_yaml_mapping,
 )
 from service.logging_config import LOG_LEVELS, LogFormat
 
@@ -253,13 +250,7 @@ def load_pacs_settings(
     **overrides: Any,
 ) -> PacsSettings:
     """Resolve settings: ``overrides`` > ``env`` (``PULMOSEG_PACS_*``) > YAML > defaults."""
-    layers: list[Layer] = []
-    if yaml_path is not None:
-        path = Path(yaml_path)
-        layers.append(Layer(f"settings file '{path}'", read_yaml_mapping(path, "Settings file")))
-    layers += env_layers(PacsSettings, env, ENV_PREFIX)
-    layers.append(Layer("keyword overrides", overrides))
-    settings = PacsSettings.from_layers(*layers)
+    settings = PacsSettings.resolve(yaml_path, env, ENV_PREFIX, overrides)
     logging.getLogger(__name__).debug("resolved PACS settings: %s", redacted(settings))
     return settings
 
