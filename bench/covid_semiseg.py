@@ -1,77 +1,153 @@
-"""Real-data benchmark on COVID-SemiSeg: supervised-only vs the full semi-supervised method.
+"""Real-data benchmark on COVID-SemiSeg: label efficiency of supervised and semi-supervised
+training, by 5-fold cross-validation over the 50 labeled slices.
 
-Both methods train on the same 40 labeled slices and are scored on the same held-out slices
-of the 50 annotated COVID-SemiSeg training slices (the release's test split is held back):
+In each fold (``training.splits`` folds, seeded) the 10 held-out slices are the test set; of
+the 40 training slices, all 40 or a stratified 8 (``data.labeled_count``: balanced by lesion /
+consolidation presence) keep their labels, and the unlabeled pool is the 1600 unlabeled
+slices plus the unlabeled rest of the 40. Methods (``--methods``; every one at every
+``--labels``), all from ``training/configs/covid_semiseg_grid.yaml`` with their own stages:
 
-* ``supervised``: supervised fine-tuning only (``training/configs/covid_semiseg_supervised.yaml``);
-* ``tcsm``: contrastive pre-training (global + local, on the 1600 unlabeled + 40 labeled
-  slices), supervised fine-tuning, then TCSM with the unlabeled slices
-  (``training/configs/covid_semiseg_tcsm.yaml``).
+* ``supervised``: supervised only;
+* ``pre_supervised``: contrastive pre-training (global + local) + supervised;
+* ``tcsm`` / ``pre_tcsm``: (pre-training +) supervised + TCSM;
+* ``unimatch`` / ``pre_unimatch``: (pre-training +) supervised + UniMatch;
+* with ``--ablations``: TCSM variants (consistency weight, ramp-up, EMA decay, perturbation
+  strength, probabilities vs logits, unlabeled slices only) at ``--ablation-labels``.
 
-Each model is exported to ONNX and scored from the ONNX file alone by
-``training.evaluation.evaluate_model`` (infection = GGO ∪ consolidation, per-slice Dice and
-continuous Dice, mean ± sd), beside the Inf-Net paper's figures. Re-running resumes: finished
-stages, exports and evaluations are skipped. The best method's model is copied to
-``<out>/best_model.onnx``. The data is only read, never copied (non-commercial licence).
+Model selection never sees a fold's test slices: fixed schedules (the last epoch of every
+stage, the last stage ships). Each run is exported to ONNX and scored from the ONNX file on
+its fold's test slices; the out-of-fold scores of the 5 folds are pooled (every labeled
+slice scored once, by the model that never saw it): infection (GGO ∪ consolidation), GGO and
+consolidation Dice and infection continuous Dice, mean with a bootstrap 95 % CI, and paired
+per-slice differences with bootstrap CIs (``training.paired_stats``) against supervised at
+the same label count, against supervised at all labels, and with vs without pre-training.
+A label-efficiency plot (``label_efficiency.png``, needs matplotlib) shows the pooled scores.
 
-With ``--folds K`` every method runs K times (cross-validation by slice: each fold validates
-on a different K-th of the 50 slices), the out-of-fold scores are pooled over all 50 slices,
-and each method's K fold models are exported as one ensemble (``<out>/<method>/ensemble.onnx``;
-the best method's becomes ``best_model.onnx``).
+Runs are resumable (finished stages, exports and evaluations are skipped; ``--fresh`` starts
+over) and run in ``--workers`` parallel processes with one thread each on ``--device``.
+Methods sharing a stage prefix share it: ``tcsm`` starts from a copy of ``supervised``'s
+finished stage, ``pre_tcsm`` from ``pre_supervised``'s, so the grid trains each prefix once.
 
-    python bench/covid_semiseg.py [--data /work/shared/data/covid-semiseg]
-        [--out runs/bench/covid_semiseg] [--folds 5] [--smoke] [--docs docs/results.md]
+    python bench/covid_semiseg.py --data /work/shared/data/covid-semiseg \\
+        --labels 8 40 --device cuda --workers 16 [--ablations] [--smoke]
+
+``--ship METHOD --ship-labels 50`` (or 10) instead trains METHOD once on all 50 labeled
+slices (or a stratified 10 of them) + the unlabeled ones and exports
+``<out>/covid_<METHOD>_<N>labeled.onnx``. The data is only read, never copied.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures as cf
+import csv
 import datetime as dt
 import json
 import logging
+import multiprocessing
 import os
 import platform
 import shutil
 import sys
 import time
+import traceback
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
-import training
-from training.config import TrainConfig, load_config, save_config
+from training.config import TrainConfig, config_from_dict, load_config, save_config
 from training.evaluation import evaluate_model
 from training.evaluation_report import EvaluationReport, summarise_items
 from training.experiment import FINAL_CHECKPOINT, run_experiment
-from training.export import export_ensemble, export_onnx
+from training.export import export_onnx
+from training.paired_stats import bootstrap_mean_ci, paired_difference
 from training.slice_folders import list_slice_folder
-from training.splits import split_by_group
 
 log = logging.getLogger("bench.covid_semiseg")
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG_DIR = REPO / "training" / "configs"
-METHODS: dict[str, str] = {
-    "supervised": "Supervised only (40 labeled)",
-    "tcsm": "Contrastive pre-training + supervised + TCSM (40 labeled + 1600 unlabeled)",
-}
-#: Inf-Net paper (IEEE TMI 2020, Tables II and IV), on the release's 48-slice test split.
-PUBLISHED: list[tuple[str, str, str, str]] = [
-    ("U-Net (as reported by Inf-Net)", "0.439", "—", "—"),
-    ("Inf-Net (50 labeled)", "0.682", "—", "—"),
-    ("Semi-Inf-Net (50 labeled + 1600 unlabeled)", "0.739", "—", "—"),
-    ("Semi-Inf-Net + multi-class head (approx.)", "—", "≈ 0.65", "≈ 0.30–0.46"),
-]
-#: Cross-validation only: each fold's models of both methods, averaged (no extra training).
-COMBINED = "both"
-COMBINED_LABEL = "Both methods' models averaged (supervised + full method, per fold)"
+BASE_CONFIG = REPO / "training" / "configs" / "covid_semiseg_grid.yaml"
+PRE = ("pretrain_global", "pretrain_local")
+CLASSES = ("infection", "ggo", "consolidation")
+MODEL_FILE = "model.onnx"
+EVAL_FILE = "eval_test.json"
+EVAL_TORCH_FILE = "eval_test_torch.json"
+TIMES_FILE = "bench_times.json"
 SECTION_START = "<!-- covid-semiseg:start -->"
 SECTION_END = "<!-- covid-semiseg:end -->"
-TIMES_FILE = "bench_times.json"
-MODEL_FILE = "model.onnx"
-EVAL_FILE = "eval_val.json"
+
+
+@dataclass(frozen=True)
+class Method:
+    """One column of the grid: stages of the base config plus config overrides; ``donor`` is
+    the method whose finished stages are this method's prefix (copied, not retrained)."""
+
+    name: str
+    label: str
+    stages: tuple[str, ...]
+    donor: str | None = None
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("supervised", "Supervised", ("supervised",)),
+        Method("pre_supervised", "Pre-training + supervised", (*PRE, "supervised")),
+        Method("tcsm", "Supervised + TCSM", ("supervised", "tcsm"), "supervised"),
+        Method(
+            "pre_tcsm",
+            "Pre-training + supervised + TCSM",
+            (*PRE, "supervised", "tcsm"),
+            "pre_supervised",
+        ),
+        Method("unimatch", "Supervised + UniMatch", ("supervised", "unimatch"), "supervised"),
+        Method(
+            "pre_unimatch",
+            "Pre-training + supervised + UniMatch",
+            (*PRE, "supervised", "unimatch"),
+            "pre_supervised",
+        ),
+    )
+}
+#: TCSM ablations (issue: why TCSM does not help), each one knob away from ``tcsm``.
+ABLATIONS: dict[str, Method] = {
+    name: Method(name, f"TCSM, {label}", ("supervised", "tcsm"), "supervised", {"tcsm": o})
+    for name, label, o in (
+        ("tcsm_w0.1", "consistency weight 0.1", {"consistency_weight": 0.1}),
+        ("tcsm_w10", "consistency weight 10", {"consistency_weight": 10.0}),
+        ("tcsm_w100", "consistency weight 100", {"consistency_weight": 100.0}),
+        ("tcsm_ramp0", "no ramp-up", {"rampup_steps": 0}),
+        ("tcsm_ramp800", "ramp-up 800 steps", {"rampup_steps": 800}),
+        ("tcsm_ema0.9", "EMA decay 0.9", {"ema_decay": 0.9}),
+        ("tcsm_ema0.999", "EMA decay 0.999", {"ema_decay": 0.999}),
+        (
+            "tcsm_perturb0",
+            "no noise/scaling (rot/flip only)",
+            {"noise_std_hu": 0.0, "max_scale_delta": 0.0},
+        ),
+        (
+            "tcsm_perturb3x",
+            "3x noise, 2.5x scaling",
+            {"noise_std_hu": 12.0, "max_scale_delta": 0.25},
+        ),
+        ("tcsm_logits", "consistency on logits", {"consistency_target": "logits"}),
+        (
+            "tcsm_unlabeled_only",
+            "consistency on unlabeled slices only",
+            {"consistency_on_labeled": False},
+        ),
+    )
+}
+
+
+def all_methods() -> dict[str, Method]:
+    return {**METHODS, **ABLATIONS}
+
+
+# ------------------------------------------------------------------------------ arguments
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -79,60 +155,103 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--data", type=Path, default=Path("/work/shared/data/covid-semiseg"))
     p.add_argument("--out", type=Path, default=Path("runs/bench/covid_semiseg"))
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset")
-    p.add_argument("--val-slices", type=int, default=10, help="labeled slices held out")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument(
-        "--folds",
+        "--labels",
         type=int,
-        default=0,
-        help="k-fold cross-validation over the labeled slices (0: one --val-slices split)",
+        nargs="+",
+        default=[8, 40],
+        help="labeled training slices per fold (40 = all of a fold's training slices)",
     )
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--ablations", action="store_true", help="add the TCSM ablations")
+    p.add_argument("--ablation-labels", type=int, nargs="+", default=[8])
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--workers", type=int, default=1, help="parallel runs (1 thread each)")
     p.add_argument("--size", type=int, help="override the input size (square)")
-    p.add_argument("--smoke", action="store_true", help="a few steps per stage (under <out>/smoke)")
-    p.add_argument("--fresh", action="store_true", help="delete earlier outputs of these methods")
+    p.add_argument("--tensorboard", action="store_true", help="TensorBoard logs in every run")
+    p.add_argument("--bootstrap", type=int, default=10_000, help="bootstrap resamples")
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a few steps per stage, tiny network, 48 unlabeled slices (under <out>/smoke)",
+    )
+    p.add_argument(
+        "--score",
+        choices=("onnx", "torch"),
+        help="score the exported ONNX model (default) or the checkpoint (default of --smoke)",
+    )
+    p.add_argument("--fresh", action="store_true", help="delete earlier outputs of these runs")
+    p.add_argument("--ship", help="train this method on all (or --ship-labels) labeled slices")
+    p.add_argument("--ship-labels", type=int, default=50, help="labeled slices for --ship")
     p.add_argument("--docs", type=Path, help="write the results section into this Markdown file")
     p.add_argument("--machine", help="machine description for --docs (default: detected)")
     p.add_argument("--date", default=dt.date.today().isoformat(), help="date for --docs")
-    p.add_argument("--note", default="", help="extra line for --docs (e.g. concurrent load)")
+    p.add_argument("--note", default="", help="extra line for --docs")
     return p.parse_args(argv)
+
+
+# ------------------------------------------------------------------------------ configs
 
 
 def _shrink(config: TrainConfig) -> None:
     """Smoke-run sizes: every stage runs (and validates) a few steps at 64x64."""
     config.model.input_size = (64, 64)
+    config.model.features = (4, 4, 8, 8, 16, 4)
+    config.pretrain_global.proj_dim = 16
+    config.pretrain_local.proj_channels = 8
     config.optim.epochs, config.optim.steps_per_epoch, config.optim.batch_size = 1, 3, 4
-    g, loc, t = config.pretrain_global, config.pretrain_local, config.tcsm
-    g.epochs, g.steps_per_epoch, g.batch_size = 1, 3, 8
-    loc.epochs, loc.steps_per_epoch, loc.batch_size = 1, 3, 4
-    t.epochs, t.steps_per_epoch, t.batch_size, t.unlabeled_batch_size = 2, 2, 2, 2
-    t.rampup_steps = 2
+    g, loc, t, u = config.pretrain_global, config.pretrain_local, config.tcsm, config.unimatch
+    g.epochs, g.steps_per_epoch, g.batch_size = 1, 2, 8
+    loc.epochs, loc.steps_per_epoch, loc.batch_size = 1, 2, 4
+    t.epochs, t.steps_per_epoch, t.batch_size, t.unlabeled_batch_size = 1, 3, 2, 2
+    t.rampup_steps = min(t.rampup_steps, 2)
+    u.epochs, u.steps_per_epoch, u.batch_size, u.unlabeled_batch_size = 1, 3, 2, 2
     config.runtime.checkpoint_every = 0
+    config.runtime.log_every_steps = 0
 
 
-def method_config(
-    name: str, args: argparse.Namespace, out: Path, n_labeled: int, fold: int | None = None
-) -> TrainConfig:
-    """The method's YAML with this run's data, output folder, split, seed and threads.
+def _apply_overrides(config: TrainConfig, overrides: dict[str, dict[str, Any]]) -> TrainConfig:
+    raw = config.model_dump(mode="json")
+    for section, values in overrides.items():
+        raw[section].update(values)
+    return config_from_dict(raw)
 
-    With ``fold`` the run validates on cross-validation fold ``fold`` of ``args.folds``.
-    """
-    config = load_config(CONFIG_DIR / f"covid_semiseg_{name}.yaml")
-    config.data.root = str(args.data)
-    config.output_dir = str(out / name)
+
+def base_config(args: argparse.Namespace, data: Path) -> TrainConfig:
+    config = load_config(BASE_CONFIG)
+    config.data.root = str(data)
     config.seed = args.seed
-    # split_by_group holds out round(fraction · groups) groups; every labeled slice is a group.
-    config.data.val_fraction = args.val_slices / n_labeled
-    if fold is not None:
-        config.data.cv_folds, config.data.cv_fold = args.folds, fold
-        config.output_dir = str(out / name / f"fold{fold}")
-    config.optim.num_threads = args.threads
-    config.runtime.tensorboard = False
+    config.optim.num_threads = 1
+    config.runtime.device = args.device
+    config.runtime.tensorboard = bool(args.tensorboard)
     if args.smoke:
         _shrink(config)
     if args.size:
         config.model.input_size = (args.size, args.size)
     return config
+
+
+def run_config(
+    method: Method, labels: int, fold: int, args: argparse.Namespace, data: Path, out: Path
+) -> TrainConfig:
+    """The method's config for fold ``fold`` with ``labels`` labeled training slices."""
+    config = _apply_overrides(base_config(args, data), method.overrides)
+    config.stages = method.stages
+    config.data.cv_folds, config.data.cv_fold = args.folds, fold
+    config.data.labeled_count = labels
+    if method.stages == ("supervised",):
+        config.data.unlabeled = None  # only the labeled slices are used: skip reading 1600
+    config.output_dir = str(run_dir(out, labels, method.name, fold))
+    config.export.name = f"pulmoseg-covid-semiseg-{method.name}-{labels}labeled-fold{fold}"
+    return config
+
+
+def run_dir(out: Path, labels: int, method: str, fold: int) -> Path:
+    return out / f"labels{labels}" / method / f"fold{fold}"
+
+
+# ------------------------------------------------------------------------------ one run
 
 
 def _check_same_config(config: TrainConfig, directory: Path) -> None:
@@ -145,219 +264,535 @@ def _check_same_config(config: TrainConfig, directory: Path) -> None:
     save_config(config, tmp)
     current = yaml.safe_load(tmp.read_text())
     tmp.unlink()
+    # A key added to the code after the run was saved: the run used that key's default.
+    defaults = TrainConfig().model_dump(mode="json")
+    for section, values in defaults.items():
+        if isinstance(values, dict) and isinstance(previous.get(section), dict):
+            previous[section] = {**values, **previous[section]}
+        elif section not in previous:
+            previous[section] = values
     for d in (previous, current):
+        d.pop("export", None)  # the model file's identity, not its training
         d.get("optim", {}).pop("num_threads", None)  # speed only
+        d.get("runtime", {}).pop("device", None)
+        d.get("runtime", {}).pop("tensorboard", None)
     if previous != current:
         changed = sorted(
             k for k in set(previous) | set(current) if previous.get(k) != current.get(k)
         )
-        raise SystemExit(
-            f"error: '{directory}' holds a run with other settings (differs in {changed}); "
+        raise RuntimeError(
+            f"'{directory}' holds a run with other settings (differs in {changed}); "
             "pass --fresh to start over or another --out."
         )
 
 
-def _load_times(directory: Path) -> dict[str, Any]:
+def _copy_donor_stages(config: TrainConfig, donor: Path | None) -> list[str]:
+    """Copy the donor run's finished stages that open this run's stage list (same settings
+    by construction: one base config, overrides only on later stages)."""
+    if donor is None:
+        return []
+    copied = []
+    out = Path(config.output_dir)
+    for stage in config.stages:
+        src, dst = donor / stage, out / stage
+        if not (src / "last.pt").is_file():
+            break
+        if not dst.exists():
+            shutil.copytree(src, dst)
+            copied.append(stage)
+    return copied
+
+
+def _times(directory: Path) -> dict[str, Any]:
     path = directory / TIMES_FILE
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def _save_times(directory: Path, times: dict[str, Any]) -> None:
-    (directory / TIMES_FILE).write_text(json.dumps(times, indent=2) + "\n")
+def evaluate_checkpoint(
+    checkpoint: Path,
+    *,
+    images: Path,
+    masks: Path,
+    mask_mapping: list[str],
+    split: str,
+    val_fraction: float,
+    seed: int,
+    fold: tuple[int, int] | None,
+) -> EvaluationReport:
+    """``evaluate_model``'s 2D scoring of a checkpoint through the torch predictor (no ONNX
+    export: ``--score torch``, the default of ``--smoke``, where exporting every run would
+    cost more than training it). The predictor is the one validation uses; its scores agree
+    with the exported ONNX model's within 1e-3 (``tests/training/test_predictor_parity.py``)."""
+    from service.predictor import InputGeometry, Predictor
+    from service.predictor.torch_backend import TorchBackend
+    from training import evaluation as ev
+    from training.export import build_manifest, load_checkpoint
+
+    model, config, state = load_checkpoint(checkpoint)
+    manifest = build_manifest(config, state)
+    predictor = Predictor(
+        TorchBackend(model), InputGeometry.from_manifest(manifest), manifest=manifest
+    )
+    dataset = ev._dataset_classes(mask_mapping, ev.DEFAULT_MASK_CLASSES)
+    names = [c.name for c in manifest.classes]
+    scorer = ev._Scorer(ev._model_indices(names, dataset, checkpoint), dataset)
+    items = ev._score_slices(predictor, scorer, images, masks, split, val_fraction, seed, fold)
+    return EvaluationReport(
+        model_path=str(checkpoint),
+        model_name=manifest.name,
+        model_version=manifest.version,
+        provider="torch",
+        source=str(images),
+        kind="2d",
+        split=split,
+        classes=scorer.classes,
+        items=items,
+        summary=summarise_items(items, scorer.classes),
+    )
 
 
-def run_method(
-    name: str, config: TrainConfig, args: argparse.Namespace
-) -> tuple[dict[str, Any], EvaluationReport]:
-    """Train (resuming), export and evaluate one method; its summary row and the report."""
+def run_job(job: dict[str, Any]) -> dict[str, Any]:
+    """Train (resuming), export and score one (labels, method, fold) run: in a worker process.
+
+    Returns the run's per-slice test scores (``items``) and times, or ``error``."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s"
+    )
+    import torch
+
+    torch.set_num_threads(1)
+    config = config_from_dict(job["config"])
     directory = Path(config.output_dir)
-    if args.fresh and directory.exists():
-        shutil.rmtree(directory)
-    _check_same_config(config, directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    times = _load_times(directory)
-    final = directory / FINAL_CHECKPOINT
-    if not final.is_file():
-        log.info("%s: training stages %s", name, list(config.stages))
-        result = run_experiment(config, resume=True, progress=False)
-        times["train_s"] = times.get("train_s", 0.0) + result.wall_seconds
-        if result.final_stage is not None:
+    key = {k: job[k] for k in ("labels", "method", "fold")}
+    try:
+        if job["fresh"] and directory.exists():
+            shutil.rmtree(directory)
+        _check_same_config(config, directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        times = _times(directory)
+        final = directory / FINAL_CHECKPOINT
+        if not final.is_file():
+            donor = Path(job["donor"]) if job.get("donor") else None
+            copied = _copy_donor_stages(config, donor)
+            if copied:
+                log.info("%s: reusing stages %s of %s", directory, copied, donor)
+            result = run_experiment(config, resume=True, progress=False)
+            times["train_s"] = times.get("train_s", 0.0) + result.wall_seconds
             times["final_stage"] = result.final_stage
-        _save_times(directory, times)
-        if not result.finished:
-            raise SystemExit(f"error: {name} stopped before its last stage; re-run to resume.")
-    else:
-        log.info("%s: training already finished (%s)", name, final)
-
-    onnx_path = directory / MODEL_FILE
-    if not onnx_path.is_file() or onnx_path.stat().st_mtime < final.stat().st_mtime:
-        start = time.perf_counter()
-        export_onnx(final, onnx_path)
-        times["export_s"] = time.perf_counter() - start
-        _save_times(directory, times)
-
-    start = time.perf_counter()
-    report = evaluate_model(
-        onnx_path,
-        images=args.data / config.data.images,
-        masks=args.data / config.data.masks,
-        mask_mapping=list(config.data.mask_classes),
-        split="val",
-        val_fraction=config.data.val_fraction,
-        seed=config.seed,
-        fold=config.data.fold,
-    )
-    times["eval_s"] = time.perf_counter() - start
-    _save_times(directory, times)
-    report.write_json(directory / EVAL_FILE)
-    _check_split(config, args, [it.item for it in report.items])
-
-    summary = report.summary
-    row = {
-        "method": name,
-        "label": METHODS[name],
-        "model": str(onnx_path),
-        "n": len(report.items),
-        "dice": {c: summary["dice"][c] for c in report.classes},
-        "cdice": {c: summary["cdice"][c] for c in report.classes},
-        "wall_s": sum(float(times.get(k, 0.0)) for k in ("train_s", "export_s", "eval_s")),
-        "times": times,
-        "per_slice_infection": {it.item: it.dice["infection"] for it in report.items},
-        "stages": list(config.stages),
-        "final_stage": times.get("final_stage"),
-    }
-    return row, report
-
-
-def _export_if_stale(checkpoints: list[Path], path: Path, name: str | None = None) -> None:
-    """(Re-)export the ensemble of ``checkpoints`` unless ``path`` is newer than all of them."""
-    if not path.is_file() or path.stat().st_mtime < max(c.stat().st_mtime for c in checkpoints):
-        export_ensemble(checkpoints, path, name=name)
+            times["shared_stages"] = sorted(set(times.get("shared_stages", [])) | set(copied))
+            (directory / TIMES_FILE).write_text(json.dumps(times, indent=2) + "\n")
+            if not result.finished:
+                raise RuntimeError("stopped before its last stage; re-run to resume")
+        scored = final
+        if job["score"] == "onnx":
+            scored = directory / MODEL_FILE
+            if not scored.is_file() or scored.stat().st_mtime < final.stat().st_mtime:
+                start = time.perf_counter()
+                export_onnx(final, scored)
+                times["export_s"] = time.perf_counter() - start
+        eval_path = directory / (EVAL_FILE if job["score"] == "onnx" else EVAL_TORCH_FILE)
+        if not eval_path.is_file() or eval_path.stat().st_mtime < scored.stat().st_mtime:
+            start = time.perf_counter()
+            score = evaluate_model if job["score"] == "onnx" else evaluate_checkpoint
+            data = Path(config.data.root)
+            report = score(
+                scored,
+                images=data / config.data.images,
+                masks=data / config.data.masks,
+                mask_mapping=list(config.data.mask_classes),
+                split="val",
+                val_fraction=config.data.val_fraction,
+                seed=config.seed,
+                fold=config.data.fold,
+            )
+            report.write_json(eval_path)
+            times["eval_s"] = time.perf_counter() - start
+        (directory / TIMES_FILE).write_text(json.dumps(times, indent=2) + "\n")
+        report_dict = json.loads(eval_path.read_text())
+        items = [
+            {"item": it["item"], "dice": it["dice"], "cdice": it["cdice"]}
+            for it in report_dict["items"]
+        ]
+        return {
+            **key,
+            "items": items,
+            "times": times,
+            "dir": str(directory),
+            "diagnostics": stage_diagnostics(directory / config.stages[-1]),
+        }
+    except Exception as exc:  # a failed run must not stop the grid
+        log.error("%s failed: %s", directory, exc)
+        return {**key, "error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()}
 
 
-def _pooled_row(
-    name: str, label: str, reports: list[EvaluationReport], fold_rows: list[dict[str, Any]]
-) -> dict[str, Any]:
-    """One table row from the folds' out-of-fold reports (every labeled slice once)."""
-    items = [it for report in reports for it in report.items]
-    classes = list(reports[0].classes)
-    pooled = summarise_items(items, classes)
-    return {
-        "method": name,
-        "label": label,
-        "n": len(items),
-        "dice": {c: pooled["dice"][c] for c in classes},
-        "cdice": {c: pooled["cdice"][c] for c in classes},
-        "per_slice_infection": {it.item: it.dice["infection"] for it in items},
-        "folds": [
-            {
-                "fold": i,
-                "n": len(report.items),
-                **{c: report.summary["dice"][c]["mean"] for c in classes},
-                **extra,
-            }
-            for i, (report, extra) in enumerate(zip(reports, fold_rows, strict=True))
-        ],
-    }
+#: Step diagnostics summarised per method (epoch means of the last epoch of the last stage).
+DIAGNOSTICS = (
+    "supervised",
+    "weighted_consistency",
+    "agreement",
+    "teacher_confidence",
+    "student_confidence",
+    "teacher_foreground",
+    "weighted_unlabeled",
+    "confident_fraction",
+    "confidence",
+    "pseudo_foreground",
+)
 
 
-def run_cross_validation(
-    name: str, configs: list[TrainConfig], args: argparse.Namespace, out: Path
-) -> dict[str, Any]:
-    """Every fold of one method, pooled: each labeled slice is scored once, by the fold model
-    that never saw it. The fold models' ensemble (mean softmax) is exported as the method's
-    model: it was trained on all labeled slices, and only the pooled out-of-fold scores
-    estimate its quality (slightly pessimistically: each member saw 4/5 of the labels)."""
-    runs = [run_method(name, config, args) for config in configs]
-    ensemble_path = out / name / "ensemble.onnx"
-    _export_if_stale([Path(c.output_dir) / FINAL_CHECKPOINT for c in configs], ensemble_path)
-    row = _pooled_row(
-        name,
-        METHODS[name],
-        [report for _, report in runs],
-        [{"final_stage": r["final_stage"], "wall_s": r["wall_s"]} for r, _ in runs],
-    )
-    row.update(
-        model=str(ensemble_path),
-        wall_s=sum(r["wall_s"] for r, _ in runs),
-        stages=runs[0][0]["stages"],
-    )
-    return row
+def stage_diagnostics(stage_dir: Path) -> dict[str, float]:
+    """The last epoch of a stage: its mean step diagnostics (``parts`` of ``metrics.jsonl``)
+    and, for TCSM, teacher minus student validation Dice (mean over classes)."""
+    path = stage_dir / "metrics.jsonl"
+    if not path.is_file():
+        return {}
+    lines = path.read_text().splitlines()
+    if not lines:
+        return {}
+    last = json.loads(lines[-1])
+    out = {k: float(v) for k, v in last.get("parts", {}).items() if k in DIAGNOSTICS}
+    teacher, student = last.get("val_voldice_teacher"), last.get("val_voldice_student")
+    if teacher and student:
+        t = [v for v in teacher.values() if v == v]
+        st = [v for v in student.values() if v == v]
+        if t and st:
+            out["val_teacher_minus_student"] = sum(t) / len(t) - sum(st) / len(st)
+    return out
 
 
-def run_combined(
-    configs: dict[str, list[TrainConfig]],
-    rows: list[dict[str, Any]],
-    args: argparse.Namespace,
-    out: Path,
-) -> dict[str, Any]:
-    """Both methods' models of each fold averaged, scored on that fold's held-out slices; the
-    shipped model averages every fold of both methods. Costs no training beyond the two."""
-    reports = []
-    for fold in range(args.folds):
-        members = [Path(configs[n][fold].output_dir) / FINAL_CHECKPOINT for n in configs]
-        model = out / COMBINED / f"fold{fold}" / MODEL_FILE
-        _export_if_stale(members, model)
-        ref = configs[next(iter(configs))][fold]
-        report = evaluate_model(
-            model,
-            images=args.data / ref.data.images,
-            masks=args.data / ref.data.masks,
-            mask_mapping=list(ref.data.mask_classes),
-            split="val",
-            val_fraction=ref.data.val_fraction,
-            seed=ref.seed,
-            fold=ref.data.fold,
+def diagnostics_table(results: list[dict[str, Any]]) -> str:
+    """Markdown: per (labels, method) with a semi-supervised last stage, the fold means of
+    the last epoch's diagnostics (why consistency does or does not train anything)."""
+    groups: dict[tuple[int, str], list[dict[str, float]]] = {}
+    for r in results:
+        if r.get("diagnostics") and "error" not in r:
+            groups.setdefault((r["labels"], r["method"]), []).append(r["diagnostics"])
+    keys = [*DIAGNOSTICS, "val_teacher_minus_student"]
+    shown = [k for k in keys if any(k in d for ds in groups.values() for d in ds)]
+    semi = {k: v for k, v in groups.items() if any("supervised" in d and len(d) > 1 for d in v)}
+    if not semi or not shown:
+        return ""
+    lines = [
+        "| Labels | Method | " + " | ".join(shown) + " |",
+        "|---|---|" + "---|" * len(shown),
+    ]
+    order = {name: i for i, name in enumerate(all_methods())}
+    for (labels, method), ds in sorted(
+        semi.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 99))
+    ):
+        cells = []
+        for k in shown:
+            values = [d[k] for d in ds if k in d]
+            cells.append(f"{sum(values) / len(values):.4g}" if values else "—")
+        lines.append(f"| {labels} | {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------ scheduling
+
+
+def _jobs(
+    names: list[str], labels: list[int], args: argparse.Namespace, data: Path, out: Path
+) -> list[dict[str, Any]]:
+    methods = all_methods()
+    jobs = []
+    grid = [(m, n) for n in labels for m in names]
+    if args.ablations:
+        grid += [(a, n) for n in args.ablation_labels for a in ABLATIONS]
+    seen = set()
+    for name, n in grid:
+        method = methods[name]
+        # a method's donor runs too (its stages are shared), even if not asked for
+        chain = [method] if method.donor is None else [methods[method.donor], method]
+        for m in chain:
+            for fold in range(args.folds):
+                key = (n, m.name, fold)
+                if key in seen:
+                    continue
+                seen.add(key)
+                config = run_config(m, n, fold, args, data, out)
+                donor = run_dir(out, n, m.donor, fold) if m.donor else None
+                jobs.append(
+                    {
+                        "labels": n,
+                        "method": m.name,
+                        "fold": fold,
+                        "config": config.model_dump(mode="json"),
+                        "donor": str(donor) if donor else None,
+                        "depends": (n, m.donor, fold) if m.donor else None,
+                        "fresh": args.fresh,
+                        "score": args.score or ("torch" if args.smoke else "onnx"),
+                        "cost": len(m.stages),
+                    }
+                )
+    return jobs
+
+
+def run_jobs(jobs: list[dict[str, Any]], workers: int) -> list[dict[str, Any]]:
+    """Run every job, a job only after the one it depends on (its donor) finished; longer
+    jobs (more stages) first. ``workers`` processes (spawned: CUDA-safe), one thread each."""
+    os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    by_key = {(j["labels"], j["method"], j["fold"]): j for j in jobs}
+    done: dict[tuple, dict[str, Any]] = {}
+    pending = sorted(jobs, key=lambda j: -j["cost"])
+    results: list[dict[str, Any]] = []
+
+    def ready(job: dict[str, Any]) -> bool:
+        dep = job["depends"]
+        return dep is None or dep not in by_key or dep in done
+
+    def finish(result: dict[str, Any]) -> None:
+        key = (result["labels"], result["method"], result["fold"])
+        done[key] = result
+        results.append(result)
+        status = result.get("error") or "ok"
+        log.info("[%d/%d] %s: %s", len(results), len(jobs), key, status)
+
+    if workers <= 1:
+        while pending:
+            job = next(j for j in pending if ready(j))
+            pending.remove(job)
+            finish(run_job(job))
+        return results
+    ctx = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        running: dict[cf.Future, dict[str, Any]] = {}
+        while pending or running:
+            for job in [j for j in pending if ready(j)]:
+                if len(running) >= workers:
+                    break
+                pending.remove(job)
+                running[pool.submit(run_job, job)] = job
+            if not running:
+                raise RuntimeError("job dependencies cannot be met")  # cannot happen
+            finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+            for fut in finished:
+                job = running.pop(fut)
+                try:
+                    finish(fut.result())
+                except Exception as exc:  # the worker process died
+                    key = {k: job[k] for k in ("labels", "method", "fold")}
+                    finish({**key, "error": f"worker died: {exc}"})
+    return results
+
+
+# ------------------------------------------------------------------------------ scoring
+
+
+def pooled_scores(results: list[dict[str, Any]]) -> dict[tuple[int, str], dict[str, Any]]:
+    """Per (labels, method): the out-of-fold per-slice scores of all folds, pooled."""
+    pooled: dict[tuple[int, str], dict[str, Any]] = {}
+    for r in results:
+        if "error" in r:
+            continue
+        entry = pooled.setdefault(
+            (r["labels"], r["method"]), {"folds": set(), "dice": {}, "cdice": {}}
         )
-        _check_split(ref, args, [it.item for it in report.items])
-        reports.append(report)
-    ensemble_path = out / COMBINED / "ensemble.onnx"
-    _export_if_stale(
-        [Path(c.output_dir) / FINAL_CHECKPOINT for cs in configs.values() for c in cs],
-        ensemble_path,
-        name="pulmoseg-covid-semiseg-both-methods-ensemble",
+        entry["folds"].add(r["fold"])
+        for it in r["items"]:
+            for metric in ("dice", "cdice"):
+                for cls, value in it[metric].items():
+                    entry[metric].setdefault(cls, {})[it["item"]] = value
+    return pooled
+
+
+def summarise(
+    pooled: dict[tuple[int, str], dict[str, Any]], folds: int, n_boot: int, seed: int
+) -> list[dict[str, Any]]:
+    """One row per (labels, method): pooled means with bootstrap CIs and paired differences
+    (infection Dice) against the references that exist in the grid."""
+    rows = []
+    order = {name: i for i, name in enumerate(all_methods())}
+    for (labels, method), entry in sorted(
+        pooled.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], len(order)), kv[0][1])
+    ):
+        complete = len(entry["folds"]) == folds
+        row: dict[str, Any] = {
+            "labels": labels,
+            "method": method,
+            "label": all_methods()[method].label if method in all_methods() else method,
+            "complete": complete,
+            "folds": sorted(entry["folds"]),
+            "n": len(entry["dice"].get("infection", {})),
+            "scores": {},
+            "paired": {},
+        }
+        for metric in ("dice", "cdice"):
+            for cls in CLASSES:
+                values = list(entry[metric].get(cls, {}).values())
+                if values:
+                    ci = bootstrap_mean_ci(values, n_boot=n_boot, seed=seed)
+                    row["scores"][f"{metric}:{cls}"] = ci.to_dict()
+        inf = entry["dice"].get("infection", {})
+        refs = {"supervised (same labels)": (labels, "supervised")}
+        most = max(k[0] for k in pooled)
+        if most != labels:
+            refs["supervised (all labels)"] = (most, "supervised")
+        if method.startswith("pre_"):
+            refs["without pre-training"] = (labels, method[len("pre_") :])
+        if method in ABLATIONS:
+            refs["tcsm (same labels)"] = (labels, "tcsm")
+        for ref_name, ref_key in refs.items():
+            if ref_key == (labels, method) or ref_key not in pooled:
+                continue
+            ref = pooled[ref_key]["dice"].get("infection", {})
+            if ref.keys() == inf.keys() and inf:
+                diff = paired_difference(inf, ref, n_boot=n_boot, seed=seed)
+                row["paired"][ref_name] = {"against": list(ref_key), **asdict(diff)}
+        rows.append(row)
+    return rows
+
+
+def _ci(stats: dict[str, Any] | None) -> str:
+    if not stats:
+        return "—"
+    return f"{stats['mean']:.3f} [{stats['ci_low']:.3f}, {stats['ci_high']:.3f}]"
+
+
+def _diff(stats: dict[str, Any] | None) -> str:
+    if not stats:
+        return "—"
+    return (
+        f"{stats['mean']:+.3f} [{stats['ci_low']:+.3f}, {stats['ci_high']:+.3f}] "
+        f"({stats['wins']}/{stats['losses']})"
     )
-    row = _pooled_row(COMBINED, COMBINED_LABEL, reports, [{"final_stage": None}] * len(reports))
-    row.update(
-        model=str(ensemble_path),
-        wall_s=sum(r["wall_s"] for r in rows),
-        stages=sorted({s for r in rows for s in r["stages"]}),
-    )
-    return row
-
-
-def _check_split(config: TrainConfig, args: argparse.Namespace, evaluated: list[str]) -> None:
-    """The evaluated slices must be exactly the ones training held out."""
-    records = list_slice_folder(args.data / config.data.images, args.data / config.data.masks)
-    _, val = split_by_group(records, config.data.val_fraction, config.seed, fold=config.data.fold)
-    if sorted(r.name for r in val) != sorted(evaluated):
-        raise SystemExit("error: evaluation split differs from the training validation split.")
-
-
-def _cell(stats: dict[str, Any]) -> str:
-    sd = "" if stats.get("sd") is None else f" ± {stats['sd']:.3f}"
-    return f"{stats['mean']:.3f}{sd}"
-
-
-def _minutes(seconds: float) -> str:
-    return f"{seconds / 60:.1f} min"
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    """Markdown table: our methods (validation slices) and the published ones (test split)."""
+    """Markdown: pooled out-of-fold means [bootstrap 95 % CI] and paired differences of the
+    infection Dice (mean [CI] (slices better/worse)) against supervised."""
     lines = [
-        "| Method | Infection Dice | GGO Dice | Consolidation Dice | Infection cDice | Wall time |",
-        "|---|---|---|---|---|---|",
+        "| Labels | Method | Infection Dice | GGO Dice | Consolidation Dice | Infection cDice "
+        "| Δ vs supervised (same labels) | Δ vs supervised (all labels) "
+        "| Δ vs no pre-training (ablations: vs tcsm) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        d, c = r["dice"], r["cdice"]
+        s, p = r["scores"], r["paired"]
+        mark = "" if r["complete"] else f" *(folds {r['folds']})*"
         lines.append(
-            f"| {r['label']} | {_cell(d['infection'])} | {_cell(d['ggo'])} | "
-            f"{_cell(d['consolidation'])} | {_cell(c['infection'])} | {_minutes(r['wall_s'])} |"
+            f"| {r['labels']} | {r['label']}{mark} | {_ci(s.get('dice:infection'))} | "
+            f"{_ci(s.get('dice:ggo'))} | {_ci(s.get('dice:consolidation'))} | "
+            f"{_ci(s.get('cdice:infection'))} | {_diff(p.get('supervised (same labels)'))} | "
+            f"{_diff(p.get('supervised (all labels)'))} | "
+            f"{_diff(p.get('without pre-training') or p.get('tcsm (same labels)'))} |"
         )
-    for label, inf, ggo, cons in PUBLISHED:
-        lines.append(f"| {label} *(published, test split)* | {inf} | {ggo} | {cons} | — | — |")
     return "\n".join(lines)
+
+
+def plot_label_efficiency(rows: list[dict[str, Any]], path: Path) -> Path | None:
+    """Pooled infection Dice (bootstrap CI bars) against labeled slices, one line per method
+    (ablations left out). Also writes the plotted numbers as CSV next to it. None when
+    matplotlib is not installed."""
+    main = [r for r in rows if r["method"] in METHODS and "dice:infection" in r["scores"]]
+    with path.with_suffix(".csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["method", "labels", "infection_dice", "ci_low", "ci_high", "n"])
+        for r in main:
+            s = r["scores"]["dice:infection"]
+            w.writerow([r["method"], r["labels"], s["mean"], s["ci_low"], s["ci_high"], s["n"]])
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.warning(
+            "matplotlib is not installed: no %s (numbers in %s)", path, path.with_suffix(".csv")
+        )
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for k, method in enumerate(METHODS):
+        pts = sorted(
+            (r["labels"], r["scores"]["dice:infection"]) for r in main if r["method"] == method
+        )
+        if not pts:
+            continue
+        xs = [x * (1 + 0.02 * (k - len(METHODS) / 2)) for x, _ in pts]  # dodge the CI bars
+        ys = [s["mean"] for _, s in pts]
+        err = [
+            [s["mean"] - s["ci_low"] for _, s in pts],
+            [s["ci_high"] - s["mean"] for _, s in pts],
+        ]
+        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=METHODS[method].label)
+    ticks = sorted({r["labels"] for r in main})
+    ax.set_xscale("log")
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("labeled training slices per fold")
+    ax.set_ylabel("infection Dice (pooled out-of-fold, 95 % CI)")
+    n = max((r["n"] for r in main), default=0)
+    ax.set_title(f"COVID-SemiSeg label efficiency (cross-validation, {n} slices)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+# ------------------------------------------------------------------------------ shipping
+
+
+def ship(args: argparse.Namespace, data: Path, out: Path) -> int:
+    """Train ``--ship`` once on ``--ship-labels`` of the 50 labeled slices (all: 50) + the
+    unlabeled ones, fixed schedule (no slice is held out), and export the ONNX model."""
+    method = all_methods().get(args.ship)
+    if method is None:
+        raise SystemExit(f"error: unknown method '{args.ship}'; choose from {list(all_methods())}.")
+    n_labeled = len(list_slice_folder(data / "train" / "images", data / "train" / "masks"))
+    labels = min(args.ship_labels, n_labeled)
+    name = f"covid_{method.name}_{labels}labeled"
+    jobs = []
+    chain = [all_methods()[method.donor], method] if method.donor else [method]
+    for m in chain:
+        config = _apply_overrides(base_config(args, data), m.overrides)
+        config.stages = m.stages
+        config.data.cv_folds, config.data.cv_fold = 0, 0
+        config.data.val_fraction = 0.0  # every labeled slice trains: nothing left to select on
+        config.data.labeled_count = 0 if labels >= n_labeled else labels
+        config.output_dir = str(out / "ship" / f"covid_{m.name}_{labels}labeled")
+        config.export.name = f"pulmoseg-covid-semiseg-{m.name}-{labels}labeled"
+        jobs.append(config)
+    for i, config in enumerate(jobs):
+        directory = Path(config.output_dir)
+        if args.fresh and directory.exists():
+            shutil.rmtree(directory)
+        _check_same_config(config, directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        if i:
+            _copy_donor_stages(config, Path(jobs[i - 1].output_dir))
+        final = directory / FINAL_CHECKPOINT
+        if not final.is_file():
+            result = run_experiment(config, resume=True, progress=False)
+            if not result.finished:
+                raise SystemExit(f"error: {directory} stopped early; re-run to resume.")
+    onnx_path = out / f"{name}.onnx"
+    export_onnx(Path(jobs[-1].output_dir) / FINAL_CHECKPOINT, onnx_path)
+    print(f"shipped {onnx_path.resolve()}")
+    return 0
+
+
+# ------------------------------------------------------------------------------ main
+
+
+def _smoke_data(data: Path, out: Path, unlabeled: int = 48) -> Path:
+    """A view of the data for --smoke: the labeled folders and a few unlabeled slices, as
+    symbolic links (nothing copied)."""
+    view = out / "data"
+    (view / "train").mkdir(parents=True, exist_ok=True)
+    for sub in ("images", "masks"):
+        link = view / "train" / sub
+        if not link.exists():
+            link.symlink_to((data / "train" / sub).resolve(), target_is_directory=True)
+    unl = view / "unlabeled"
+    if not unl.exists():
+        unl.mkdir()
+        files = sorted(p for p in (data / "unlabeled").iterdir() if p.is_file())
+        step = max(1, len(files) // unlabeled)
+        for p in files[::step][:unlabeled]:
+            (unl / p.name).symlink_to(p.resolve())
+    return view
 
 
 def _machine() -> str:
@@ -369,129 +804,38 @@ def _machine() -> str:
                 break
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} CPU cores, no GPU"
+    return f"{cpu}, {os.cpu_count()} CPU cores"
 
 
-def _paired(rows: list[dict[str, Any]]) -> str:
-    """Per-slice infection Dice difference, full method minus baseline (same slices)."""
-    by = {r["method"]: r["per_slice_infection"] for r in rows}
-    if not {"supervised", "tcsm"} <= set(by) or by["supervised"].keys() != by["tcsm"].keys():
-        return ""
-    diff = np.array([by["tcsm"][k] - by["supervised"][k] for k in by["supervised"]])
-    sd = f" ± {diff.std(ddof=1):.3f}" if diff.size > 1 else ""
-    return (
-        f"- Paired per-slice infection Dice, `tcsm` − `supervised`: {diff.mean():+.3f}{sd} "
-        f"(mean ± sd); `tcsm` is better on {int((diff > 0).sum())} of {diff.size} slices."
+def results_section(rows: list[dict[str, Any]], args: argparse.Namespace, wall_s: float) -> str:
+    """The docs section (between the covid-semiseg markers)."""
+    return "\n".join(
+        [
+            SECTION_START,
+            "## Real data: COVID-SemiSeg label efficiency",
+            "",
+            f"Machine: {args.machine or _machine()}; device {args.device}, {args.workers} "
+            f"worker(s). Date: {args.date}. Grid wall time {wall_s / 3600:.1f} h."
+            + (f" {args.note}" if args.note else ""),
+            "",
+            "Command: `python bench/covid_semiseg.py --labels "
+            + " ".join(map(str, args.labels))
+            + f" --folds {args.folds} --device {args.device} --workers {args.workers}"
+            + (" --ablations" if args.ablations else "")
+            + "`.",
+            "",
+            f"{args.folds}-fold cross-validation over the 50 labeled slices: each fold's 10 "
+            "held-out slices are its test set, never used for model selection (fixed "
+            "schedules); of the 40 training slices all or a stratified subset keep their "
+            "labels, the rest and the 1600 unlabeled slices form the unlabeled pool. Scores "
+            "are pooled out-of-fold per-slice scores of the exported ONNX models (all 50 "
+            "slices), mean [bootstrap 95 % CI]; Δ: paired per-slice infection Dice difference, "
+            "mean [bootstrap 95 % CI] (slices better/worse).",
+            "",
+            format_table(rows),
+            SECTION_END,
+        ]
     )
-
-
-def _shown(path: Path) -> str:
-    """``path`` relative to the working directory when it lies below it."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
-def _steps(configs: dict[str, TrainConfig]) -> str:
-    steps = []
-    for name, cfg in configs.items():
-        parts = []
-        for stage in cfg.stages:
-            section = cfg.optim if stage == "supervised" else getattr(cfg, stage)
-            parts.append(f"{stage} {section.epochs * section.steps_per_epoch}")
-        steps.append(f"`{name}`: " + ", ".join(parts))
-    return "; ".join(steps)
-
-
-def results_section(
-    rows: list[dict[str, Any]], args: argparse.Namespace, configs: dict[str, TrainConfig]
-) -> str:
-    """The docs/results.md section (between the covid-semiseg markers)."""
-    any_cfg = next(iter(configs.values()))
-    h, w = any_cfg.model.input_size
-    n_val = rows[0]["n"] if rows else args.val_slices
-    absent = rows[0]["dice"]["consolidation"].get("n_absent", 0) if rows else 0
-    best = max(rows, key=lambda r: r["dice"]["infection"]["mean"]) if rows else None
-    folds = getattr(args, "folds", 0)
-    command = "python bench/covid_semiseg.py --data /work/shared/data/covid-semiseg" + (
-        f" --folds {folds}" if folds else ""
-    )
-    if folds:
-        split = (
-            f"50 annotated slices in {folds}-fold cross-validation (seed {args.seed}; the "
-            "labeled file names carry no volume, so folds are by slice): each fold trains on "
-            f"{50 - 50 // folds} and validates on {50 // folds}, and every slice is scored "
-            "once, by the fold model that never trained on it"
-        )
-        scored = f"all {n_val} slices, each by its out-of-fold model"
-    else:
-        split = (
-            f"50 annotated slices, {n_val} held out for validation (seed {args.seed}; the "
-            "labeled file names carry no volume, so the split is by slice), "
-            f"{50 - n_val} for training"
-        )
-        scored = f"the {n_val} validation slices"
-    lines = [
-        SECTION_START,
-        "## Real data: COVID-SemiSeg",
-        "",
-        f"Machine: {args.machine or _machine()}. Date: {args.date}."
-        + (f" {args.note}" if args.note else ""),
-        "",
-        f"Command: `{command}` (resumable; `--smoke` for a few steps per stage).",
-        "",
-        f"Data: COVID-SemiSeg (Inf-Net release, non-commercial licence; read in place, never "
-        f"copied): {split}; 1600 unlabeled slices for the semi-supervised method. "
-        f"Input {h}×{w}, BasicUNet features {list(any_cfg.model.features)}, bf16 autocast, "
-        f"{args.threads} thread(s). Steps: {_steps(configs)}. Each run ships the `best.pt` of "
-        "its best-validated stage (`runtime.final_model: best_validated`).",
-        "",
-        f"Scores: per-slice Dice of the exported ONNX model (`training.evaluation.evaluate_model`, "
-        f"ONNX Runtime CPU) on {scored}, mean ± sd; infection = GGO ∪ consolidation; cDice = "
-        "continuous Dice of the infection probability. Wall time: all runs of the method.",
-        "",
-        format_table(rows),
-        "",
-        "How to read it:",
-        f"- Ours: {n_val} slices of the training release, {h}×{w} input, minutes of CPU "
-        "training. Published: the release's 48 test slices with the paper's networks and "
-        "training. Same data source, not the same test set: compare orders of magnitude, not "
-        "decimals.",
-        "- The validation slices also chose each stage's `best.pt` (the best of its epochs) "
-        "and the shipped stage, so our figures are slightly optimistic; with 50 labeled "
-        "slices there is no room for a third split.",
-        f"- {absent} of the {n_val} slices have no consolidation; such a slice scores Dice 1.0 "
-        "when none is predicted and 0.0 otherwise, which makes the consolidation column noisy.",
-    ]
-    for r in rows:
-        if r.get("folds"):
-            per_fold = ", ".join(
-                f"{f['infection']:.3f}" + (f" ({f['final_stage']})" if f["final_stage"] else "")
-                for f in r["folds"]
-            )
-            lines.append(f"- `{r['method']}` infection Dice per fold (shipped stage): {per_fold}.")
-    paired = _paired(rows)
-    if paired:
-        lines.append(paired)
-    if best is not None:
-        members = (
-            f"both methods' {folds} fold models"
-            if best["method"] == COMBINED
-            else f"its {folds} fold models"
-        )
-        shipped = (
-            f"the ensemble of {members} (mean softmax; trained on all 50 labeled slices "
-            "between them, so no slice is left to score it: the release's test split is)"
-            if folds
-            else "its model"
-        )
-        lines.append(
-            f"- Best method by infection Dice: `{best['method']}`; {shipped} is left at "
-            f"`{_shown(Path(args.out) / 'best_model.onnx')}` (git-ignored)."
-        )
-    lines.append(SECTION_END)
-    return "\n".join(lines)
 
 
 def write_section(path: Path, section: str) -> None:
@@ -512,83 +856,64 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    log.info("code: %s", Path(training.__file__).parent)
     if not (args.data / "train" / "images").is_dir():
         raise SystemExit(f"error: '--data {args.data}' has no train/images folder.")
-    names = [n.strip() for n in args.methods.split(",") if n.strip()]
-    unknown = [n for n in names if n not in METHODS]
-    if unknown:
-        raise SystemExit(f"error: unknown method(s) {unknown}; choose from {list(METHODS)}.")
     out = args.out / "smoke" if args.smoke else args.out
-    n_labeled = len(
-        list_slice_folder(args.data / "train" / "images", args.data / "train" / "masks")
-    )
-    if args.folds:
-        return _main_cross_validation(names, args, out, n_labeled)
-    configs = {n: method_config(n, args, out, n_labeled) for n in names}
-    rows = []
-    for name, config in configs.items():
-        row, _ = run_method(name, config, args)
-        rows.append(row)
-        log.info(
-            "%s: infection Dice %s (%.1f min)",
-            name,
-            _cell(row["dice"]["infection"]),
-            row["wall_s"] / 60,
-        )
-    best = max(rows, key=lambda r: r["dice"]["infection"]["mean"])
-    best_path = out / "best_model.onnx"
-    shutil.copyfile(best["model"], best_path)
-    (out / "results.json").write_text(
-        json.dumps({"rows": rows, "best": best["method"], "best_model": str(best_path)}, indent=2)
-        + "\n"
-    )
-    print(format_table(rows))
-    print(f"\nbest method: {best['method']}; model: {best_path.resolve()}")
-    if args.docs is not None:
-        args.out = out
-        write_section(args.docs, results_section(rows, args, configs))
-        print(f"wrote the results section into {args.docs}")
-    return 0
-
-
-def _main_cross_validation(
-    names: list[str], args: argparse.Namespace, out: Path, n_labeled: int
-) -> int:
-    """``--folds K``: train every fold (fold-major, so early folds pair the methods), pool."""
-    if args.folds < 2 or args.folds > n_labeled:
+    out.mkdir(parents=True, exist_ok=True)
+    data = _smoke_data(args.data, out) if args.smoke else args.data
+    if args.ship:
+        return ship(args, data, out)
+    names = [n.strip() for n in args.methods.split(",") if n.strip()]
+    unknown = [n for n in names if n not in all_methods()]
+    if unknown:
+        raise SystemExit(f"error: unknown method(s) {unknown}; choose from {list(all_methods())}.")
+    n_labeled = len(list_slice_folder(data / "train" / "images", data / "train" / "masks"))
+    if not 2 <= args.folds <= n_labeled:
         raise SystemExit(f"error: --folds must be in [2, {n_labeled}], got {args.folds}.")
-    configs = {
-        n: [method_config(n, args, out, n_labeled, fold) for fold in range(args.folds)]
-        for n in names
-    }
-    for fold in range(args.folds):  # train first, fold by fold; pooling below resumes
-        for name in names:
-            run_method(name, configs[name][fold], args)
-    rows = [run_cross_validation(name, configs[name], args, out) for name in names]
-    if len(names) > 1:
-        rows.append(run_combined(configs, rows, args, out))
-    best = max(rows, key=lambda r: r["dice"]["infection"]["mean"])
-    best_path = out / "best_model.onnx"
-    shutil.copyfile(best["model"], best_path)
+    start = time.perf_counter()
+    jobs = _jobs(names, sorted(set(args.labels)), args, data, out)
+    log.info("%d runs (%d workers, device %s)", len(jobs), args.workers, args.device)
+    results = run_jobs(jobs, max(1, args.workers))
+    wall = time.perf_counter() - start
+    failed = [r for r in results if "error" in r]
+    rows = summarise(pooled_scores(results), args.folds, args.bootstrap, args.seed)
+    plot = plot_label_efficiency(rows, out / "label_efficiency.png")
     (out / "results.json").write_text(
-        json.dumps({"rows": rows, "best": best["method"], "best_model": str(best_path)}, indent=2)
+        json.dumps(
+            {
+                "rows": rows,
+                "failed": failed,
+                "wall_s": wall,
+                "args": {k: str(v) for k, v in vars(args).items()},
+                "runs": [
+                    {
+                        k: r[k]
+                        for k in ("labels", "method", "fold", "times", "dir", "diagnostics")
+                        if k in r
+                    }
+                    for r in results
+                ],
+            },
+            indent=2,
+        )
         + "\n"
     )
-    print(format_table(rows))
-    for r in rows:
-        per_fold = ", ".join(
-            f"{f['infection']:.3f}" + (f" ({f['final_stage']})" if f["final_stage"] else "")
-            for f in r["folds"]
-        )
-        print(f"{r['method']}: infection Dice per fold {per_fold}")
-    print(f"\nbest method: {best['method']}; model: {best_path.resolve()}")
-    if args.docs is not None:
-        args.out = out
-        single = {n: c[0] for n, c in configs.items()}
-        write_section(args.docs, results_section(rows, args, single))
+    table = format_table(rows)
+    diagnostics = diagnostics_table(results)
+    if diagnostics:
+        table += "\n\nLast-epoch step diagnostics (fold means):\n\n" + diagnostics
+    (out / "results.md").write_text(table + "\n")
+    print(table)
+    print(
+        f"\n{len(results) - len(failed)}/{len(results)} runs ok in {wall / 60:.1f} min; "
+        f"results: {(out / 'results.json').resolve()}; plot: {plot or 'none (no matplotlib)'}"
+    )
+    for r in failed:
+        print(f"FAILED {r['labels']} {r['method']} fold{r['fold']}: {r['error']}")
+    if args.docs is not None and not failed:
+        write_section(args.docs, results_section(rows, args, wall))
         print(f"wrote the results section into {args.docs}")
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

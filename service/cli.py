@@ -24,7 +24,12 @@ COMMANDS_GROUP = "pulmoseg.commands"
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the gRPC segmentation server")
-    p.add_argument("--model", type=Path, help="exported model.onnx (or PULMOSEG_MODEL_PATH)")
+    p.add_argument(
+        "--model",
+        type=Path,
+        help="exported model.onnx or a folder of versions (or PULMOSEG_MODEL_PATH; default: the "
+        "shipped real-CT model models/pulmoseg-real-ct.onnx)",
+    )
     p.add_argument("--host", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="gRPC port (default 50051; 0 picks a free one)")
     p.add_argument("--metrics-port", type=int, help="Prometheus metrics port (default 9090)")
@@ -55,7 +60,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if args.debug:
         settings = settings.with_overrides(log_level="DEBUG")
     if settings.model_path is None:
-        raise ValueError("No model given: pass --model MODEL.onnx or set PULMOSEG_MODEL_PATH.")
+        from service.shipped_model import shipped_model_path
+
+        settings = settings.with_overrides(model_path=shipped_model_path())
     return serve(settings) or 0
 
 

@@ -24,6 +24,7 @@ from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, Implic
 
 from service.core.errors import InvalidStudyError
 from service.core.identifiers import uid_hash
+from service.identifier_repair import repair_identifiers
 
 logger = logging.getLogger(__name__)
 
@@ -301,6 +302,7 @@ def select_ct_series(datasets: Sequence[Dataset]) -> list[Dataset]:
                 f"got {type(ds).__name__}."
             )
 
+    repair_identifiers(datasets)
     studies = {str(ds.get("StudyInstanceUID") or "") for ds in datasets}
     if "" in studies:
         missing = [i for i, ds in enumerate(datasets) if not ds.get("StudyInstanceUID")]

@@ -16,7 +16,7 @@ other copied attribute invalid for its VR    left out of the SEG (a warning name
 Specific Character Set empty or unknown      none when the text is ASCII, else UTF-8
 Slice Thickness missing, empty or <= 0       the slice spacing the volume was built with
 SOP Class UID empty (tolerated on input)     CT Image Storage
-a referenced UID malformed                   refused: the SEG could not reference the image
+a referenced UID broken                      derived reproducibly (service.identifier_repair)
 ===========================================  ================================================
 
 The caller's datasets are never modified: highdicom gets element-level copies. Messages name

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from pydicom.pixels import pixel_array
 
 from service.core.errors import InvalidStudyError
 
@@ -203,10 +204,15 @@ def _rescale(ds: Dataset, index: int, keyword: str, tag: str, default: float) ->
     return number
 
 
-def _decode(ds: Dataset, index: int, rows: int, cols: int) -> np.ndarray:
+def _decode(ds: Dataset, index: int, out: np.ndarray) -> None:
+    """Decode one slice into ``out`` (a float32 row of the volume) as Hounsfield units.
+
+    ``pydicom.pixels.pixel_array`` does not cache the decoded array on the dataset (as
+    ``ds.pixel_array`` does), so the datasets kept for the SEG's references stay small.
+    """
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     try:
-        pixels = ds.pixel_array
+        pixels = pixel_array(ds)
     except Exception as exc:  # pydicom raises NotImplementedError/RuntimeError/ValueError …
         if syntax is not None and syntax.is_compressed:
             raise InvalidStudyError(
@@ -218,10 +224,10 @@ def _decode(ds: Dataset, index: int, rows: int, cols: int) -> np.ndarray:
             f"Cannot decode the pixel data of instance {_name(ds, index)} (transfer syntax "
             f"{syntax.name if syntax is not None else 'unknown'}): {type(exc).__name__}: {exc}"
         ) from exc
-    if pixels.shape != (rows, cols):
+    if pixels.shape != out.shape:
         raise InvalidStudyError(
             f"Instance {_name(ds, index)} decodes to pixel array shape {pixels.shape}, expected "
-            f"({rows}, {cols}); multi-frame or colour images are not CT slices."
+            f"{out.shape}; multi-frame or colour images are not CT slices."
         )
     slope = _rescale(ds, index, "RescaleSlope", "(0028,1053)", 1.0)
     intercept = _rescale(ds, index, "RescaleIntercept", "(0028,1052)", 0.0)
@@ -230,7 +236,10 @@ def _decode(ds: Dataset, index: int, rows: int, cols: int) -> np.ndarray:
             f"Instance {_name(ds, index)} has RescaleSlope (0028,1053) 0, which maps every "
             "pixel to one value; it cannot be converted to Hounsfield units."
         )
-    return (pixels.astype(np.float64) * slope + intercept).astype(np.float32)
+    if slope == 1.0 and float(intercept).is_integer():  # the usual CT case: exact in float32
+        np.add(pixels, np.float32(intercept), out=out, casting="unsafe")
+    else:
+        out[:] = pixels.astype(np.float64) * slope + intercept
 
 
 def series_to_volume(datasets: Sequence[Dataset]) -> CTVolume:
@@ -302,7 +311,7 @@ def series_to_volume(datasets: Sequence[Dataset]) -> CTVolume:
 
     hu = np.empty((len(sorted_ds), rows[0], cols[0]), dtype=np.float32)
     for k, ds in enumerate(sorted_ds):
-        hu[k] = _decode(ds, int(order[k]), rows[0], cols[0])
+        _decode(ds, int(order[k]), hu[k])
 
     dy, dx = float(spacings[0][0]), float(spacings[0][1])
     volume = CTVolume(

@@ -14,6 +14,9 @@ import textwrap
 from collections.abc import Iterable
 from pathlib import Path
 
+#: What ``pulmoseg[serve]`` leaves out besides MONAI core (also used by ``bench/vs_stock.py``).
+SERVE_ONLY_BLOCKED = frozenset({"torch", "training", "nibabel", "onnxscript", "tensorboard"})
+
 _PRELUDE = """
 import importlib.abc, importlib.util, runpy, sys, types
 

@@ -17,7 +17,12 @@ import pydicom
 import pytest
 
 import service
-from tests.import_blocking import blocking_prelude, run_app_without, run_python
+from tests.import_blocking import (
+    SERVE_ONLY_BLOCKED,
+    blocking_prelude,
+    run_app_without,
+    run_python,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -46,9 +51,6 @@ def test_training_contract_lists_every_outer_service_module() -> None:
 def test_mypy_is_clean_on_the_shared_core_and_the_service() -> None:
     run = _run([sys.executable, "-m", "mypy"], timeout=900)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
-
-
-SERVE_ONLY_BLOCKED = {"torch", "training", "nibabel", "onnxscript", "tensorboard"}
 
 
 def test_the_service_runs_without_torch_training_or_monai_core(

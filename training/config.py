@@ -71,6 +71,36 @@ class DataConfig(ConfigSection):
     mask_classes: tuple[str, ...] = LESION_MASK_CLASS_NAMES
     #: slices2d: flips, small rotation/zoom and intensity jitter on labeled batches.
     augment: StrictBool = True
+    #: Label-fraction runs: label only this many of the run's training slices (a seeded
+    #: subset stratified by lesion / consolidation presence,
+    #: ``training.splits.stratified_subset``); the other training slices join the unlabeled
+    #: pool as images. 0 = every training slice keeps its label. The validation side is not
+    #: touched: with few labels and cross-validation it is the fold's test side, so such runs
+    #: should not select by it (``runtime.checkpoint_selection: last_epoch``, fixed schedule).
+    labeled_count: int = 0
+    #: slices2d: the HU window (lo, hi) the 8-bit slices were displayed in (pixel 0 = lo,
+    #: 255 = hi). When set, batches and validation images are mapped back to HU, so the model
+    #: takes HU like a DICOM study and ``model.hu_window`` (which must equal it) undoes the
+    #: mapping in-graph: one intensity contract from HU to the network. None: pixel values.
+    pixel_window: tuple[float, float] | None = None
+    #: slices2d: quarter turns (numpy ``rot90`` k) applied to every slice and mask on load, to
+    #: bring a release's orientation to radiological convention (COVID-SemiSeg: -1).
+    rotate90: int = 0
+    #: slices2d: pad each slice to a square with air (pixel 0) before resizing, so a
+    #: body-cropped slice keeps its aspect ratio as a DICOM field of view does.
+    pad_square: StrictBool = False
+    #: slices2d: add the lung class from the classical lung-field extraction
+    #: (``service.core.lung_field``) on the slice in HU; needs ``pixel_window`` and a "lung" class.
+    lung_labels: StrictBool = False
+    #: slices2d: per-slice intensity harmonisation. The release's slices come in several
+    #: windows (normal lung from pixel 21 to 112), so one fixed window puts normal lung of some
+    #: slices at GGO densities. With (lung HU, soft-tissue HU) given, each labeled slice's
+    #: normal-lung peak (pixels outside the lesion masks) and soft-tissue peak are moved to
+    #: those HU (``training.slice_preparation``). None: the fixed ``pixel_window`` only.
+    harmonize_tissue_hu: tuple[float, float] | None = None
+    #: slices2d: zoom range of the labeled-batch augmentation (below 1 shrinks the body, as
+    #: in a DICOM field of view wider than the body).
+    zoom_range: tuple[float, float] = (0.9, 1.1)
 
     @property
     def fold(self) -> tuple[int, int] | None:
@@ -92,6 +122,20 @@ class DataConfig(ConfigSection):
             raise ValueError(
                 f"Config key 'data.cv_fold' must be in [0, {self.cv_folds - 1}] for "
                 f"{self.cv_folds} folds, got {self.cv_fold}."
+            )
+        if self.pixel_window is not None and not self.pixel_window[0] < self.pixel_window[1]:
+            raise ValueError(
+                "Config key 'data.pixel_window' must be (lo, hi) with lo < hi, "
+                f"got {list(self.pixel_window)}."
+            )
+        if self.lung_labels and self.pixel_window is None:
+            raise ValueError(
+                "Config key 'data.lung_labels' needs 'data.pixel_window': the lung field is "
+                "found by HU thresholds."
+            )
+        if self.labeled_count < 0:
+            raise ValueError(
+                f"Config key 'data.labeled_count' must be >= 0 (0: all), got {self.labeled_count}."
             )
         if len(self.mask_classes) < 2 or len(set(self.mask_classes)) != len(self.mask_classes):
             raise ValueError(
@@ -148,7 +192,17 @@ _LOOP_KEYS = ("epochs", "steps_per_epoch", "batch_size", "lr", "temperature")
 
 
 #: The stages a training run can chain, in the order the method uses them.
-STAGE_NAMES: tuple[str, ...] = ("pretrain_global", "pretrain_local", "supervised", "tcsm")
+STAGE_NAMES: tuple[str, ...] = (
+    "pretrain_global",
+    "pretrain_local",
+    "supervised",
+    "tcsm",
+    "unimatch",
+)
+#: ``tcsm.consistency_target`` values (see ``training.tcsm.ConsistencyTarget``).
+CONSISTENCY_TARGETS: tuple[str, ...] = ("probabilities", "logits")
+#: ``runtime.checkpoint_selection`` values (see ``training.loop``).
+CHECKPOINT_SELECTIONS: tuple[str, ...] = ("best_validation", "last_epoch")
 
 
 class GlobalPretrainConfig(ConfigSection):
@@ -231,6 +285,14 @@ class TCSMStageConfig(ConfigSection):
     max_scale_delta: float = 0.1
     image_padding: str = "border"
     consistency_on_labeled: StrictBool = True
+    #: What the consistency term compares: "probabilities" (softmax, the TCSM paper) or
+    #: "logits" (mean squared logit difference; stronger gradients on confident pixels).
+    consistency_target: str = "probabilities"
+
+    @field_validator("consistency_target")
+    @classmethod
+    def _known_target(cls, value: str) -> str:
+        return check_choice("Config key 'tcsm.consistency_target'", value, CONSISTENCY_TARGETS)
 
     @model_validator(mode="after")
     def _check(self) -> TCSMStageConfig:
@@ -239,6 +301,98 @@ class TCSMStageConfig(ConfigSection):
             raise ValueError(
                 f"Config key 'tcsm.unlabeled_batch_size' must be >= 0, "
                 f"got {self.unlabeled_batch_size!r}."
+            )
+        return self
+
+
+class UniMatchStageConfig(ConfigSection):
+    """UniMatch (Yang et al., CVPR 2023): weak-to-strong consistency with confidence-thresholded
+    pseudo-labels, two strong image views (intensity perturbations + CutMix) and a feature-
+    perturbation stream (dropout on the encoder features). See ``training.unimatch``."""
+
+    key_prefix: ClassVar[str] = "unimatch."
+
+    epochs: int = 6
+    steps_per_epoch: int = 40
+    #: Labeled slices per step (supervised loss, ``loss``).
+    batch_size: int = 8
+    #: Unlabeled slices per step (each gives a weak view, two strong views and a feature-
+    #: perturbed prediction).
+    unlabeled_batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    loss: str = "dice_ce"
+    #: Pixels whose weak-view confidence (max softmax) is below this get no unlabeled loss.
+    confidence_threshold: float = 0.95
+    #: Weight of the unlabeled term: ``loss = sup + unlabeled_weight · L_u`` with
+    #: ``L_u = (1 − fp_weight)/2 · (L_s1 + L_s2) + fp_weight · L_fp`` (UniMatch: 0.25/0.25/0.5).
+    unlabeled_weight: float = 1.0
+    fp_weight: float = 0.5
+    #: Sigmoid ramp-up of ``unlabeled_weight`` over this many steps (0: none, as UniMatch).
+    rampup_steps: int = 0
+    #: Feature perturbation: channel dropout (Dropout2d) on every encoder feature map.
+    feature_dropout: float = 0.5
+    #: Weak view of the unlabeled slices: random flips, rotation (degrees) and zoom.
+    weak_rotation_deg: float = 10.0
+    weak_scale_delta: float = 0.1
+    #: Strong views: CutMix with another unlabeled slice of the batch (box area fraction drawn
+    #: in ``cutmix_area``; the pasted box takes that slice's pseudo-labels) ...
+    cutmix_prob: float = 0.5
+    cutmix_area: tuple[float, float] = (0.02, 0.4)
+    #: ... and intensity perturbations, each with its probability: brightness/contrast
+    #: (fractions), gamma (a range; nonlinear, so it survives ``model.standardize_input``),
+    #: Gaussian blur (sigma range in pixels) and Gaussian noise (pixel units of the 0..255
+    #: input; HU for volumes).
+    intensity_prob: float = 0.8
+    brightness: float = 0.25
+    contrast: float = 0.25
+    gamma_range: tuple[float, float] = (0.6, 1.6)
+    blur_prob: float = 0.5
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    noise_prob: float = 0.5
+    noise_std_hu: float = 8.0
+
+    @model_validator(mode="after")
+    def _check(self) -> UniMatchStageConfig:
+        _require_positive(self, _LOOP_KEYS[:4])
+        if self.unlabeled_batch_size < 0:
+            raise ValueError(
+                f"Config key 'unimatch.unlabeled_batch_size' must be >= 0, "
+                f"got {self.unlabeled_batch_size!r}."
+            )
+        for name in ("confidence_threshold", "fp_weight", "cutmix_prob", "intensity_prob"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"Config key 'unimatch.{name}' must be in [0, 1], got {value!r}.")
+        for name in ("blur_prob", "noise_prob"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"Config key 'unimatch.{name}' must be in [0, 1], got {value!r}.")
+        if not 0.0 <= self.feature_dropout < 1.0:
+            raise ValueError(
+                f"Config key 'unimatch.feature_dropout' must be in [0, 1), "
+                f"got {self.feature_dropout!r}."
+            )
+        for name in ("unlabeled_weight", "rampup_steps", "noise_std_hu", "weak_rotation_deg"):
+            if getattr(self, name) < 0:
+                raise ValueError(
+                    f"Config key 'unimatch.{name}' must be >= 0, got {getattr(self, name)!r}."
+                )
+        if not 0.0 <= self.weak_scale_delta < 1.0 or not 0.0 <= self.contrast < 1.0:
+            raise ValueError(
+                "Config keys 'unimatch.weak_scale_delta' and 'unimatch.contrast' must be in "
+                f"[0, 1), got {self.weak_scale_delta!r} and {self.contrast!r}."
+            )
+        for name in ("cutmix_area", "gamma_range", "blur_sigma"):
+            lo, hi = getattr(self, name)
+            if not 0.0 < lo <= hi:
+                raise ValueError(
+                    f"Config key 'unimatch.{name}' must be (lo, hi) with 0 < lo <= hi, "
+                    f"got {getattr(self, name)!r}."
+                )
+        if self.cutmix_area[1] > 1.0:
+            raise ValueError(
+                f"Config key 'unimatch.cutmix_area' must lie in (0, 1], got {self.cutmix_area!r}."
             )
         return self
 
@@ -259,6 +413,22 @@ class RuntimeConfig(ConfigSection):
     #: Which stage's ``best.pt`` becomes ``final.pt``: "best_validated" (the validated stage
     #: with the best validation score; later stages win ties) or "last_stage".
     final_model: str = "best_validated"
+    #: Which weights of a validated stage go to ``best.pt``: "best_validation" (the epoch and
+    #: candidate, e.g. TCSM teacher/student, that validated best) or "last_epoch" (a fixed
+    #: schedule: the last epoch's first candidate, the teacher for TCSM; validation is still
+    #: computed and logged, never used). Use "last_epoch" with ``final_model: last_stage``
+    #: when the validation side is a test set (cross-validation benchmarks).
+    checkpoint_selection: str = "best_validation"
+    #: Every this many steps, one log line and one ``steps.jsonl`` line with the step's loss
+    #: parts and diagnostics (0: off; TensorBoard gets every step regardless).
+    log_every_steps: int = 0
+
+    @field_validator("checkpoint_selection")
+    @classmethod
+    def _known_selection(cls, value: str) -> str:
+        return check_choice(
+            "Config key 'runtime.checkpoint_selection'", value, CHECKPOINT_SELECTIONS
+        )
 
     @field_validator("final_model")
     @classmethod
@@ -273,6 +443,14 @@ class ExportConfig(ConfigSection):
 
     name: str = "pulmoseg-lung-lesions"
     version: str = "0.1.0"
+    #: Written into the manifest's training summary, so the model file itself says what it
+    #: may be used for and under which licence its training data came (empty: not stated).
+    intended_use: str = ""
+    data_licence: str = ""
+    #: Written into the manifest: the service confines lung and lesion labels to this distance
+    #: (mm) of the aerated lungs. Set it for models trained on lung slices only (they never saw
+    #: the abdomen or the CT table); None: the network's labels stand as they are.
+    lung_field_margin_mm: float | None = None
     opset: int = 18
     parity_tolerance: float = 1e-4
 
@@ -292,6 +470,7 @@ class TrainConfig(ConfigSection):
     pretrain_global: GlobalPretrainConfig = Field(default_factory=GlobalPretrainConfig)
     pretrain_local: LocalPretrainConfig = Field(default_factory=LocalPretrainConfig)
     tcsm: TCSMStageConfig = Field(default_factory=TCSMStageConfig)
+    unimatch: UniMatchStageConfig = Field(default_factory=UniMatchStageConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
 
@@ -300,6 +479,22 @@ class TrainConfig(ConfigSection):
     def _known_stages(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         check_stages(value)
         return value
+
+    @model_validator(mode="after")
+    def _one_intensity_contract(self) -> TrainConfig:
+        window = self.data.pixel_window
+        if window is not None and tuple(self.model.hu_window) != tuple(window):
+            raise ValueError(
+                f"Config key 'model.hu_window' ({list(self.model.hu_window)}) must equal "
+                f"'data.pixel_window' ({list(window)}): the exported graph must map HU to the "
+                "intensities the network was trained on."
+            )
+        if self.data.lung_labels and "lung" not in self.model.class_names:
+            raise ValueError(
+                "Config key 'data.lung_labels' needs a 'lung' class in 'model.class_names', "
+                f"got {list(self.model.class_names)}."
+            )
+        return self
 
 
 def check_stages(stages: tuple[str, ...]) -> None:

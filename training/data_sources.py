@@ -35,7 +35,14 @@ from training.datasets import (
 )
 from training.losses import as_option
 from training.slice_augmentation import Augment2D
-from training.slice_folders import LoadedSlice, list_slice_folder, load_slice, mapping_by_names
+from training.slice_folders import (
+    LoadedSlice,
+    SliceRecord,
+    list_slice_folder,
+    load_slice,
+    mapping_by_names,
+)
+from training.slice_preparation import pixels_to_hu, prepare_slice, slices_in_hu
 from training.slice_samplers import LabeledSliceSampler, UnlabeledSliceSampler
 from training.splits import split_by_group, split_studies
 from training.validation import validate_slices, validate_volumes
@@ -230,28 +237,36 @@ def _studies(items: Sequence[Item]) -> list[LoadedStudy]:
 # --------------------------------------------------------------------------------------------
 
 
+def _in_hu(x: Tensor, window: tuple[float, float] | None) -> Tensor:
+    """Pixel batches (sampled and augmented in 0..255) as HU when the data has a window."""
+    return x if window is None else pixels_to_hu(x, window)
+
+
 class _SliceLabeledBatches(LabeledBatches):
-    def __init__(self, sampler: LabeledSliceSampler) -> None:
+    def __init__(self, sampler: LabeledSliceSampler, window: tuple[float, float] | None) -> None:
         self.sampler = sampler
+        self.window = window
 
     def sample(
         self, batch_size: int, rng: np.random.Generator, generator: torch.Generator
     ) -> tuple[Tensor, Tensor]:
         self.sampler.rng, self.sampler.generator = rng, generator
-        return self.sampler.sample(batch_size)
+        x, y = self.sampler.sample(batch_size)
+        return _in_hu(x, self.window), y
 
 
 class _SliceImageBatches(ImageBatches):
     knows_positions = False
 
-    def __init__(self, sampler: UnlabeledSliceSampler) -> None:
+    def __init__(self, sampler: UnlabeledSliceSampler, window: tuple[float, float] | None) -> None:
         self.sampler = sampler
+        self.window = window
 
     def sample(
         self, batch_size: int, rng: np.random.Generator, generator: torch.Generator
     ) -> ImageBatch:
         self.sampler.rng, self.sampler.generator = rng, generator
-        return ImageBatch(self.sampler.sample(batch_size))
+        return ImageBatch(_in_hu(self.sampler.sample(batch_size), self.window))
 
 
 class SliceSource(DataSource):
@@ -274,7 +289,10 @@ class SliceSource(DataSource):
             )
         self.mask_mapping = mapping_by_names(config.data.mask_classes, config.model.class_names)
         #: Model classes the masks annotate (other model classes cannot be scored).
-        self.scored = [n for n in config.model.class_names[1:] if n in config.data.mask_classes]
+        labeled_classes = set(config.data.mask_classes) | (
+            {"lung"} if config.data.lung_labels else set()
+        )
+        self.scored = [n for n in config.model.class_names[1:] if n in labeled_classes]
 
     def _folder(self, sub: str) -> Path:
         return Path(self.config.data.root) / sub
@@ -283,13 +301,13 @@ class SliceSource(DataSource):
         data = self.config.data
         records = list_slice_folder(self._folder(data.images), self._folder(data.masks))
         train, val = split_by_group(records, data.val_fraction, self.config.seed, fold=data.fold)
-        labeled = [load_slice(r, self.mask_mapping) for r in train]
-        held_out = [load_slice(r, self.mask_mapping) for r in val]
+        labeled = [self._load(r) for r in train]
+        held_out = [self._load(r) for r in val]
         unlabeled: list[LoadedSlice] = []
         if with_unlabeled and data.unlabeled:
             size = self.config.model.input_size
             for record in list_slice_folder(self._folder(data.unlabeled)):
-                loaded = load_slice(record)
+                loaded = prepare_slice(load_slice(record), data, self.config.model.class_names)
                 unlabeled.append(LoadedSlice(record, _resized_uint8(loaded.image, size), None))
         log.info(
             "slices: %d labeled + %d unlabeled for training, %d for validation",
@@ -299,28 +317,38 @@ class SliceSource(DataSource):
         )
         return ExperimentData(labeled, unlabeled, held_out)  # type: ignore[arg-type]
 
+    def _load(self, record: SliceRecord) -> LoadedSlice:
+        loaded = load_slice(record, self.mask_mapping)
+        return prepare_slice(loaded, self.config.data, self.config.model.class_names)
+
     def labeled_batches(self, items: Sequence[Item]) -> LabeledBatches:
         data = self.config.data
         return _SliceLabeledBatches(
             LabeledSliceSampler(
                 _slices(items),
                 input_size=self.config.model.input_size,
-                augment=Augment2D() if data.augment else None,
+                augment=Augment2D(scale_range=data.zoom_range) if data.augment else None,
                 lesion_oversampling=data.lesion_oversampling,
                 seed=self.config.seed,
-            )
+            ),
+            data.pixel_window,
         )
 
     def image_batches(self, items: Sequence[Item]) -> ImageBatches:
         return _SliceImageBatches(
             UnlabeledSliceSampler(
                 _slices(items), input_size=self.config.model.input_size, seed=self.config.seed
-            )
+            ),
+            self.config.data.pixel_window,
         )
 
     def validate(self, model: torch.nn.Module, items: Sequence[Item]) -> dict[str, float]:
         """Mean per-slice Dice per class at each slice's own resolution (as evaluation does)."""
-        return validate_slices(model, _slices(items), self.config.model, self.scored)
+        slices = _slices(items)
+        window = self.config.data.pixel_window
+        if window is not None:
+            slices = slices_in_hu(slices, window)
+        return validate_slices(model, slices, self.config.model, self.scored)
 
 
 def _resized_uint8(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

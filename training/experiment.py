@@ -1,5 +1,5 @@
 """Training runs: multi-stage experiments (pretrain_global → pretrain_local → supervised →
-tcsm, any subset) and the single supervised run.
+tcsm or unimatch, any subset) and the single supervised run.
 
 Each stage writes ``<output_dir>/<stage>/last.pt`` and ``best.pt`` and starts from the previous
 stage's ``best.pt``; once every stage finished, the ``best.pt`` of the stage that validated
@@ -26,7 +26,7 @@ import sys
 import time
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +34,7 @@ import torch
 
 from training.checkpoints import BEST_CHECKPOINT, LAST_CHECKPOINT, read_checkpoint
 from training.config import TrainConfig, check_stages, load_config, save_config
-from training.data_sources import ExperimentData, data_source
+from training.data_sources import ExperimentData, Item, data_source
 from training.distributed import (
     DistContext,
     check_replicas_agree,
@@ -43,9 +43,11 @@ from training.distributed import (
 )
 from training.loop import StageResult, StageTask, StepBudget, run_stage, validation_score
 from training.networks import SegmentationNet, build_network
+from training.splits import lesion_stratum, split_labeled_subset
 from training.stage_pretrain import build_global_task, build_local_task
 from training.stage_supervised import build_supervised_task
 from training.stage_tcsm import build_tcsm_task
+from training.stage_unimatch import build_unimatch_task
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +62,41 @@ def seed_everything(seed: int) -> None:
 
 
 def load_experiment_data(config: TrainConfig, *, with_unlabeled: bool = True) -> ExperimentData:
-    """Read and split the run's data for ``config.data.kind`` (see ``training.data_sources``)."""
-    return data_source(config).load(with_unlabeled=with_unlabeled)
+    """Read and split the run's data for ``config.data.kind`` (see ``training.data_sources``),
+    then apply the label budget ``data.labeled_count`` (:func:`apply_label_budget`)."""
+    data = data_source(config).load(with_unlabeled=with_unlabeled)
+    return apply_label_budget(config, data, with_unlabeled=with_unlabeled)
+
+
+def apply_label_budget(
+    config: TrainConfig, data: ExperimentData, *, with_unlabeled: bool = True
+) -> ExperimentData:
+    """Keep the labels of ``data.labeled_count`` training items (0: all), a seeded subset
+    stratified by lesion / consolidation presence (``training.splits.split_labeled_subset``);
+    the others join the unlabeled pool as images (dropped when ``with_unlabeled`` is False).
+    Validation items are untouched. Idempotent: a source that already applied the budget
+    hands over ``labeled_count`` labeled items and nothing changes.
+    """
+    k = config.data.labeled_count
+    if not k or len(data.train_labeled) <= k:
+        return data
+    names = list(config.model.class_names)
+    lesion = [i for i, n in enumerate(names) if n not in ("background", "lung")]
+    consolidation = names.index("consolidation") if "consolidation" in names else -1
+
+    def stratum(item: Item) -> tuple[bool, bool]:
+        assert item.label is not None  # train_labeled items carry labels
+        return lesion_stratum(item.label, lesion, consolidation)
+
+    labeled, demoted = split_labeled_subset(data.train_labeled, k, config.seed, stratum)
+    log.info(
+        "label budget: %d of %d training items keep their labels; %d join the unlabeled pool",
+        len(labeled),
+        len(data.train_labeled),
+        len(demoted) if with_unlabeled else 0,
+    )
+    unlabeled = [replace(item, label=None) for item in demoted] if with_unlabeled else []
+    return ExperimentData(labeled, data.train_unlabeled + unlabeled, data.val)
 
 
 def prepare_run(config: TrainConfig, ctx: DistContext) -> Path:
@@ -186,6 +221,8 @@ def _build_task(
         return build_supervised_task(config, model, data.train_labeled, ctx)
     if name == "tcsm":
         return build_tcsm_task(config, model, data.train_labeled, data.train_unlabeled, ctx)
+    if name == "unimatch":
+        return build_unimatch_task(config, model, data.train_labeled, data.train_unlabeled, ctx)
     check_stages((name,))  # raises with a "did you mean" hint
     raise AssertionError(f"stage '{name}' passed validation but has no builder")
 

@@ -60,6 +60,20 @@ def load_checkpoint(path: str | Path) -> tuple[SegmentationNet, TrainConfig, dic
     return model, config, state
 
 
+def _provenance(config: TrainConfig) -> dict[str, Any]:
+    """What a reader of the model file needs to know about its data and intended use."""
+    out: dict[str, Any] = {}
+    if config.data.pixel_window is not None:
+        out["source_pixel_window_hu"] = list(config.data.pixel_window)
+    if config.data.lung_labels:
+        out["lung_labels"] = "classical lung-field extraction (service.core.lung_field)"
+    if config.export.intended_use:
+        out["intended_use"] = config.export.intended_use
+    if config.export.data_licence:
+        out["data_licence"] = config.export.data_licence
+    return out
+
+
 def build_manifest(config: TrainConfig, state: dict[str, Any]) -> ModelManifest:
     return ModelManifest(
         name=config.export.name,
@@ -74,9 +88,11 @@ def build_manifest(config: TrainConfig, state: dict[str, Any]) -> ModelManifest:
             "seed": config.seed,
             "loss": config.optim.loss,
             "features": list(config.model.features),
+            **_provenance(config),
         },
         validation_voldice={k: float(v) for k, v in state.get("best_dice", {}).items()},
         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        lung_field_margin_mm=config.export.lung_field_margin_mm,
     )
 
 

@@ -1,7 +1,9 @@
 """The training loop every stage shares: steps, epochs, validation and the choice of the best.
 
 A stage contributes a :class:`StageTask` (its optimiser and what one step does); the loop owns
-epochs, cosine learning-rate decay, validation and the best-candidate choice, and hands
+epochs, cosine learning-rate decay, validation and the best-candidate choice (or, with
+``runtime.checkpoint_selection: last_epoch``, a fixed schedule that validates and logs but
+always keeps the last epoch's first candidate), and hands
 checkpoints to ``training.checkpoints`` and reporting (progress bars, ``metrics.jsonl``,
 TensorBoard) to ``training.progress_report``. Every step draws its randomness from
 ``(seed, stage, rank, step)`` alone, so a resumed run repeats an uninterrupted one exactly and
@@ -280,6 +282,13 @@ class _StageRun:
             scored.append((score, label, dice, module))
             record[f"val_voldice_{label}" if label != "model" else "val_voldice"] = dice
             report.validation(label, dice, p.step)
+        if self.config.runtime.checkpoint_selection == "last_epoch":
+            # Fixed schedule: the first candidate of the latest epoch, whatever it scored (the
+            # validation side may be a test set that must not choose anything).
+            score, label, dice, module = scored[0]
+            p.best_score, p.model_source, p.best_dice = score, label, dice
+            self.checkpoints.save_best(p, module.state_dict())
+            return " ".join(f"{k}={v:.3f}" for k, v in dice.items()) or "n/a"
         score, label, dice, module = max(scored, key=lambda s: s[0])  # first wins ties
         if score > p.best_score:
             p.best_score, p.model_source, p.best_dice = score, label, dice

@@ -1,5 +1,8 @@
 """How a stage reports while it trains (rank 0 only): progress bars, one log line and one
-``metrics.jsonl`` line per epoch, and TensorBoard scalars (losses, learning rate, validation).
+``metrics.jsonl`` line per epoch (with the epoch means of the step's loss parts and
+diagnostics under ``parts``), TensorBoard scalars (every step's parts, learning rate,
+validation), and with ``runtime.log_every_steps`` one log line and one ``steps.jsonl`` line
+every that many steps.
 """
 
 from __future__ import annotations
@@ -54,6 +57,12 @@ class ProgressReport:
         self.writer = _open_writer(ctx, config, tb_dir)
         mode = "a" if append else "w"  # a fresh start replaces old metrics
         self.metrics = (directory / "metrics.jsonl").open(mode) if ctx.is_main else None
+        self.log_every = config.runtime.log_every_steps
+        self.steps = (
+            (directory / "steps.jsonl").open(mode) if ctx.is_main and self.log_every > 0 else None
+        )
+        self._sums: dict[str, float] = {}
+        self._counts: dict[str, int] = {}
 
     def bar(self, epoch: int, done: int) -> tqdm:
         """The progress bar of ``epoch``, ``done`` of its steps already run."""
@@ -66,17 +75,38 @@ class ProgressReport:
         )
 
     def step(self, parts: dict[str, float], step: int, lr: float | torch.Tensor) -> None:
+        for key, value in parts.items():
+            self._sums[key] = self._sums.get(key, 0.0) + float(value)
+            self._counts[key] = self._counts.get(key, 0) + 1
         if self.writer is not None:
             for key, value in parts.items():
                 self.writer.add_scalar(f"{self.stage}/{key}", value, step)
             self.writer.add_scalar(f"{self.stage}/lr", lr, step)
+        if self.steps is not None and step % self.log_every == 0:
+            line = {"step": step, "lr": float(lr), **{k: float(v) for k, v in parts.items()}}
+            self.steps.write(json.dumps(line) + "\n")
+            self.steps.flush()
+            log.info(
+                "%s step %d: %s",
+                self.stage,
+                step,
+                " ".join(f"{k}={float(v):.4g}" for k, v in parts.items()),
+            )
 
     def validation(self, label: str, dice: dict[str, float], step: int) -> None:
         if self.writer is not None:
             for cls, value in dice.items():
                 self.writer.add_scalar(f"{self.stage}/val_{label}/{cls}", value, step)
+            if dice:
+                mean = sum(dice.values()) / len(dice)
+                self.writer.add_scalar(f"{self.stage}/val_{label}/mean", mean, step)
 
     def epoch(self, record: dict[str, Any], message: str) -> None:
+        if self._sums:
+            record.setdefault(
+                "parts", {k: self._sums[k] / self._counts[k] for k in sorted(self._sums)}
+            )
+            self._sums, self._counts = {}, {}
         if self.metrics is not None:
             self.metrics.write(json.dumps(record) + "\n")
             self.metrics.flush()
@@ -88,5 +118,7 @@ class ProgressReport:
     def close(self) -> None:
         if self.metrics is not None:
             self.metrics.close()
+        if self.steps is not None:
+            self.steps.close()
         if self.writer is not None:
             self.writer.close()

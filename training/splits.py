@@ -3,6 +3,10 @@
 Study splits (3D) and slice-group splits (2D) share this rule, so training, ``pulmoseg
 evaluate`` and the benchmarks always agree on the validation side. Cross-validation folds
 partition one seeded permutation: over the k folds every item is validated exactly once.
+
+Label-fraction runs (``data.labeled_count``) then keep the labels of only k of the training
+items, a seeded subset stratified by lesion / consolidation presence
+(:func:`stratified_subset`, :func:`split_labeled_subset`); the rest become unlabeled images.
 """
 
 from __future__ import annotations
@@ -115,3 +119,67 @@ def split_by_group(
     train = [item for item in items if get(item) not in val_groups]
     val = [item for item in items if get(item) in val_groups]
     return train, val
+
+
+def lesion_stratum(
+    label: np.ndarray, lesion_values: Sequence[int], consolidation_value: int
+) -> tuple[bool, bool]:
+    """Stratum of a labeled slice for :func:`stratified_subset`: (has a lesion, has
+    consolidation), from its class-index mask (``lesion_values``: every lesion class, e.g. GGO
+    and consolidation; ``consolidation_value``: the consolidation class)."""
+    label = np.asarray(label)
+    has_lesion = bool(np.isin(label, list(lesion_values)).any())
+    return has_lesion, bool((label == consolidation_value).any())
+
+
+def stratified_subset(strata: Sequence[object], k: int, seed: int) -> list[int]:
+    """Positions of ``k`` of the items, balanced over their strata and seeded.
+
+    ``strata[i]`` is item i's stratum (any hashable, e.g. :func:`lesion_stratum`). Each stratum
+    gets its proportional share of ``k`` (largest remainders, ties broken by the seeded draw),
+    at least one item while ``k`` allows and the stratum has one, so a 20 % subset of 40
+    slices keeps slices with consolidation, with GGO only and without lesion in the proportion
+    of the whole. Items within a stratum are drawn by a seeded permutation; the result is
+    sorted. ``k >= len(strata)`` returns every position.
+    """
+    n = len(strata)
+    if k < 0:
+        raise ValueError(f"Argument 'k' must be >= 0, got {k}.")
+    if k >= n:
+        return list(range(n))
+    rng = np.random.default_rng(seed)
+    groups: dict[object, list[int]] = {}
+    for i, s in enumerate(strata):
+        groups.setdefault(s, []).append(i)
+    keys = sorted(groups, key=repr)  # fixed order whatever the listing order of the strata
+    quota = {s: k * len(groups[s]) / n for s in keys}
+    share = {s: min(len(groups[s]), int(np.floor(quota[s]))) for s in keys}
+    # Every stratum gets one item first, when k allows (rare strata are the informative ones).
+    for s in sorted(keys, key=lambda s: len(groups[s])):
+        if share[s] == 0 and sum(share.values()) < k:
+            share[s] = 1
+    tiebreak = rng.random(len(keys))
+    while sum(share.values()) < k:
+        open_ = [j for j, s in enumerate(keys) if share[keys[j]] < len(groups[s])]
+        j = max(open_, key=lambda j: (quota[keys[j]] - share[keys[j]], tiebreak[j]))
+        share[keys[j]] += 1
+    chosen: list[int] = []
+    for s in keys:
+        members = groups[s]
+        picks = rng.permutation(len(members))[: share[s]]
+        chosen += [members[int(p)] for p in picks]
+    return sorted(chosen)
+
+
+def split_labeled_subset(
+    items: Sequence[T], k: int, seed: int, stratum: Callable[[T], object]
+) -> tuple[list[T], list[T]]:
+    """``(labeled, demoted)``: the ``k`` items of :func:`stratified_subset` (by
+    ``stratum(item)``) keep their labels, the others are to be used as unlabeled images.
+    ``k == 0`` means all items stay labeled. Order is kept on both sides."""
+    if k == 0:
+        return list(items), []
+    keep = set(stratified_subset([stratum(item) for item in items], k, seed))
+    labeled = [item for i, item in enumerate(items) if i in keep]
+    demoted = [item for i, item in enumerate(items) if i not in keep]
+    return labeled, demoted

@@ -12,6 +12,18 @@ on ties; ``model_source`` in the checkpoint says which). The teacher is usually 
 steadier of the two, but early in training, while the EMA still lags a fast-improving student,
 the student can be ahead; choosing by validation costs one extra validation pass per epoch.
 ``last.pt`` holds the student plus the teacher (under ``extra``) so a run resumes exactly.
+
+Diagnostics (why consistency does or does not help): every step reports the supervised term,
+the consistency term before and after its ramp-up weight (``consistency``,
+``weighted_consistency``), and on the unlabeled slices the teacher/student argmax agreement,
+their mean max-probability and the teacher's foreground fraction
+(:func:`training.tcsm.teacher_student_diagnostics`); TensorBoard gets them every step
+(``runtime.tensorboard``), the log and ``steps.jsonl`` every ``runtime.log_every_steps``, and
+``metrics.jsonl`` their epoch means. Teacher and student are both validated each epoch
+(``val_voldice_teacher`` / ``val_voldice_student`` and ``val_<label>/<class>`` in TensorBoard).
+Ablation knobs (``tcsm.*``): ``consistency_weight``, ``rampup_steps``, ``ema_decay``,
+perturbation strength (``noise_std_hu``, ``max_scale_delta``), ``consistency_target``
+(probabilities or logits) and ``consistency_on_labeled`` (False: unlabeled slices only).
 """
 
 from __future__ import annotations
@@ -60,6 +72,7 @@ def tcsm_config(config: TrainConfig) -> TCSMConfig:
         max_scale_delta=cfg.max_scale_delta,
         image_padding=cfg.image_padding,
         consistency_on_labeled=cfg.consistency_on_labeled,
+        consistency_target=cfg.consistency_target,
     )
 
 

@@ -19,6 +19,7 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 
 import torch
 from torch import Tensor, nn
@@ -35,12 +36,14 @@ from training.invertible_transforms import (
 from training.losses import as_option
 
 __all__ = [
+    "ConsistencyTarget",
     "EMATeacher",
     "TCSMConfig",
     "consistency_loss",
     "ema_alpha",
     "sigmoid_rampup",
     "tcsm_train_step",
+    "teacher_student_diagnostics",
 ]
 
 logger = logging.getLogger(__name__)
@@ -116,11 +119,22 @@ def sigmoid_rampup(step: int | float, ramp_steps: int | float, w_max: float = 1.
     return float(w_max) * math.exp(-5.0 * phase * phase)
 
 
+class ConsistencyTarget(StrEnum):
+    """What the consistency term compares (``tcsm.consistency_target``)."""
+
+    #: ``T(softmax(student))`` vs ``softmax(teacher)``: the TCSM paper; bounded, and nearly
+    #: flat on pixels both networks are confident about.
+    PROBABILITIES = "probabilities"
+    #: ``T(student logits)`` vs teacher logits: unbounded, keeps pulling on confident pixels.
+    LOGITS = "logits"
+
+
 def consistency_loss(
     student_logits: Tensor,
     teacher_logits: Tensor,
     transforms: SpatialTransform | Sequence[SpatialTransform],
     ignore_out_of_view: bool = True,
+    target: ConsistencyTarget | str = ConsistencyTarget.PROBABILITIES,
 ) -> Tensor:
     """Mean squared difference between ``T(softmax(student))`` and ``softmax(teacher)``.
 
@@ -128,6 +142,7 @@ def consistency_loss(
     graph); ``teacher_logits`` are the teacher's outputs on ``T(x)`` and are detached. The
     softmax is taken before ``T`` so bilinear resampling blends probabilities, not logits.
     With ``ignore_out_of_view`` pixels padded in by zooming out are left out of the mean.
+    ``target="logits"`` compares ``T(student logits)`` with the teacher's logits instead.
     """
     for name, val in (("student_logits", student_logits), ("teacher_logits", teacher_logits)):
         if not isinstance(val, Tensor):
@@ -141,10 +156,14 @@ def consistency_loss(
             f"Arguments 'student_logits' {tuple(student_logits.shape)} and 'teacher_logits' "
             f"{tuple(teacher_logits.shape)} must have the same shape."
         )
-    p_student = apply(
-        torch.softmax(student_logits, dim=1), transforms, mode=InterpolationMode.BILINEAR
-    )
-    p_teacher = torch.softmax(teacher_logits.detach(), dim=1)
+    if as_option(target, ConsistencyTarget, "target") is ConsistencyTarget.LOGITS:
+        p_student = apply(student_logits, transforms, mode=InterpolationMode.BILINEAR)
+        p_teacher = teacher_logits.detach()
+    else:
+        p_student = apply(
+            torch.softmax(student_logits, dim=1), transforms, mode=InterpolationMode.BILINEAR
+        )
+        p_teacher = torch.softmax(teacher_logits.detach(), dim=1)
     sq = (p_student - p_teacher).pow(2)
     if not ignore_out_of_view:
         return sq.mean()
@@ -164,7 +183,9 @@ class TCSMConfig:
         noise_std: std of Gaussian noise added to the teacher's input (intensity units of x).
         max_scale_delta: scale drawn from ``[1 − δ, 1 + δ]``.
         image_padding: how the teacher's zoomed-out input is padded ("border" keeps CT edges).
-        consistency_on_labeled: also use labeled images in the consistency term (TCSM does).
+        consistency_on_labeled: also use labeled images in the consistency term (TCSM does);
+            False: consistency on unlabeled slices only.
+        consistency_target: "probabilities" (TCSM) or "logits" (:class:`ConsistencyTarget`).
     """
 
     ema_decay: float = 0.99
@@ -174,6 +195,7 @@ class TCSMConfig:
     max_scale_delta: float = 0.1
     image_padding: str = "border"
     consistency_on_labeled: bool = True
+    consistency_target: str = "probabilities"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.ema_decay < 1.0:
@@ -191,6 +213,9 @@ class TCSMConfig:
                 f"TCSMConfig 'max_scale_delta' must be in [0, 1), got {self.max_scale_delta}."
             )
         self.image_padding = as_option(self.image_padding, PaddingMode, "image_padding").value
+        self.consistency_target = as_option(
+            self.consistency_target, ConsistencyTarget, "consistency_target"
+        ).value
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -251,12 +276,19 @@ def tcsm_train_step(
         x_t = add_gaussian_noise(x_t, cfg.noise_std, generator)
         with torch.no_grad():
             t_logits = teacher(x_t)
-        cons = consistency_loss(s_logits, t_logits, transforms)
+        cons = consistency_loss(s_logits, t_logits, transforms, target=cfg.consistency_target)
         if torch.is_grad_enabled() and not cons.requires_grad:
             raise RuntimeError(
                 "The consistency loss carries no gradient to the student (was the student "
                 "forward run under torch.no_grad()?); it would train nothing."
             )
+        # Diagnostics on the unlabeled slices (the consistency slices when there are none).
+        first = max(0, n_labeled - start) if x.shape[0] > n_labeled else 0
+        diagnostics = teacher_student_diagnostics(
+            s_logits[first:], t_logits[first:], transforms[first:]
+        )
+    else:
+        diagnostics = {}
 
     weight = sigmoid_rampup(step, cfg.rampup_steps, cfg.consistency_weight)
     total = sup + weight * cons
@@ -269,5 +301,36 @@ def tcsm_train_step(
         "supervised": float(sup.detach()),
         "consistency": float(cons.detach()),
         "consistency_weight": weight,
+        "weighted_consistency": weight * float(cons.detach()),
         "ema_alpha": alpha,
+        **diagnostics,
+    }
+
+
+@torch.no_grad()
+def teacher_student_diagnostics(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    transforms: Sequence[SpatialTransform],
+) -> dict[str, float]:
+    """Why consistency does (not) train: how the two networks relate on the same images.
+
+    ``agreement``: fraction of in-view pixels where ``argmax T(student)`` equals the teacher's
+    argmax (near 1 means the term has little to teach); ``teacher_confidence`` /
+    ``student_confidence``: mean max-probability of each; ``teacher_foreground``: fraction of
+    pixels the teacher labels non-background (collapse to background shows here first).
+    """
+    if student_logits.shape[0] == 0:
+        return {}
+    p_s = torch.softmax(student_logits.float(), dim=1)
+    p_st = apply(p_s, list(transforms), mode=InterpolationMode.BILINEAR)
+    p_t = torch.softmax(teacher_logits.float(), dim=1)
+    valid = valid_region(list(transforms), p_t.shape, device=p_t.device)[:, 0].bool()
+    same = (p_st.argmax(1) == p_t.argmax(1)) & valid
+    n_valid = valid.sum().clamp_min(1)
+    return {
+        "agreement": float(same.sum() / n_valid),
+        "teacher_confidence": float(p_t.amax(1).mean()),
+        "student_confidence": float(p_s.amax(1).mean()),
+        "teacher_foreground": float((p_t.argmax(1) > 0).float().mean()),
     }

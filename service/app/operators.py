@@ -42,6 +42,7 @@ from monai.deploy.core import Operator, OperatorSpec
 
 from service import __version__
 from service.app.study_result import StudyResult, summarise_study
+from service.core.lung_field import confine_as_manifest_says
 from service.core.manifest import ModelManifest
 from service.core.progress import ProgressStage
 from service.dicom_input import StudySource, load_study, select_ct_series
@@ -212,6 +213,9 @@ class OnnxSegmentationOperator(Operator):
         with self.hooks.stage(ProgressStage.INFERENCE) as report:
             labels = self.predictor.predict_labels(
                 volume.hu, on_progress=report, is_cancelled=self.hooks.is_cancelled
+            )
+            labels = confine_as_manifest_says(
+                labels, volume.hu, volume.spacing_zyx, self.predictor.manifest
             )
         LABELS.emit(op_output, labels)
 

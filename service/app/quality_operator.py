@@ -21,6 +21,7 @@ from monai.deploy.core import Operator, OperatorSpec
 from service import __version__
 from service.app.operators import LABELS, NO_HOOKS, QUALITY, SEG, VOLUME, ProgressHooks
 from service.core.identifiers import uid_hash
+from service.core.lung_field import confine_as_manifest_says
 from service.core.manifest import ModelManifest
 from service.core.segmentation_metrics import class_volumes_ml
 from service.predictor import Predictor
@@ -71,8 +72,14 @@ class QualityOperator(Operator):
             seg_bytes=seg,
             class_volumes_ml={c.name: float(volumes[c.index]) for c in classes},
             manifest=self.manifest,
-            predict=lambda hu: self.predictor.predict_labels(
-                hu, is_cancelled=self.hooks.is_cancelled
+            # The served labels are confined to the lung field when the model says so; the
+            # transformed prediction they are compared with must be too (in-plane spacing is
+            # taken as isotropic for the 90-degree turns).
+            predict=lambda hu: confine_as_manifest_says(
+                self.predictor.predict_labels(hu, is_cancelled=self.hooks.is_cancelled),
+                hu,
+                volume.spacing_zyx,
+                self.manifest,
             ),
             provider=self.predictor.provider,
             config=self.config,

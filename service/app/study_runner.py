@@ -93,10 +93,15 @@ class StudyRunner:
         *,
         require_gpu: bool = False,
         quality: QualityConfig | None = None,
+        intra_op_threads: int = 0,
     ) -> StudyRunner:
+        """``intra_op_threads``: ONNX Runtime's threads per inference (0: one per core)."""
         from service.predictor.onnx_backend import load_onnx_predictor
 
-        return cls(load_onnx_predictor(model_path, require_gpu=require_gpu), quality=quality)
+        predictor = load_onnx_predictor(
+            model_path, require_gpu=require_gpu, intra_op_threads=intra_op_threads
+        )
+        return cls(predictor, quality=quality)
 
     def segment(
         self,

@@ -39,6 +39,10 @@ class ModelManifest:
     validation_voldice: dict[str, float] = field(default_factory=dict)
     created: str = ""
     schema_version: int = MANIFEST_SCHEMA_VERSION
+    #: Confine lung and lesion labels to this in-plane distance (mm) of the aerated lungs
+    #: (``service.core.lung_field.confine_to_lung_field``); for models trained on lung slices
+    #: only, which never saw the abdomen or the table. None: no confinement.
+    lung_field_margin_mm: float | None = None
 
     @property
     def foreground_classes(self) -> list[ClassInfo]:
@@ -83,6 +87,11 @@ class ModelManifest:
                     k: float(v) for k, v in raw.get("validation_voldice", {}).items()
                 },
                 created=str(raw.get("created", "")),
+                lung_field_margin_mm=(
+                    None
+                    if raw.get("lung_field_margin_mm") is None
+                    else float(raw["lung_field_margin_mm"])
+                ),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"Model manifest is incomplete or malformed: {exc!r}") from exc
@@ -105,6 +114,11 @@ class ModelManifest:
         if not self.hu_window[0] < self.hu_window[1]:
             raise ModelError(
                 f"Manifest field 'hu_window' must be (min, max), got {self.hu_window}."
+            )
+        if self.lung_field_margin_mm is not None and not self.lung_field_margin_mm >= 0:
+            raise ModelError(
+                "Manifest field 'lung_field_margin_mm' must be >= 0 or absent, "
+                f"got {self.lung_field_margin_mm}."
             )
 
 

@@ -3,6 +3,10 @@
 ORT lists CUDA as *available* even where CUDA cannot load and then silently runs on the CPU, so
 the provider actually in use is read back from the session and reported; ``require_gpu`` turns
 that silent fallback into an immediate error.
+
+ORT's CPU memory arena is off by default: it grows in powers of two and never returns memory,
+so one 512² study left the process about 0.4 GB larger than the same run without it (batch of
+4 slices: 1.07 vs 0.66 GB peak) for no measurable gain in speed on the CPU.
 """
 
 from __future__ import annotations
@@ -16,7 +20,12 @@ import numpy as np
 from service.core.errors import ModelError, ProviderUnavailableError
 from service.core.manifest import ModelManifest, read_model_manifest
 from service.predictor.backend import InferenceBackend
-from service.predictor.predictor import DEFAULT_BATCH_SIZE, InputGeometry, Predictor
+from service.predictor.predictor import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_BATCH_PIXELS,
+    InputGeometry,
+    Predictor,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +52,7 @@ class OnnxBackend(InferenceBackend):
         require_gpu: bool = False,
         intra_op_threads: int = 0,
         cpu_only: bool = False,
+        cpu_mem_arena: bool = False,
     ) -> None:
         import onnxruntime as ort
 
@@ -51,6 +61,7 @@ class OnnxBackend(InferenceBackend):
         ort.set_default_logger_severity(4)  # a CUDA load failure is reported once, by us
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
+        options.enable_cpu_mem_arena = cpu_mem_arena
         options.log_severity_level = 3
         requested = (
             [CPU_PROVIDER] if cpu_only else preferred_providers(ort.get_available_providers())
@@ -88,16 +99,23 @@ def load_onnx_predictor(
     *,
     require_gpu: bool = False,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    max_batch_pixels: int = DEFAULT_MAX_BATCH_PIXELS,
     intra_op_threads: int = 0,
     cpu_only: bool = False,
+    cpu_mem_arena: bool = False,
 ) -> Predictor:
     """A :class:`Predictor` over an exported model; geometry and classes come from its manifest."""
     backend = OnnxBackend(
-        model_path, require_gpu=require_gpu, intra_op_threads=intra_op_threads, cpu_only=cpu_only
+        model_path,
+        require_gpu=require_gpu,
+        intra_op_threads=intra_op_threads,
+        cpu_only=cpu_only,
+        cpu_mem_arena=cpu_mem_arena,
     )
     return Predictor(
         backend,
         InputGeometry.from_manifest(backend.manifest),
         manifest=backend.manifest,
         batch_size=batch_size,
+        max_batch_pixels=max_batch_pixels,
     )

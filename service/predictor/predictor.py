@@ -10,7 +10,7 @@ backend → softmax → resize of the probabilities back to the slice size.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import CancelledError
 from dataclasses import dataclass
 
@@ -22,6 +22,10 @@ from service.core.preprocessing import resize_planes, slice_context_stack
 from service.predictor.backend import InferenceBackend
 
 DEFAULT_BATCH_SIZE = 16
+#: Upper bound on the input pixels of one network batch (slices × height × width): two slices at
+#: 512². Activations grow with it; on a CPU, batches of 16 slices at 512² took 4 GB of ONNX
+#: Runtime memory and ran no faster per slice than batches of 1-4 (cache misses).
+DEFAULT_MAX_BATCH_PIXELS = 2 * 512 * 512
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,22 @@ def softmax(logits: np.ndarray, axis: int = 1) -> np.ndarray:
     return probabilities
 
 
+def argmax_classes(scores: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``scores.argmax(axis=1)`` for (n, K, y, x) scores, written into ``out`` (n, y, x).
+
+    One pass per class over contiguous planes; about 1.4× faster than numpy's argmax along a
+    strided axis, which mattered at 300 slices of 512². Ties go to the lower class, as argmax.
+    """
+    best = scores[:, 0].copy()
+    out[...] = 0
+    higher = np.empty(best.shape, dtype=bool)
+    for k in range(1, scores.shape[1]):
+        np.greater(scores[:, k], best, out=higher)
+        np.copyto(out, k, where=higher)
+        np.maximum(best, scores[:, k], out=best)
+    return out
+
+
 class Predictor:
     """Preprocessing + a backend; thread-safe when the backend is (ORT sessions are)."""
 
@@ -68,6 +88,7 @@ class Predictor:
         *,
         manifest: ModelManifest | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        max_batch_pixels: int = DEFAULT_MAX_BATCH_PIXELS,
     ) -> None:
         if not isinstance(backend, InferenceBackend):
             raise TypeError(
@@ -75,10 +96,17 @@ class Predictor:
             )
         if batch_size < 1:
             raise ValueError(f"Argument 'batch_size' must be at least 1, got {batch_size}.")
+        if max_batch_pixels < 1:
+            raise ValueError(
+                f"Argument 'max_batch_pixels' must be at least 1, got {max_batch_pixels}."
+            )
         self.backend = backend
         self.geometry = geometry
         self.manifest = manifest
-        self.batch_size = batch_size
+        height, width = geometry.input_size
+        #: Slices per network call: ``batch_size``, lowered so one batch stays within
+        #: ``max_batch_pixels`` at the network's input size (never below one slice).
+        self.batch_size = max(1, min(batch_size, max_batch_pixels // (height * width)))
 
     @property
     def provider(self) -> str:
@@ -91,32 +119,15 @@ class Predictor:
         on_progress: Callable[[float], None] | None = None,
         is_cancelled: Callable[[], bool] | None = None,
     ) -> np.ndarray:
-        """Class probabilities (K, z, y, x) float32 for a (z, y, x) volume in input units."""
-        if not isinstance(volume, np.ndarray):
-            raise TypeError(
-                f"Argument 'volume' must be a numpy array, got {type(volume).__name__}."
-            )
-        if volume.ndim != 3 or min(volume.shape) < 1:
-            raise ValueError(
-                f"Argument 'volume' must be a non-empty 3-D (z, y, x) array, got shape "
-                f"{volume.shape}."
-            )
-        depth, height, width = volume.shape
-        data = volume.astype(np.float32, copy=False)
+        """Class probabilities (K, z, y, x) float32 for a (z, y, x) volume in input units.
+
+        Holds K float32 copies of the volume; the service needs only labels and calls
+        :meth:`predict_labels`, which never builds this array.
+        """
+        depth, height, width = self._check_volume(volume).shape
         probs = np.empty((self.geometry.num_classes, depth, height, width), dtype=np.float32)
-        for start in range(0, depth, self.batch_size):
-            if is_cancelled is not None and is_cancelled():
-                raise CancelledError("the study was cancelled during inference")
-            z = np.arange(start, min(start + self.batch_size, depth))
-            batch = resize_planes(
-                slice_context_stack(data, self.geometry.slice_context, z),
-                self.geometry.input_size,
-            )
-            output = self.backend.run(np.ascontiguousarray(batch))
-            self._check_output(output, len(z))
-            probs[:, z] = resize_planes(softmax(output), (height, width)).transpose(1, 0, 2, 3)
-            if on_progress is not None:
-                on_progress(float(z[-1] + 1) / depth)
+        for z, batch_probs in self._batches(volume, on_progress, is_cancelled):
+            probs[:, z] = batch_probs.transpose(1, 0, 2, 3)
         return probs
 
     def predict_slice_probabilities(self, image: np.ndarray) -> np.ndarray:
@@ -128,11 +139,68 @@ class Predictor:
             )
         return self.predict_probabilities(image[None])[:, 0]
 
-    def predict_labels(self, volume: np.ndarray, **kwargs: object) -> np.ndarray:
-        """Label volume (z, y, x) uint8: argmax of the class probabilities."""
-        probs = self.predict_probabilities(volume, **kwargs)  # type: ignore[arg-type]
-        labels: np.ndarray = probs.argmax(axis=0).astype(np.uint8)
+    def predict_labels(
+        self,
+        volume: np.ndarray,
+        *,
+        on_progress: Callable[[float], None] | None = None,
+        is_cancelled: Callable[[], bool] | None = None,
+    ) -> np.ndarray:
+        """Label volume (z, y, x) uint8: argmax of the class probabilities, batch by batch.
+
+        The same labels as ``predict_probabilities(volume).argmax(0)``, but memory grows with
+        one batch of probabilities, not with K float copies of the whole volume.
+        """
+        depth, height, width = self._check_volume(volume).shape
+        labels = np.empty((depth, height, width), dtype=np.uint8)
+        for z, scores in self._batches(volume, on_progress, is_cancelled, need_probs=False):
+            argmax_classes(scores, out=labels[z[0] : z[-1] + 1])
         return labels
+
+    @staticmethod
+    def _check_volume(volume: np.ndarray) -> np.ndarray:
+        if not isinstance(volume, np.ndarray):
+            raise TypeError(
+                f"Argument 'volume' must be a numpy array, got {type(volume).__name__}."
+            )
+        if volume.ndim != 3 or min(volume.shape) < 1:
+            raise ValueError(
+                f"Argument 'volume' must be a non-empty 3-D (z, y, x) array, got shape "
+                f"{volume.shape}."
+            )
+        return volume
+
+    def _batches(
+        self,
+        volume: np.ndarray,
+        on_progress: Callable[[float], None] | None,
+        is_cancelled: Callable[[], bool] | None,
+        *,
+        need_probs: bool = True,
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(slice indices, scores (n, K, y, x)) per batch, at the volume's in-plane size.
+
+        Scores are probabilities; with ``need_probs=False`` and no resize they are the raw
+        network output, whose argmax is the same (softmax is monotonic) at a fraction of the cost.
+        """
+        depth, height, width = volume.shape
+        data = volume.astype(np.float32, copy=False)
+        resize = (height, width) != tuple(self.geometry.input_size)
+        for start in range(0, depth, self.batch_size):
+            if is_cancelled is not None and is_cancelled():
+                raise CancelledError("the study was cancelled during inference")
+            z = np.arange(start, min(start + self.batch_size, depth))
+            batch = resize_planes(
+                slice_context_stack(data, self.geometry.slice_context, z),
+                self.geometry.input_size,
+            )
+            output = self.backend.run(np.ascontiguousarray(batch))
+            self._check_output(output, len(z))
+            if need_probs or resize:
+                output = resize_planes(softmax(output), (height, width))
+            yield z, output
+            if on_progress is not None:
+                on_progress(float(z[-1] + 1) / depth)
 
     def _check_output(self, output: np.ndarray, batch: int) -> None:
         expected = (batch, self.geometry.num_classes, *self.geometry.input_size)

@@ -209,7 +209,34 @@ def test_example_configs_load_and_use_known_stages(name: str) -> None:
 
 def test_phantom_tcsm_example_runs_the_whole_method() -> None:
     config = load_config(CONFIG_DIR / "phantom_tcsm.yaml")
-    assert config.stages == STAGE_NAMES
+    # The paper's method: every stage but the alternative semi-supervised one (UniMatch).
+    assert config.stages == tuple(s for s in STAGE_NAMES if s != "unimatch")
     assert config.pretrain_global.temperature == 0.1
     assert config.pretrain_global.partitions == 4
     assert config.pretrain_local.num_regions == 13
+
+
+def test_unimatch_section_defaults_and_checks() -> None:
+    config = config_from_dict({"stages": ["supervised", "unimatch"]})
+    assert config.unimatch.confidence_threshold == 0.95
+    assert config.unimatch.cutmix_prob == 0.5 and config.unimatch.feature_dropout == 0.5
+    assert config.runtime.checkpoint_selection == "best_validation"
+    assert config.data.labeled_count == 0 and config.tcsm.consistency_target == "probabilities"
+    for raw, message in (
+        ({"unimatch": {"confidence_threshold": 1.5}}, r"'unimatch\.confidence_threshold' must"),
+        ({"unimatch": {"cutmix_area": [0.5, 0.1]}}, r"'unimatch\.cutmix_area' must be"),
+        ({"unimatch": {"feature_dropout": 1.0}}, r"'unimatch\.feature_dropout' must"),
+        ({"data": {"labeled_count": -1}}, r"'data\.labeled_count' must be >= 0"),
+        ({"tcsm": {"consistency_target": "logit"}}, r"Did you mean 'logits'"),
+        ({"runtime": {"checkpoint_selection": "last"}}, r"'runtime\.checkpoint_selection'"),
+        ({"stages": ["unimath"]}, r"Did you mean 'unimatch'"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            config_from_dict(raw)
+
+
+def test_covid_grid_config_loads_with_a_fixed_schedule() -> None:
+    config = load_config(CONFIG_DIR / "covid_semiseg_grid.yaml")
+    assert config.runtime.checkpoint_selection == "last_epoch"
+    assert config.runtime.final_model == "last_stage"
+    assert "unimatch" in config.stages

@@ -52,3 +52,27 @@ def test_other_ranks_write_nothing(tmp_path: Path) -> None:
     report.epoch({"epoch": 1}, "not written")
     report.close()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_step_lines_every_n_steps_and_epoch_means_of_the_parts(tmp_path: Path) -> None:
+    config = config_from_dict({"runtime": {"tensorboard": False, "log_every_steps": 2}})
+    report = ProgressReport(
+        "tcsm",
+        1,
+        4,
+        config,
+        tmp_path,
+        DistContext(0),
+        tb_dir=tmp_path / "tb",
+        append=False,
+        progress=False,
+    )
+    for step in range(1, 5):
+        report.step({"loss": float(step), "agreement": 0.5}, step, 0.1)
+    record: dict = {"epoch": 1}
+    report.epoch(record, "tcsm epoch 1/1")
+    report.close()
+    steps = [json.loads(line) for line in (tmp_path / "steps.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in steps] == [2, 4] and steps[0]["agreement"] == 0.5
+    written = json.loads((tmp_path / "metrics.jsonl").read_text())
+    assert written["parts"] == {"agreement": 0.5, "loss": 2.5}

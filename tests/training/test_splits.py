@@ -94,3 +94,40 @@ def test_split_by_group_never_leaks_a_group() -> None:
 def test_natural_key_orders_numbered_names_numerically() -> None:
     names = ["vol_10", "vol_2", "vol_1", "a_3", "vol_1b"]
     assert sorted(names, key=natural_key) == ["a_3", "vol_1", "vol_1b", "vol_2", "vol_10"]
+
+
+def test_stratified_subset_keeps_the_strata_proportions_and_is_seeded() -> None:
+    from training.splits import stratified_subset
+
+    # 40 slices: 20 with GGO only, 12 with consolidation, 8 without lesion.
+    strata = [(True, False)] * 20 + [(True, True)] * 12 + [(False, False)] * 8
+    chosen = stratified_subset(strata, 8, seed=4)
+    assert len(chosen) == 8 and chosen == sorted(set(chosen))
+    counts = {s: sum(1 for i in chosen if strata[i] == s) for s in set(strata)}
+    assert counts == {(True, False): 4, (True, True): 2, (False, False): 2}  # 8·20/40 etc.
+    assert chosen == stratified_subset(strata, 8, seed=4)
+    assert chosen != stratified_subset(strata, 8, seed=5)
+    # A rare stratum still gets one item; k >= n keeps everything.
+    rare = [0] * 19 + [1]
+    assert any(strata_i == 1 for strata_i in (rare[i] for i in stratified_subset(rare, 3, 0)))
+    assert stratified_subset(rare, 25, 0) == list(range(20))
+    assert stratified_subset(rare, 0, 0) == []
+    with pytest.raises(ValueError, match="'k' must be >= 0"):
+        stratified_subset(rare, -1, 0)
+
+
+def test_lesion_stratum_and_labeled_subset_split() -> None:
+    import numpy as np
+
+    from training.splits import lesion_stratum, split_labeled_subset
+
+    label = np.zeros((4, 4), dtype=np.int64)
+    assert lesion_stratum(label, [1, 2], 2) == (False, False)
+    label[0, 0] = 1
+    assert lesion_stratum(label, [1, 2], 2) == (True, False)
+    label[1, 1] = 2
+    assert lesion_stratum(label, [1, 2], 2) == (True, True)
+    items = list(range(10))
+    labeled, rest = split_labeled_subset(items, 3, 0, stratum=lambda i: i % 2)
+    assert len(labeled) == 3 and sorted(labeled + rest) == items
+    assert split_labeled_subset(items, 0, 0, stratum=lambda i: 0) == (items, [])

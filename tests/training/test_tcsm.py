@@ -157,7 +157,20 @@ def test_unlabeled_only_step_updates_student_and_teacher() -> None:
     out = tcsm_train_step(
         student, teacher, opt, None, x_u, None, 0, cfg, torch.Generator().manual_seed(6)
     )
-    assert set(out) == {"loss", "supervised", "consistency", "consistency_weight", "ema_alpha"}
+    assert set(out) == {
+        "loss",
+        "supervised",
+        "consistency",
+        "consistency_weight",
+        "weighted_consistency",
+        "ema_alpha",
+        "agreement",
+        "teacher_confidence",
+        "student_confidence",
+        "teacher_foreground",
+    }
+    assert out["weighted_consistency"] == pytest.approx(10.0 * out["consistency"])
+    assert 0.0 <= out["agreement"] <= 1.0 and 1 / 3 <= out["teacher_confidence"] <= 1.0
     assert out["supervised"] == 0.0 and out["consistency"] > 0
     assert out["consistency_weight"] == 10.0 and out["ema_alpha"] == 0.0
     assert out["loss"] == pytest.approx(10.0 * out["consistency"])
@@ -200,3 +213,49 @@ def test_step_and_config_validation() -> None:
     with pytest.raises(ValueError, match="Did you mean 'border'"):
         TCSMConfig(image_padding="boarder")
     assert TCSMConfig().to_dict()["ema_decay"] == 0.99
+
+
+def test_consistency_on_logits_compares_logits() -> None:
+    g = torch.Generator().manual_seed(8)
+    s = torch.randn(2, 3, 6, 6, generator=g)
+    t = torch.randn(2, 3, 6, 6, generator=g)
+    ident = SpatialTransform()
+    assert consistency_loss(s, t, ident, target="logits").item() == pytest.approx(
+        (s - t).pow(2).mean().item()
+    )
+    # Logits differing by a per-pixel constant agree as probabilities, not as logits.
+    assert consistency_loss(s, s + 2.0, ident).item() == pytest.approx(0.0, abs=1e-12)
+    assert consistency_loss(s, s + 2.0, ident, target="logits").item() == pytest.approx(4.0)
+    with pytest.raises(ValueError, match="Did you mean 'logits'"):
+        TCSMConfig(consistency_target="logit")
+
+
+def test_diagnostics_are_taken_on_the_unlabeled_slices() -> None:
+    """A teacher equal to the student agrees everywhere; consistency on unlabeled slices only
+    leaves the labeled ones out of the term."""
+    student = _tiny_net(seed=9)
+    g = torch.Generator().manual_seed(9)
+    x_l, y = torch.randn(2, 1, 8, 8, generator=g), torch.randint(0, 3, (2, 8, 8), generator=g)
+    x_u = torch.randn(2, 1, 8, 8, generator=g)
+    cfg = TCSMConfig(
+        rampup_steps=0, noise_std=0.0, max_scale_delta=0.0, consistency_on_labeled=False
+    )
+
+    class Equivariant(nn.Module):  # per-pixel network: rot/flip commute with it exactly
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 3, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(x)
+
+    torch.manual_seed(0)
+    net = Equivariant()
+    opt = torch.optim.SGD(net.parameters(), lr=0.0)
+    out = tcsm_train_step(
+        net, EMATeacher(net), opt, (x_l, y), x_u, build_supervised_loss("dice_ce"), 0, cfg, g
+    )
+    assert out["agreement"] == pytest.approx(1.0)
+    assert out["consistency"] == pytest.approx(0.0, abs=1e-10)
+    assert out["teacher_confidence"] == pytest.approx(out["student_confidence"], abs=1e-6)
+    del student
