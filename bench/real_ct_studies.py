@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from service.core.lung_field import lung_field_volume
+from service.core.segmentation_metrics import dice
 from service.dicom_input import load_instances_from_dir, select_ct_series
 from service.seg_reader import read_seg_labels
 from service.volume import CTVolume, series_to_volume
@@ -82,11 +83,6 @@ def dciodvfy_error_count(path: Path) -> int:
         return -1
     out = subprocess.run([tool, "-new", str(path)], capture_output=True, text=True)
     return sum(line.startswith("Error") for line in (out.stdout + out.stderr).splitlines())
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
 
 
 def segment_study(
@@ -278,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     (args.out / "results.json").write_text(json.dumps([r.__dict__ for r in results], indent=1))
     (args.out / "results.md").write_text(table + "\n")
+    labeled = [r for r in results if r.labels and r.labels[0] >= 0]
+    pooled = dict(detection(labeled, args.min_area_mm2), min_area_mm2=args.min_area_mm2)
+    (args.out / "detection.json").write_text(json.dumps(pooled, indent=1))
     return 0
 
 

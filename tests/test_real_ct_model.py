@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from service.client import SegmentationClient
@@ -71,7 +70,7 @@ needs_studies = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def real_study_results(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+def real_study_results(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The shared studies through ``pulmoseg serve`` + ``pulmoseg segment`` (the bench)."""
     out = tmp_path_factory.mktemp("real_ct") / "eval"
     done = subprocess.run(
@@ -82,47 +81,37 @@ def real_study_results(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
         timeout=1200,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    return json.loads((out / "results.json").read_text())
+    results = json.loads((out / "results.json").read_text())
+    return {"studies": results, "detection": json.loads((out / "detection.json").read_text())}
 
 
 @needs_studies
 def test_real_studies_are_segmented_into_valid_segs_with_sane_lungs(
-    real_study_results: list[dict],
+    real_study_results: dict,
 ) -> None:
     """Anonymised real studies (UUID-form UIDs, empty SOP Instance UIDs) go through, every SEG
     is dciodvfy-clean, and the lung field is the lung: 2.5-8 L and close to the classical one."""
-    assert len(real_study_results) == len(list((STUDIES / "studies").iterdir()))
-    for study in real_study_results:
+    studies = real_study_results["studies"]
+    assert len(studies) == len(list((STUDIES / "studies").iterdir()))
+    for study in studies:
         assert study["dciodvfy_errors"] == 0, study["name"]
         assert 2.5 <= study["lung_l"] <= 8.0, (study["name"], study["lung_l"])
         assert study["lung_field_dice"] >= 0.9, (study["name"], study["lung_field_dice"])
 
 
-def _detection(results: list[dict]) -> tuple[float, float]:
-    tp = fp = tn = fn = 0
-    for study in results:
-        labels = np.asarray(study["labels"])
-        if labels[0] < 0:
-            continue
-        positive = np.asarray(study["lesion_area_mm2"]) >= 50.0
-        tp += int((positive & (labels == 1)).sum())
-        fn += int((~positive & (labels == 1)).sum())
-        tn += int((~positive & (labels == 0)).sum())
-        fp += int((positive & (labels == 0)).sum())
-    return tp / (tp + fn), tn / (tn + fp)
-
-
 @needs_studies
 @pytest.mark.xfail(
     strict=True,
+    raises=AssertionError,
     reason="issue 8 open: the shipped model over-calls GGO/consolidation on DICOM studies "
     "(specificity about 0.1, normal study 4 % involvement); strict, so meeting the targets "
     "turns this into a failure that asks for the marker to go",
 )
-def test_real_studies_meet_the_detection_targets(real_study_results: list[dict]) -> None:
-    sensitivity, specificity = _detection(real_study_results)
-    assert sensitivity >= 0.85 and specificity >= 0.85, (sensitivity, specificity)
-    normal = [s for s in real_study_results if s["labels"][0] < 0]
+def test_real_studies_meet_the_detection_targets(real_study_results: dict) -> None:
+    pooled = real_study_results["detection"]
+    assert pooled["min_area_mm2"] == 50.0  # the rule fixed in advance
+    assert pooled["sensitivity"] >= 0.85 and pooled["specificity"] >= 0.85, pooled
+    normal = [s for s in real_study_results["studies"] if s["labels"][0] < 0]
     assert all(s["involvement_percent"] < 1.0 for s in normal)
 
 
