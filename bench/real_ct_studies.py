@@ -36,12 +36,13 @@ from pathlib import Path
 
 import numpy as np
 
+from service.core.loopback import free_port
 from service.core.lung_field import lung_field_volume
 from service.core.segmentation_metrics import dice
 from service.dicom_input import load_instances_from_dir, select_ct_series
 from service.seg_reader import read_seg_labels
 from service.volume import CTVolume, series_to_volume
-from training.demo import SERVER_START_TIMEOUT_S, free_port
+from training.demo import SERVER_START_TIMEOUT_S
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "covid-ct-md"

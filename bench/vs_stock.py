@@ -72,6 +72,7 @@ def _child_pulmoseg(model: Path, study: Path, out: Path, threads: int) -> list[d
                 "peak_rss_mib": _peak_rss_mib(),
             }
         )
+        del result  # as the stock loop keeps nothing of a finished study
     return studies
 
 

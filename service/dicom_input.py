@@ -65,6 +65,11 @@ def parse_instance(blob: bytes, *, name: str = "") -> Dataset:
             f"{type(exc).__name__}: {exc}"
         ) from exc
     _check_elements_decode(ds, name)
+    # pydicom keeps the file it read from (``buffer``) for deferred reads, which we never make:
+    # every element, pixel data included, is read by now. Holding it would keep a second copy
+    # of the whole upload on each dataset for the life of the study.
+    if getattr(ds, "buffer", None) is not None:
+        ds.buffer = None
     if name and not isinstance(getattr(ds, "filename", None), str):
         # Lets later errors (e.g. in series_to_volume) name the upload, never the patient.
         ds.filename = name

@@ -242,6 +242,23 @@ def _decode(ds: Dataset, index: int, out: np.ndarray) -> None:
         out[:] = pixels.astype(np.float64) * slope + intercept
 
 
+#: Where a dataset keeps its pixels (only ``PixelData`` for CT; the others for completeness).
+_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+
+def release_encoded_pixels(volume: CTVolume) -> None:
+    """Drop the source instances' encoded pixels now that ``volume.hu`` holds them.
+
+    The datasets stay for what the SEG copies and references (UIDs, geometry, patient and study
+    modules), none of which needs pixels; keeping them would hold a second copy of the study
+    (2 bytes per voxel uncompressed) through inference and SEG writing.
+    """
+    for ds in volume.datasets:
+        for keyword in _PIXEL_KEYWORDS:
+            if keyword in ds:
+                del ds[keyword]
+
+
 def series_to_volume(datasets: Sequence[Dataset]) -> CTVolume:
     """Build the HU volume of one CT series (as returned by ``select_ct_series``).
 

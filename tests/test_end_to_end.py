@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -16,6 +15,7 @@ import pytest
 
 from service.cli import main as cli_main
 from service.client import SegmentationClient
+from service.core.loopback import free_port
 from service.core.segmentation_metrics import per_class_vol_dice
 from service.dicom_input import load_instances_from_dir, select_ct_series
 from service.seg_reader import read_seg_labels
@@ -24,15 +24,9 @@ from tests.dicom_validation import dciodvfy_errors
 from training.datasets import load_nifti_zyx
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(exported_model: Path, tmp_path_factory: pytest.TempPathFactory):
-    port, metrics_port = _free_port(), _free_port()
+    port, metrics_port = free_port(), free_port()
     log = tmp_path_factory.mktemp("server") / "server.log"
     with log.open("w") as handle:
         proc = subprocess.Popen(
@@ -151,7 +145,7 @@ def test_segment_cli_reports_bad_input_and_server_survives(
 
 
 def test_segment_cli_unreachable_server(held_out_study, tmp_path: Path, capsys) -> None:
-    port = _free_port()
+    port = free_port()
     code = cli_main(
         [
             "segment",

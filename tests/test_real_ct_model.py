@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from service.client import SegmentationClient
+from service.core.loopback import free_port
 from service.core.manifest import read_model_manifest
 from service.shipped_model import SHIPPED_MODEL, shipped_model_path
-from training.demo import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 STUDIES = REPO.parent / "shared" / "data" / "covid-ct-md"
@@ -100,19 +100,23 @@ def test_real_studies_are_segmented_into_valid_segs_with_sane_lungs(
 
 
 @needs_studies
+def test_the_normal_study_shows_under_one_percent_lesion(real_study_results: dict) -> None:
+    normal = [s for s in real_study_results["studies"] if s["labels"][0] < 0]
+    assert normal, "the shared data holds a normal study"
+    assert all(s["involvement_percent"] < 1.0 for s in normal), normal
+
+
 @pytest.mark.xfail(
     strict=True,
     raises=AssertionError,
-    reason="issue 8 open: the shipped model over-calls GGO/consolidation on DICOM studies "
-    "(specificity about 0.1, normal study 4 % involvement); strict, so meeting the targets "
+    reason="issue 8 open: the shipped model still over-calls GGO/consolidation on infection-free "
+    "slices of infected studies (specificity about 0.14-0.30); strict, so meeting the target "
     "turns this into a failure that asks for the marker to go",
 )
 def test_real_studies_meet_the_detection_targets(real_study_results: dict) -> None:
     pooled = real_study_results["detection"]
     assert pooled["min_area_mm2"] == 50.0  # the rule fixed in advance
     assert pooled["sensitivity"] >= 0.85 and pooled["specificity"] >= 0.85, pooled
-    normal = [s for s in real_study_results["studies"] if s["labels"][0] < 0]
-    assert all(s["involvement_percent"] < 1.0 for s in normal)
 
 
 def test_an_installation_without_the_shipped_model_says_what_to_do(

@@ -95,6 +95,10 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, type=Path, help="output .onnx path")
     p.add_argument("--tolerance", type=float, default=None, help="parity tolerance (default 1e-4)")
+    p.add_argument(
+        "--model-version",
+        help="the manifest's model version (default: the checkpoint config's export.version)",
+    )
     quant = p.add_argument_group("quantized variant (faster on CPUs with int8 dot products)")
     quant.add_argument(
         "--quantize",
@@ -153,10 +157,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
             f"{args.triton_version} and {args.triton_max_batch_size}."
         )
 
+    if len(args.checkpoint) > 1 and args.model_version is not None:
+        raise ValueError("--model-version applies to one checkpoint, not to an ensemble.")
     if len(args.checkpoint) > 1:
         result = export_ensemble(args.checkpoint, args.out, tolerance=args.tolerance)
     else:
-        result = export_onnx(args.checkpoint[0], args.out, tolerance=args.tolerance)
+        result = export_onnx(
+            args.checkpoint[0], args.out, tolerance=args.tolerance, version=args.model_version
+        )
     print(
         f"exported {result.onnx_path} ({result.manifest.name} {result.manifest.version}); "
         f"max |ORT - PyTorch| = {result.max_abs_diff:.2e}"

@@ -101,6 +101,17 @@ class DataConfig(ConfigSection):
     #: slices2d: zoom range of the labeled-batch augmentation (below 1 shrinks the body, as
     #: in a DICOM field of view wider than the body).
     zoom_range: tuple[float, float] = (0.9, 1.1)
+    #: slices2d: a folder of lesion-free slices from DICOM studies (``images/`` and ``masks/``,
+    #: as ``bench/real_ct_negatives.py`` writes them): 8-bit in ``pixel_window``, radiological
+    #: orientation, whole field of view, masks already in ``model.class_names`` indices (lung
+    #: from the 3D classical extraction). Lesion slices alone never show normal lung, the
+    #: mediastinum, the abdomen or the table; these do. Absolute or relative to the working
+    #: directory (like ``output_dir``: it is made by a script, not shipped with the data); used
+    #: for training only (validation stays on the annotated slices). None: none.
+    negatives: str | None = None
+    #: slices2d: share of each labeled batch drawn from ``negatives`` (the rest from the
+    #: annotated slices, as without negatives).
+    negatives_share: float = 0.4
 
     @property
     def fold(self) -> tuple[int, int] | None:
@@ -132,6 +143,15 @@ class DataConfig(ConfigSection):
             raise ValueError(
                 "Config key 'data.lung_labels' needs 'data.pixel_window': the lung field is "
                 "found by HU thresholds."
+            )
+        if not 0.0 < self.negatives_share < 1.0:
+            raise ValueError(
+                f"Config key 'data.negatives_share' must be in (0, 1), got {self.negatives_share}."
+            )
+        if self.negatives is not None and self.pixel_window is None:
+            raise ValueError(
+                "Config key 'data.negatives' needs 'data.pixel_window': negative slices are "
+                "stored in that window."
             )
         if self.labeled_count < 0:
             raise ValueError(

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from service.core.classes import LESION_CLASS_NAMES
 from service.core.preprocessing import resize_planes
 from training.config import TrainConfig
 from training.datasets import (
@@ -42,7 +43,7 @@ from training.slice_folders import (
     load_slice,
     mapping_by_names,
 )
-from training.slice_preparation import pixels_to_hu, prepare_slice, slices_in_hu
+from training.slice_preparation import pad_square, pixels_to_hu, prepare_slice, slices_in_hu
 from training.slice_samplers import LabeledSliceSampler, UnlabeledSliceSampler
 from training.splits import split_by_group, split_studies
 from training.validation import validate_slices, validate_volumes
@@ -293,6 +294,7 @@ class SliceSource(DataSource):
             {"lung"} if config.data.lung_labels else set()
         )
         self.scored = [n for n in config.model.class_names[1:] if n in labeled_classes]
+        self._negatives: list[LoadedSlice] | None = None
 
     def _folder(self, sub: str) -> Path:
         return Path(self.config.data.root) / sub
@@ -310,12 +312,45 @@ class SliceSource(DataSource):
                 loaded = prepare_slice(load_slice(record), data, self.config.model.class_names)
                 unlabeled.append(LoadedSlice(record, _resized_uint8(loaded.image, size), None))
         log.info(
-            "slices: %d labeled + %d unlabeled for training, %d for validation",
+            "slices: %d labeled (+ %d negatives) + %d unlabeled for training, %d for validation",
             len(labeled),
+            len(self.negatives()),
             len(unlabeled),
             len(held_out),
         )
         return ExperimentData(labeled, unlabeled, held_out)  # type: ignore[arg-type]
+
+    def negatives(self) -> list[LoadedSlice]:
+        """The lesion-free whole-field slices of ``data.negatives`` (read once), as stored:
+        already in the model's classes and orientation. Training only, so not in the split."""
+        if self._negatives is None:
+            folder = self.config.data.negatives
+            self._negatives = [] if folder is None else self._read_negatives(Path(folder))
+        return self._negatives
+
+    def _read_negatives(self, folder: Path) -> list[LoadedSlice]:
+        records = list_slice_folder(folder / "images", folder / "masks")
+        if not records:
+            raise ValueError(f"Config key 'data.negatives': no slices in '{folder / 'images'}'.")
+        loaded = [load_slice(r) for r in records]
+        if self.config.data.pad_square:  # as the annotated slices (a no-op on square ones)
+            loaded = [
+                LoadedSlice(
+                    s.record, pad_square(s.image), None if s.label is None else pad_square(s.label)
+                )
+                for s in loaded
+            ]
+        classes = len(self.config.model.class_names)
+        names = list(self.config.model.class_names)
+        lesions = [names.index(n) for n in LESION_CLASS_NAMES if n in names]
+        for item in loaded:
+            label = np.zeros(1) if item.label is None else item.label
+            if label.max() >= classes or np.isin(label, lesions).any():
+                raise ValueError(
+                    f"Negative slice mask '{item.record.mask_path}' must hold lesion-free class "
+                    f"indices below {classes}, got values {np.unique(label).tolist()}."
+                )
+        return loaded
 
     def _load(self, record: SliceRecord) -> LoadedSlice:
         loaded = load_slice(record, self.mask_mapping)
@@ -330,6 +365,8 @@ class SliceSource(DataSource):
                 augment=Augment2D(scale_range=data.zoom_range) if data.augment else None,
                 lesion_oversampling=data.lesion_oversampling,
                 seed=self.config.seed,
+                negatives=self.negatives(),
+                negatives_share=data.negatives_share,
             ),
             data.pixel_window,
         )

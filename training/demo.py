@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import urllib.request
 from importlib import resources
 from pathlib import Path
 
+from service.core.loopback import free_port
 from service.core.segmentation_metrics import per_class_vol_dice
 from training.datasets import load_nifti_zyx
 from training.seg_readback import read_seg_labels
@@ -25,12 +25,6 @@ DEMO_TRAIN_STUDIES = 20
 DEMO_TEST_SEED = 1000
 DEMO_TEST_CANDIDATES = 3
 SERVER_START_TIMEOUT_S = 120.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _step(message: str) -> None:

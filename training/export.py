@@ -102,13 +102,19 @@ def export_onnx(
     *,
     sample_hu: np.ndarray | None = None,
     tolerance: float | None = None,
+    version: str | None = None,
 ) -> ExportResult:
     """Export ``checkpoint`` to ``output`` and verify ONNX Runtime parity with PyTorch.
 
     ``sample_hu`` (N, C, H, W) is the parity input; by default a synthetic HU batch spanning
-    air to bone. The file appears at ``output`` only after parity passed.
+    air to bone. The file appears at ``output`` only after parity passed. ``version`` replaces
+    the config's ``export.version`` (a retrained model is a new version of the same model).
     """
     model, config, state = load_checkpoint(checkpoint)
+    if version is not None:
+        if not version.strip():
+            raise ValueError("Argument 'version' must be a non-empty string.")
+        config.export.version = version.strip()
     manifest = build_manifest(config, state)
     return _export_module(model, config, manifest, output, sample_hu, tolerance)
 

@@ -26,7 +26,14 @@ from service.core.lung_field import lung_field_slice
 from training.config import DataConfig
 from training.slice_folders import LoadedSlice
 
-__all__ = ["harmonized", "pixels_to_hu", "prepare_slice", "slices_in_hu", "tissue_anchors"]
+__all__ = [
+    "harmonized",
+    "pad_square",
+    "pixels_to_hu",
+    "prepare_slice",
+    "slices_in_hu",
+    "tissue_anchors",
+]
 
 ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
@@ -37,7 +44,8 @@ def pixels_to_hu(pixels: ArrayT, window: tuple[float, float]) -> ArrayT:
     return pixels * ((hi - lo) / 255.0) + lo
 
 
-def _pad_square(array: np.ndarray) -> np.ndarray:
+def pad_square(array: np.ndarray) -> np.ndarray:
+    """``array`` (H, W) centred in a square of zeros (air in any lung window; background)."""
     h, w = array.shape
     size = max(h, w)
     top, left = (size - h) // 2, (size - w) // 2
@@ -103,8 +111,8 @@ def prepare_slice(item: LoadedSlice, data: DataConfig, class_names: Sequence[str
         field = lung_field_slice(hu, known_lesions=label > 0, border_is_body=True)
         label = np.where((label == 0) & field, lung_index, label)
     if data.pad_square:
-        image = _pad_square(image)  # pads with pixel 0: air in any lung window
-        label = None if label is None else _pad_square(label)
+        image = pad_square(image)  # pads with pixel 0: air in any lung window
+        label = None if label is None else pad_square(label)
     return LoadedSlice(item.record, image, label)
 
 

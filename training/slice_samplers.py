@@ -55,6 +55,8 @@ class LabeledSliceSampler(_SliceSampler):
     """Random labeled batches: (B, 1, H, W) float32 in 0..255 and (B, H, W) int64 labels.
 
     Slices with any foreground label are drawn ``lesion_oversampling`` times more often.
+    ``negatives`` (labeled, lesion-free slices of another kind, e.g. whole DICOM fields of view)
+    are drawn uniformly and make up ``negatives_share`` of the draws, however many there are.
     ``augment=None`` (validation) only resizes.
     """
 
@@ -66,6 +68,8 @@ class LabeledSliceSampler(_SliceSampler):
         augment: Augment2D | None = None,
         lesion_oversampling: float = 1.0,
         seed: int = 0,
+        negatives: Sequence[LoadedSlice] = (),
+        negatives_share: float = 0.0,
     ) -> None:
         labeled = [s for s in slices if s.label is not None]
         if not labeled:
@@ -74,9 +78,20 @@ class LabeledSliceSampler(_SliceSampler):
             raise ValueError(
                 f"Argument 'lesion_oversampling' must be > 0, got {lesion_oversampling}."
             )
+        if any(s.label is None for s in negatives):
+            raise ValueError("Every slice in 'negatives' needs a mask.")
+        if negatives and not 0.0 < negatives_share < 1.0:
+            raise ValueError(
+                "Argument 'negatives_share' must be in (0, 1) with negatives, "
+                f"got {negatives_share}."
+            )
         w = np.array([lesion_oversampling if (s.label > 0).any() else 1.0 for s in labeled])  # type: ignore[operator]
+        w /= w.sum()
+        if negatives:
+            share = float(negatives_share)
+            w = np.concatenate([w * (1.0 - share), np.full(len(negatives), share / len(negatives))])
         super().__init__(
-            labeled, input_size=input_size, augment=augment, seed=seed, weights=w / w.sum()
+            labeled + list(negatives), input_size=input_size, augment=augment, seed=seed, weights=w
         )
 
     def sample(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:

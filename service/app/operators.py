@@ -49,7 +49,7 @@ from service.dicom_input import StudySource, load_study, select_ct_series
 from service.predictor import Predictor
 from service.quality.assessment import StudyQuality
 from service.seg_writer import write_study_seg
-from service.volume import CTVolume, series_to_volume
+from service.volume import CTVolume, release_encoded_pixels, series_to_volume
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +183,7 @@ class SeriesToVolumeOperator(Operator):
         series = SERIES.receive(op_input)
         with self.hooks.stage(ProgressStage.VOLUME):
             volume = series_to_volume(series)
+            release_encoded_pixels(volume)
         VOLUME.emit(op_output, volume)
 
 

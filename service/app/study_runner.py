@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from service.app.application import LungSegmentationApp
+from service.app.memory_release import keep_large_buffers_mmapped
 from service.app.operators import ProgressCallback, ProgressHooks
 from service.app.study_result import StudyResult
 from service.core.errors import PulmosegError
@@ -85,6 +86,7 @@ class StudyRunner:
         self.model_path: Path | None = getattr(predictor.backend, "model_path", None)
         #: The quality step's configuration; None runs the graph without it.
         self.quality = quality
+        keep_large_buffers_mmapped()  # a finished study's memory goes back to the system
 
     @classmethod
     def load(

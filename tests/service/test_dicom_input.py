@@ -75,6 +75,14 @@ def test_parse_instance_reads_part10_bytes(ct_paths):
     assert ds.pixel_array.shape == (16, 16)
 
 
+def test_a_parsed_instance_does_not_hold_on_to_the_uploaded_file(ct_paths):
+    blob = ct_paths[0].read_bytes()
+    ds = parse_instance(blob, name="0000.dcm")
+    # pydicom would keep the whole file (a second copy of the pixels) as the dataset's buffer.
+    assert getattr(ds, "buffer", None) is None
+    assert ds.pixel_array.shape == (16, 16)  # everything was read: nothing deferred is lost
+
+
 @pytest.mark.parametrize("implicit", [True, False], ids=["implicit", "explicit"])
 def test_parse_instance_accepts_raw_dataset_without_preamble_or_meta(implicit):
     source = pydicom.dcmread(get_testdata_file("CT_small.dcm"))

@@ -273,3 +273,76 @@ def test_staged_2d_run_through_all_four_stages_exports_and_resumes(
     val_names = {s.record.name for s in data_source(config).load(with_unlabeled=False).val}
     assert {it.item for it in report.items} == val_names
     assert report.classes == ["ggo", "consolidation", "infection"]
+
+
+def _negatives(folder: Path, values: list[int], shape: tuple[int, int] = (40, 40)) -> Path:
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir(parents=True)
+    for i, value in enumerate(values):
+        Image.fromarray(np.full(shape, 30, np.uint8)).save(folder / "images" / f"s_{i}.png")
+        mask = np.zeros(shape, np.uint8)
+        mask[10:30, 10:30] = value
+        Image.fromarray(mask).save(folder / "masks" / f"s_{i}.png")
+    return folder
+
+
+def test_negatives_join_training_batches_but_not_validation(folders: Path, tmp_path: Path) -> None:
+    raw = _raw(folders, tmp_path / "run", num_classes=4)
+    raw["model"]["class_names"] = ["background", "lung", "ggo", "consolidation"]
+    raw["data"].update(
+        negatives=str(_negatives(tmp_path / "neg", [1, 1, 0])),
+        negatives_share=0.5,
+        pixel_window=[0.0, 255.0],
+        augment=False,  # intensities stay as stored, so a negative is recognisable
+    )
+    source = data_source(config_from_dict(raw))
+    assert isinstance(source, SliceSource)
+    data = source.load(with_unlabeled=False)
+    assert len(source.negatives()) == 3
+    assert not {s.record.name for s in data.val} & {"s_0", "s_1", "s_2"}
+    x, y = source.labeled_batches(data.train_labeled).sample(
+        400, np.random.default_rng(0), torch.Generator().manual_seed(0)
+    )
+    from_negatives = (x.flatten(1) == 30.0).all(dim=1).float().mean().item()
+    assert 0.4 < from_negatives < 0.6
+    assert (y == 1).any()  # the negatives' lung class, as stored
+
+
+def test_a_negative_slice_with_a_lesion_is_refused(folders: Path, tmp_path: Path) -> None:
+    raw = _raw(folders, tmp_path / "run", num_classes=4)
+    raw["model"]["class_names"] = ["background", "lung", "ggo", "consolidation"]
+    raw["data"].update(
+        negatives=str(_negatives(tmp_path / "neg", [1, 2])), pixel_window=[0.0, 255.0]
+    )
+    source = data_source(config_from_dict(raw))
+    with pytest.raises(ValueError, match=r"s_1.png' must hold lesion-free class indices"):
+        source.load(with_unlabeled=False)
+
+
+def test_negatives_need_a_pixel_window_and_a_share_inside_0_1(
+    folders: Path, tmp_path: Path
+) -> None:
+    raw = _raw(folders, tmp_path)
+    raw["data"]["negatives"] = "somewhere"
+    with pytest.raises(ValueError, match="'data.negatives' needs 'data.pixel_window'"):
+        config_from_dict(raw)
+    raw["data"].update(pixel_window=[0.0, 255.0], negatives_share=1.0)
+    with pytest.raises(ValueError, match=r"'data.negatives_share' must be in \(0, 1\)"):
+        config_from_dict(raw)
+
+
+def test_body_cropped_negatives_are_padded_square_like_the_annotated_slices(
+    folders: Path, tmp_path: Path
+) -> None:
+    raw = _raw(folders, tmp_path / "run", num_classes=4)
+    raw["model"]["class_names"] = ["background", "lung", "ggo", "consolidation"]
+    raw["data"].update(
+        negatives=str(_negatives(tmp_path / "neg", [1], shape=(30, 40))),
+        pixel_window=[0.0, 255.0],
+        pad_square=True,
+    )
+    source = data_source(config_from_dict(raw))
+    assert isinstance(source, SliceSource)
+    (negative,) = source.negatives()
+    assert negative.image.shape == negative.label.shape == (40, 40)
+    assert (negative.image[:5] == 0).all() and (negative.image[5:35] == 30).all()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from service.core.loopback import free_port
 from training.config import config_from_dict, save_config
 from training.distributed import state_digest
 from training.experiment import run_experiment, seed_everything
@@ -22,12 +22,6 @@ from training.phantom import generate_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 STAGES = ["pretrain_global", "pretrain_local", "supervised", "tcsm"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +76,7 @@ def _worker(rank: int, world_size: int, port: int, raw: dict, report_dir: str) -
 
 def test_two_gloo_ranks_end_with_identical_trained_weights(ddp_data: Path, tmp_path: Path) -> None:
     raw = _raw_config(ddp_data, tmp_path / "out")
-    mp.spawn(_worker, args=(2, _free_port(), raw, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), raw, str(tmp_path)), nprocs=2, join=True)
 
     reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["rank"] for r in reports] == [0, 1]
@@ -110,7 +104,7 @@ def test_torchrun_cli_trains_with_two_processes(ddp_data: Path, tmp_path: Path) 
         "-m",
         "torch.distributed.run",
         "--nproc_per_node=2",
-        f"--master_port={_free_port()}",
+        f"--master_port={free_port()}",
         "-m",
         "training.experiment",
         "--config",
@@ -142,7 +136,7 @@ def test_unimatch_under_two_gloo_ranks_on_volumes(ddp_data: Path, tmp_path: Path
         "confidence_threshold": 0.5,
         "noise_std_hu": 20.0,
     }
-    mp.spawn(_worker, args=(2, _free_port(), raw, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), raw, str(tmp_path)), nprocs=2, join=True)
     reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert all(r["steps"] == [2, 2] for r in reports)
     assert reports[0]["digest"] == reports[1]["digest"]

@@ -203,3 +203,20 @@ def test_export_ensemble_refuses_members_with_another_interface(tmp_path: Path) 
     with pytest.raises(ExportParityError, match="probabilities differ from PyTorch"):
         export_ensemble([base, _tiny_checkpoint(tmp_path, 3)], tmp_path / "ens.onnx", tolerance=-1)
     assert not (tmp_path / "ens.onnx").exists()
+
+
+def test_a_retrained_model_can_be_exported_as_a_new_version(tmp_path: Path) -> None:
+    from service.cli import main as cli_main
+
+    ckpt = _tiny_checkpoint(tmp_path)
+    out = tmp_path / "v2.onnx"
+    assert (
+        cli_main(
+            ["export", "--checkpoint", str(ckpt), "--out", str(out), "--model-version", "10.0.0"]
+        )
+        == 0
+    )
+    assert read_model_manifest(out).version == "10.0.0"
+    with pytest.raises(ValueError, match="'version' must be a non-empty string"):
+        export_onnx(ckpt, tmp_path / "blank.onnx", version="  ")
+    assert not (tmp_path / "blank.onnx").exists()

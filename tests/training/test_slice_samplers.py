@@ -56,3 +56,24 @@ def test_unlabeled_sampler(tmp_path: Path) -> None:
         sampler.sample(0)
     with pytest.raises(ValueError, match="needs at least one slice"):
         UnlabeledSliceSampler([], input_size=(8, 8))
+
+
+def test_negatives_take_their_share_of_the_draws_however_many(tmp_path: Path) -> None:
+    images, masks = slice_folder(tmp_path / "lesions", {"0": (12, 12), "1": (12, 12)})
+    lesion_slices = SliceFolderDataset(images, masks).load()
+    negative_dir = tmp_path / "negatives"
+    for i in range(6):
+        write_image(negative_dir / "images" / f"n{i}.png", np.full((12, 12), 7, np.uint8))
+        write_palette_mask(negative_dir / "masks" / f"n{i}.png", np.zeros((12, 12), np.uint8))
+    negatives = SliceFolderDataset(negative_dir / "images", negative_dir / "masks").load()
+    sampler = LabeledSliceSampler(
+        lesion_slices, input_size=(8, 8), seed=0, negatives=negatives, negatives_share=0.25
+    )
+    assert sampler.weights is not None
+    np.testing.assert_allclose(sampler.weights[:2].sum(), 0.75)
+    np.testing.assert_allclose(sampler.weights[2:], 0.25 / 6)
+    x, _ = sampler.sample(4000)
+    from_negatives = (x.flatten(1) == 7.0).all(dim=1).float().mean().item()
+    assert 0.22 < from_negatives < 0.28
+    with pytest.raises(ValueError, match="'negatives_share' must be in \\(0, 1\\)"):
+        LabeledSliceSampler(lesion_slices, input_size=(8, 8), negatives=negatives)

@@ -48,6 +48,18 @@ def test_segment_returns_seg_matching_truth(runner: StudyRunner, held_out_study)
     assert len(result.study_uid_hash) == 16
     assert set(result.class_volumes_ml) == {"lung", "ggo", "consolidation"}
     assert result.class_volumes_ml["lung"] > 100.0
+    # The encoded pixels went once the volume held them; the SEG above referenced them anyway.
+    assert not any("PixelData" in ds for ds in result.volume.datasets)
+
+
+def test_large_buffers_stay_mmapped_so_a_finished_study_is_given_back() -> None:
+    import ctypes.util
+
+    from service.app.memory_release import keep_large_buffers_mmapped
+
+    glibc = ctypes.util.find_library("c") is not None and hasattr(ctypes.CDLL(None), "mallopt")
+    assert keep_large_buffers_mmapped() is glibc
+    assert keep_large_buffers_mmapped() is glibc  # once per process, then the same answer
 
 
 def test_bad_study_raises_domain_error_and_runner_keeps_working(

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from pydicom.uid import generate_uid
 
+from service.core.loopback import free_port
 from tests.dicom_validation import dciodvfy_errors
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -48,13 +48,6 @@ def require_binary(name: str, package: str) -> str:
             pytrace=False,
         )
     return path
-
-
-def free_port() -> int:
-    """A port that was free a moment ago (peers must know each other's ports up front)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(condition: Callable[[], Any], timeout: float, what: str, poll: float = 0.2) -> Any:

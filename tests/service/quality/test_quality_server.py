@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 import sqlite3
 import subprocess
 import time
@@ -33,6 +32,7 @@ from scipy.ndimage import binary_erosion
 from service.cli import main as cli_main
 from service.client import ClientError, SegmentationClient
 from service.core.classes import DEFAULT_CLASSES
+from service.core.loopback import free_port
 from service.core.segmentation_metrics import dice
 from service.seg_reader import read_seg_labels
 from service.server import RunningServer, build_server
@@ -86,12 +86,6 @@ def server(hu_model: Path, db_path: Path) -> Iterator[RunningServer]:
     running.stop(grace=1)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def prometheus(server, tmp_path_factory) -> Iterator[str]:
     """A real Prometheus on loopback scraping the server's /metrics every second."""
@@ -103,7 +97,7 @@ def prometheus(server, tmp_path_factory) -> Iterator[str]:
         "scrape_configs:\n  - job_name: pulmoseg\n    static_configs:\n"
         f"      - targets: ['127.0.0.1:{server.metrics_port}']\n"
     )
-    port = _free_port()
+    port = free_port()
     log = (root / "prometheus.log").open("w")
     process = subprocess.Popen(
         [
