@@ -34,6 +34,7 @@ from scipy import ndimage
 
 from service.core.lung_field import aerated_lung_volume, lung_field_volume
 from training.config import load_config
+from training.slice_preparation import hu_to_pixels as to_pixels
 
 REPO = Path(__file__).resolve().parents[1]
 #: Enclosed soft tissue up to this area is lung (vessels, nodules), as the served constraint.
@@ -75,12 +76,6 @@ def body_box(hu: np.ndarray, margin: int = 4) -> tuple[slice, slice]:
         slice(max(int(rows.min()) - margin, 0), min(int(rows.max()) + margin + 1, h)),
         slice(max(int(cols.min()) - margin, 0), min(int(cols.max()) + margin + 1, w)),
     )
-
-
-def to_pixels(hu: np.ndarray, window: tuple[float, float]) -> np.ndarray:
-    """HU → 8-bit in ``window`` (the inverse of ``training.slice_preparation.pixels_to_hu``)."""
-    lo, hi = window
-    return np.clip(np.rint((hu - lo) / (hi - lo) * 255.0), 0, 255).astype(np.uint8)
 
 
 def write_study_negatives(

@@ -44,6 +44,12 @@ def pixels_to_hu(pixels: ArrayT, window: tuple[float, float]) -> ArrayT:
     return pixels * ((hi - lo) / 255.0) + lo
 
 
+def hu_to_pixels(hu: np.ndarray, window: tuple[float, float]) -> np.ndarray:
+    """Apply a display window: HU → 8-bit, ``lo`` → 0, ``hi`` → 255 (rounded, clipped)."""
+    lo, hi = window
+    return np.clip(np.rint((hu - lo) / (hi - lo) * 255.0), 0, 255).astype(np.uint8)
+
+
 def pad_square(array: np.ndarray) -> np.ndarray:
     """``array`` (H, W) centred in a square of zeros (air in any lung window; background)."""
     h, w = array.shape
@@ -92,8 +98,7 @@ def harmonized(
         return image
     (p_lung, p_soft), (hu_lung, hu_soft) = anchors, tissue_hu
     hu = hu_lung + (image.astype(np.float32) - p_lung) * ((hu_soft - hu_lung) / (p_soft - p_lung))
-    lo, hi = window
-    return np.clip(np.rint((hu - lo) / (hi - lo) * 255.0), 0, 255).astype(np.uint8)
+    return hu_to_pixels(hu, window)
 
 
 def prepare_slice(item: LoadedSlice, data: DataConfig, class_names: Sequence[str]) -> LoadedSlice:
