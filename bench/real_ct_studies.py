@@ -166,6 +166,37 @@ def detection(results: list[StudyResult], min_area: float) -> dict[str, float]:
     }
 
 
+def rank_auc(scores: list[float], labels: list[int]) -> float:
+    """Probability that a labeled-positive slice has a larger lesion area than a labeled-negative
+    one (ties count half): threshold-free agreement of the areas with the labels."""
+    values, truth = np.asarray(scores, dtype=float), np.asarray(labels)
+    positive, negative = values[truth == 1], values[truth == 0]
+    if not len(positive) or not len(negative):
+        return float("nan")
+    greater = (positive[:, None] > negative[None, :]).mean()
+    ties = (positive[:, None] == negative[None, :]).mean()
+    return float(greater + 0.5 * ties)
+
+
+def label_order_agreement(results: list[StudyResult]) -> dict[str, dict[str, float]]:
+    """Per labeled study, :func:`rank_auc` with the label columns in the order used and reversed.
+
+    The shared README says the columns follow Slice Location ascending; the dataset's files are
+    numbered head first (descending). Which order the labels really follow is a property of the
+    data, not of the model, so the model's areas can only hint at it: a study whose areas agree
+    with the labels far better reversed is reported, never silently re-ordered.
+    """
+    agreement = {}
+    for r in results:
+        if not r.labels or r.labels[0] < 0:
+            continue
+        agreement[r.name] = {
+            "as_used": rank_auc(r.lesion_area_mm2, r.labels),
+            "reversed": rank_auc(r.lesion_area_mm2, r.labels[::-1]),
+        }
+    return agreement
+
+
 def label_rows(data: Path) -> dict[str, np.ndarray]:
     path = data / "Slice-level-labels-updated-1.npy"
     if not path.exists():
@@ -207,6 +238,18 @@ def report(results: list[StudyResult], min_area: float) -> str:
         f"({pooled['tp']}/{pooled['tp'] + pooled['fn']}), specificity "
         f"{pooled['specificity']:.3f} ({pooled['tn']}/{pooled['tn'] + pooled['fp']})."
     )
+    agreement = label_order_agreement(results)
+    if agreement:
+        lines.append("")
+        lines.append(
+            "Label order check (threshold-free AUC of the predicted lesion area against the "
+            "slice labels; 0.5 = no agreement): "
+            + "; ".join(
+                f"{name} {a['as_used']:.2f} in the order used, {a['reversed']:.2f} reversed"
+                for name, a in agreement.items()
+            )
+            + "."
+        )
     return "\n".join(lines)
 
 
@@ -276,7 +319,12 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "results.json").write_text(json.dumps([r.__dict__ for r in results], indent=1))
     (args.out / "results.md").write_text(table + "\n")
     labeled = [r for r in results if r.labels and r.labels[0] >= 0]
-    pooled = dict(detection(labeled, args.min_area_mm2), min_area_mm2=args.min_area_mm2)
+    pooled = dict(
+        detection(labeled, args.min_area_mm2),
+        min_area_mm2=args.min_area_mm2,
+        label_order=args.label_order,
+        label_order_auc=label_order_agreement(labeled),
+    )
     (args.out / "detection.json").write_text(json.dumps(pooled, indent=1))
     return 0
 

@@ -23,6 +23,7 @@ from service.core.classes import ClassInfo, CodedConcept
 from service.core.errors import InvalidStudyError
 from service.core.manifest import ModelManifest
 from service.seg_source import TYPE2_COPIED, check_seg_dataset, seg_source_images, type2_value
+from service.sequence_encoding import sequences_pre_encoded
 from service.volume import CTVolume
 
 logger = logging.getLogger(__name__)
@@ -201,7 +202,12 @@ def segmentation_to_bytes(seg: pydicom.Dataset) -> bytes:
     if not isinstance(seg, pydicom.Dataset):
         raise TypeError(f"Argument 'seg' must be a pydicom Dataset, got {type(seg).__name__}.")
     buffer = BytesIO()
-    pydicom.dcmwrite(buffer, seg, enforce_file_format=True)
+    syntax = getattr(getattr(seg, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is not None and syntax.is_little_endian and not syntax.is_implicit_VR:
+        with sequences_pre_encoded(seg):
+            pydicom.dcmwrite(buffer, seg, enforce_file_format=True)
+    else:
+        pydicom.dcmwrite(buffer, seg, enforce_file_format=True)
     return buffer.getvalue()
 
 

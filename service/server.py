@@ -174,12 +174,15 @@ class RunningServer:
 
     def _load_version(self, chosen: ModelVersion) -> Any:
         from service.app.study_runner import StudyRunner  # heavy: only where a model loads
+        from service.app.warm_up import warm_up
 
-        return StudyRunner.load(
+        runner = StudyRunner.load(
             chosen.path,
             require_gpu=self.settings.require_gpu,
             quality=quality_config(self.settings),
         )
+        warm_up(runner)  # a model that cannot segment a study is refused here, with the reason
+        return runner
 
     def reload(self) -> bool:
         """Serve the newest version of the model directory without failing a call in flight.

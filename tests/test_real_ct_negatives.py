@@ -73,3 +73,19 @@ def test_a_labeled_studys_negatives_are_written_with_lung_and_nothing_else(
         (np.asarray(Image.open(tmp_path / "masks" / f"{s}.png")) == 1).mean() for s in written
     ]
     assert max(lung_fractions) > 0.1  # mid-chest slices are mostly lung
+
+
+def test_the_label_order_check_scores_both_orders_without_a_threshold() -> None:
+    from real_ct_studies import StudyResult, label_order_agreement, rank_auc
+
+    assert rank_auc([5.0, 3.0, 0.0, 0.0], [1, 1, 0, 0]) == 1.0
+    assert rank_auc([0.0, 0.0, 5.0, 3.0], [1, 1, 0, 0]) == 0.0
+    assert rank_auc([1.0, 1.0], [1, 0]) == 0.5  # a tie counts half
+    assert np.isnan(rank_auc([1.0, 2.0], [0, 0]))
+    # Lesion areas high at the end, labels positive at the start: they agree only reversed.
+    study = StudyResult(
+        "s", 6, 0.0, 0, 4.0, 10.0, 0.25, "CT-1", 0.97, [0, 0, 0, 0, 90, 80], [1, 1, 0, 0, 0, 0]
+    )
+    normal = StudyResult("n", 6, 0.0, 0, 4.0, 0.0, 0.0, "CT-0", 0.97, [0.0] * 6, [-1] * 6)
+    # As used: positives (0, 0) tie with two negatives (0, 0) and lose to (90, 80): 0.25.
+    assert label_order_agreement([study, normal]) == {"s": {"as_used": 0.25, "reversed": 1.0}}

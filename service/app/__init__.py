@@ -5,6 +5,8 @@
 * ``study_result`` — what a study yields (SEG bytes, per-class volumes, timings);
 * ``study_runner`` — :class:`StudyRunner`: the warm predictor plus one graph per study, the plain
   call behind both the gRPC server and the command line;
+* ``warm_up`` — the synthetic study a model segments before it serves (or is refused);
+* ``memory_release`` — glibc's mmap threshold, so a finished study's memory goes back;
 * ``__main__`` — ``python -m service.app -i DICOM_DIR -o OUT_DIR -m model.onnx``, also the entry
   point of the MONAI Application Package (``app.yaml``).
 

@@ -65,16 +65,35 @@ def softmax(logits: np.ndarray, axis: int = 1) -> np.ndarray:
 def argmax_classes(scores: np.ndarray, out: np.ndarray) -> np.ndarray:
     """``scores.argmax(axis=1)`` for (n, K, y, x) scores, written into ``out`` (n, y, x).
 
-    One pass per class over contiguous planes; about 1.4× faster than numpy's argmax along a
-    strided axis, which mattered at 300 slices of 512². Ties go to the lower class, as argmax.
+    A knock-out tournament over contiguous class planes: neighbours are compared pairwise, the
+    winners of each round meet in the next (K - 1 comparisons in log2 K rounds). Ties go to the
+    lower class, as in argmax, because the left side of every match holds the lower classes
+    and wins unless the right side is strictly greater. For four 512² maps of 300 slices: about
+    0.95 s against 1.9 s for a left fold over the classes and 2.1-2.6 s for numpy's argmax
+    along the strided class axis (same 2-core CPU, busy; ``bench/non_network.py`` measures it
+    in the pipeline).
     """
-    best = scores[:, 0].copy()
-    out[...] = 0
-    higher = np.empty(best.shape, dtype=bool)
-    for k in range(1, scores.shape[1]):
-        np.greater(scores[:, k], best, out=higher)
-        np.copyto(out, k, where=higher)
-        np.maximum(best, scores[:, k], out=best)
+    dtype = out.dtype.type
+    Player = tuple[np.ndarray, np.ndarray | np.integer]  # best score so far, its class
+    players: list[Player] = [(scores[:, k], dtype(k)) for k in range(scores.shape[1])]
+    while len(players) > 2:
+        winners: list[Player] = []
+        for (left_best, left_class), (right_best, right_class) in zip(
+            players[0::2], players[1::2], strict=False
+        ):
+            right_wins = right_best > left_best
+            if isinstance(left_class, np.integer):  # first round: neighbouring classes k, k+1
+                winner = np.add(right_wins, left_class, dtype=dtype)
+            else:
+                winner = np.where(right_wins, right_class, left_class)
+            winners.append((np.maximum(left_best, right_best), winner))
+        if len(players) % 2:
+            winners.append(players[-1])  # a bye: the highest classes meet the others later
+        players = winners
+    np.copyto(out, players[0][1])
+    if len(players) == 2:  # the final, written straight into ``out``
+        (left_best, _), (right_best, right_class) = players
+        np.copyto(out, right_class, where=right_best > left_best)
     return out
 
 

@@ -6,6 +6,7 @@ open across the swap shows that nothing in flight fails; a corrupt version is re
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -84,8 +85,36 @@ def test_new_version_is_swapped_in_without_failing_a_call_in_flight(
             assert info["last_reload_error"].startswith("ModelError: Model file")
             assert "3/model.onnx' is not a readable ONNX model" in info["last_reload_error"]
             assert client.segment_files(files).summary["num_instances"] == len(files)
+
+            (models / "4").mkdir()
+            mismatched_manifest(exported_model, models / "4" / "model.onnx")
+            assert running.reload() is False  # loads, but cannot segment: refused at warm-up
+            info = client.model_info()
+            assert info["serving_version"] == "2"
+            assert info["last_reload_error"].startswith(
+                "ModelError: The model could not segment the warm-up study"
+            )
+            assert re.search(r"expected \(\d+, 5, ", info["last_reload_error"])  # the mismatch
+            assert client.segment_files(files).summary["num_instances"] == len(files)
     finally:
         running.stop(grace=0)
+
+
+def mismatched_manifest(model: Path, out: Path) -> None:
+    """The model with one class too many in its manifest: a readable file the network's output
+    (four classes) contradicts."""
+    import onnx
+
+    from service.core.classes import ClassInfo
+    from service.core.manifest import MANIFEST_KEY, ModelManifest
+
+    proto = onnx.load(str(model))
+    (entry,) = [p for p in proto.metadata_props if p.key == MANIFEST_KEY]
+    manifest = ModelManifest.from_json(entry.value)
+    extra = dataclasses.replace(manifest.classes[-1], index=len(manifest.classes), name="extra")
+    assert isinstance(extra, ClassInfo)
+    entry.value = dataclasses.replace(manifest, classes=[*manifest.classes, extra]).to_json()
+    onnx.save(proto, str(out))
 
 
 def test_sighup_makes_pulmoseg_serve_pick_up_a_new_version(
@@ -126,3 +155,20 @@ def test_sighup_makes_pulmoseg_serve_pick_up_a_new_version(
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_a_model_that_fails_its_warm_up_never_reports_serving(
+    exported_model: Path, tmp_path: Path
+) -> None:
+    mismatched_manifest(exported_model, tmp_path / "model.onnx")
+    running = build_server(
+        load_settings(env={}, port=0, metrics_enabled=False, model_path=tmp_path / "model.onnx")
+    )
+    try:
+        assert running.wait_until_ready(120) is False
+        assert isinstance(running.load_error, ModelError)
+        assert "could not segment the warm-up study" in str(running.load_error)
+        with SegmentationClient(running.address, timeout_s=10) as client:
+            assert client.health() == "NOT_SERVING"
+    finally:
+        running.stop(grace=0)

@@ -65,7 +65,10 @@ def test_onnx_runtime_cpu_arena_is_off_unless_asked(exported_model: Path) -> Non
     assert arena.session.get_session_options().enable_cpu_mem_arena
 
 
-def test_argmax_classes_matches_numpy_including_ties() -> None:
-    scores = np.random.default_rng(3).integers(0, 3, size=(2, 4, 9, 11)).astype(np.float32)
+@pytest.mark.parametrize("classes", [1, 2, 3, 4, 5, 7, 8])
+def test_argmax_classes_matches_numpy_including_ties(classes: int) -> None:
+    # Scores from {0, 1, 2}: most pixels hold ties, which go to the lower class as in argmax.
+    rng = np.random.default_rng(classes)
+    scores = rng.integers(0, 3, size=(2, classes, 9, 11)).astype(np.float32)
     out = np.empty((2, 9, 11), dtype=np.uint8)
     np.testing.assert_array_equal(argmax_classes(scores, out), scores.argmax(axis=1))

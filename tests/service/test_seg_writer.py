@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import io
 
 import highdicom as hd
@@ -197,3 +199,30 @@ def test_rejects_bad_labels_and_options(volume, manifest):
         )
     with pytest.raises(ValueError, match="'software_version' must be a non-empty string"):
         build_segmentation(volume, lesion_labels(), manifest, software_version="")
+
+
+def _snapshot(datasets) -> list[list[tuple]]:
+    return [
+        [(e.tag, e.VR, str(e.value)) for e in ds if e.keyword != "PixelData"] for ds in datasets
+    ]
+
+
+def test_the_callers_datasets_are_never_modified(volume, manifest):
+    """The first source is copied, the others share elements; repairs must stay in the SEG."""
+    series = [copy.deepcopy(ds) for ds in volume.datasets]
+    del series[0].SliceThickness  # the SEG gets the volume's spacing instead
+    for ds in series:
+        if ds is not series[0]:
+            ds.SliceThickness = "0"  # unusable: the first slice's (the spacing) is used
+        ds.SpacingBetweenSlices = "0"  # unusable: left out of the SEG
+        ds.SOPClassUID = ""  # tolerated on input: the SEG references CT Image Storage
+    series[0].PatientName = "\xc5\x81ukasz^Ana"  # UTF-8 bytes read as Latin-1: repaired
+    broken = dataclasses.replace(volume, datasets=series)
+    before = _snapshot(series)
+    seg = build_segmentation(broken, lesion_labels(), manifest, software_version="0.1.0")
+    assert _snapshot(series) == before
+    dataset, back = read_back(seg, broken)
+    np.testing.assert_array_equal(back, lesion_labels())
+    assert str(dataset.PatientName) == "Łukasz^Ana"
+    measures = dataset.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+    assert float(measures.SliceThickness) == pytest.approx(SPACING[0])
