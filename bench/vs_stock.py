@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -164,6 +165,7 @@ def phantom_study(root: Path, slices: int, size: int, seed: int = 3) -> tuple[Pa
 
 def run_child(pipeline: str, model: Path, study: Path, out: Path, threads: int) -> dict[str, Any]:
     """One fresh process; its studies plus its peak RSS (VmHWM)."""
+    shutil.rmtree(out, ignore_errors=True)  # a reused --out folder: no stale SEG to pick up
     out.mkdir(parents=True, exist_ok=True)
     result = out / "result.json"
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "HOLOSCAN_LOG_LEVEL": "ERROR"}
