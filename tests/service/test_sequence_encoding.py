@@ -10,7 +10,7 @@ import pytest
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid
 from pydicom.valuerep import DSfloat
 
 from service.core.classes import DEFAULT_CLASSES
@@ -23,20 +23,24 @@ from training.phantom import write_ct_series
 SHAPE = (5, 24, 20)
 
 
-@pytest.fixture(scope="module")
-def volume(tmp_path_factory) -> CTVolume:
-    hu = np.random.default_rng(1).integers(-1000, 400, SHAPE).astype(np.float32)
+def ct_volume(folder, shape: tuple[int, int, int], seed: int) -> CTVolume:
+    hu = np.random.default_rng(seed).integers(-1000, 400, shape).astype(np.float32)
     paths = write_ct_series(
         hu,
         (2.0, 0.7, 0.7),
-        tmp_path_factory.mktemp("ct"),
+        folder,
         study_uid=generate_uid(),
         series_uid=generate_uid(),
         patient_name="Phantom^Encoding",
         patient_id="PE0001",
-        seed=1,
+        seed=seed,
     )
     return series_to_volume([pydicom.dcmread(p) for p in paths])
+
+
+@pytest.fixture(scope="module")
+def volume(tmp_path_factory) -> CTVolume:
+    return ct_volume(tmp_path_factory.mktemp("ct"), SHAPE, seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -165,3 +169,16 @@ def test_seg_writing_leaves_small_sequences_and_the_result_readable(volume, mani
     assert [s.SegmentLabel for s in back.SegmentSequence] == [
         s.SegmentLabel for s in seg.SegmentSequence
     ]
+
+
+def test_a_compressed_seg_is_written_byte_for_byte_as_pydicom_writes_it(tmp_path, manifest):
+    pytest.importorskip("openjpeg", reason="pylibjpeg-openjpeg encodes JPEG 2000")
+    shape = (3, 40, 36)  # JPEG 2000 needs 32 pixels along a side
+    volume = ct_volume(tmp_path, shape, seed=5)
+    labels = np.random.default_rng(6).integers(0, 4, shape).astype(np.uint8)
+    seg = build_segmentation(
+        volume, labels, manifest, software_version="1", transfer_syntax_uid=JPEG2000Lossless
+    )
+    reference = pydicom_bytes(seg)  # encapsulated pixel data, explicit VR little endian elsewhere
+    assert segmentation_to_bytes(seg) == reference
+    assert fast_bytes(seg) == reference
