@@ -39,14 +39,13 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.tag import Tag
-from pydicom.uid import UID
 from pydicom.valuerep import validate_value
 
 from service.core.errors import InvalidStudyError
+from service.dicom_input import CT_IMAGE_STORAGE
 
 logger = logging.getLogger(__name__)
 
-CT_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.2")
 
 #: Type 2 attributes of the Patient and General Study modules that a SEG copies from its first
 #: source image: they must be present in the SEG, but may be empty.

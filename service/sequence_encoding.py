@@ -126,10 +126,14 @@ def _element(tag: BaseTag, dataset: Dataset, encodings: list[str]) -> bytes:
         return _pydicom_element(element, encodings)
 
 
-def _dataset_bytes(dataset: Dataset, encodings: list[str]) -> bytes:
+def _encodings(dataset: Dataset, inherited: list[str]) -> list[str]:
+    """The character sets for ``dataset``'s text: its own, else its parent's (as pydicom)."""
     charset = dataset.get("SpecificCharacterSet")
-    if charset:
-        encodings = [str(v) for v in _values(charset)]
+    return [str(v) for v in _values(charset)] if charset else inherited
+
+
+def _dataset_bytes(dataset: Dataset, encodings: list[str]) -> bytes:
+    encodings = _encodings(dataset, encodings)
     return b"".join(
         _element(tag, dataset, encodings)
         for tag in sorted(dataset.keys())
@@ -159,14 +163,20 @@ def encode_sequence(element: DataElement, encodings: list[str]) -> RawDataElemen
 @contextmanager
 def sequences_pre_encoded(dataset: Dataset, *, min_items: int = 16) -> Iterator[Dataset]:
     """Within the block, ``dataset``'s top-level sequences of ``min_items`` items or more are
-    pre-encoded raw elements, so that writing it as Explicit VR Little Endian skips pydicom's
-    per-element work; what pydicom writes is unchanged. Restored afterwards.
+    pre-encoded raw elements, so that writing it skips pydicom's per-element work; what pydicom
+    writes is unchanged. Restored afterwards. Only when the file meta's transfer syntax encodes
+    the dataset as Explicit VR Little Endian (every compressed one does); otherwise the dataset
+    is left as it is.
 
     pydicom writes raw elements verbatim only when the dataset's original encoding is the one
     being written (``Dataset.set_original_encoding`` exists for this); it is set for the block.
     Ambiguous VRs at the top level are resolved first, as pydicom's writer does; one it cannot
     resolve leaves the dataset to pydicom's writer as it is.
     """
+    syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is None or not syntax.is_little_endian or syntax.is_implicit_VR:
+        yield dataset
+        return
     elements = [dataset.get_item(tag) for tag in dataset.keys()]  # noqa: SIM118 (tags, not elements)
     for element in elements:  # e.g. Pixel Data's 'OB or OW', as pydicom's writer does
         if isinstance(element, DataElement) and element.VR and len(element.VR) != 2:
@@ -174,8 +184,7 @@ def sequences_pre_encoded(dataset: Dataset, *, min_items: int = 16) -> Iterator[
     if any(e.VR is None or len(e.VR) != 2 for e in elements if isinstance(e, DataElement)):
         yield dataset
         return
-    charset = dataset.get("SpecificCharacterSet")
-    encodings = [str(v) for v in _values(charset)] if charset else [default_encoding]
+    encodings = _encodings(dataset, [default_encoding])
     was_implicit, was_little = dataset.original_encoding
     was_charset = dataset.original_character_set
     swapped: dict[BaseTag, DataElement] = {}

@@ -22,16 +22,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from service.core.errors import ModelError
+from service.dicom_input import CT_IMAGE_STORAGE
 
 if TYPE_CHECKING:
     from service.app.study_runner import StudyRunner
 
 log = logging.getLogger(__name__)
 
-CT_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.2")
 #: Small enough to cost little beyond the one-time work; the network still runs at its own
 #: input size (the predictor resizes to it).
 WARM_UP_SLICES = 4

@@ -10,7 +10,12 @@ import pytest
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid
+from pydicom.uid import (
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    generate_uid,
+)
 from pydicom.valuerep import DSfloat
 
 from service.core.classes import DEFAULT_CLASSES
@@ -182,3 +187,17 @@ def test_a_compressed_seg_is_written_byte_for_byte_as_pydicom_writes_it(tmp_path
     reference = pydicom_bytes(seg)  # encapsulated pixel data, explicit VR little endian elsewhere
     assert segmentation_to_bytes(seg) == reference
     assert fast_bytes(seg) == reference
+
+
+def test_a_dataset_written_in_another_encoding_is_left_to_pydicom():
+    dataset = odd_dataset(None, ambiguous=False)
+    dataset.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    before = element_types(dataset)
+    with sequences_pre_encoded(dataset, min_items=1) as inside:
+        assert element_types(inside) == before  # nothing pre-encoded for implicit VR
+    assert (
+        pydicom.dcmread(io.BytesIO(pydicom_bytes(dataset)))
+        .ReferencedImageSequence[7]
+        .InstanceNumber
+        == 7
+    )
