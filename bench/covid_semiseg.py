@@ -1,7 +1,7 @@
 """Real-data benchmark on COVID-SemiSeg: label efficiency of supervised and semi-supervised
 training, by 5-fold cross-validation over the 50 labeled slices.
 
-In each fold (``training.splits`` folds, seeded) the 10 held-out slices are the test set; of
+In each fold (``training.data.splits`` folds, seeded) the 10 held-out slices are the test set; of
 the 40 training slices, all 40 or a stratified 8 (``data.labeled_count``: balanced by lesion /
 consolidation presence) keep their labels, and the unlabeled pool is the 1600 unlabeled
 slices plus the unlabeled rest of the 40. Methods (``--methods``; every one at every
@@ -19,7 +19,7 @@ stage, the last stage ships). Each run is exported to ONNX and scored from the O
 its fold's test slices; the out-of-fold scores of the 5 folds are pooled (every labeled
 slice scored once, by the model that never saw it): infection (GGO ∪ consolidation), GGO and
 consolidation Dice and infection continuous Dice, mean with a bootstrap 95 % CI, and paired
-per-slice differences with bootstrap CIs (``training.paired_stats``) against supervised at
+per-slice differences with bootstrap CIs (``training.evaluation.paired_stats``) against supervised at
 the same label count, against supervised at all labels, and with vs without pre-training.
 A label-efficiency plot (``label_efficiency.png``, needs matplotlib) shows the pooled scores.
 
@@ -58,12 +58,12 @@ from typing import Any
 import yaml
 
 from training.config import TrainConfig, config_from_dict, load_config, save_config
-from training.evaluation import evaluate_model
-from training.evaluation_report import EvaluationReport, summarise_items
+from training.evaluation.evaluate import evaluate_model
+from training.evaluation.report import EvaluationReport, summarise_items
 from training.experiment import FINAL_CHECKPOINT, run_experiment
-from training.export import export_onnx
-from training.paired_stats import bootstrap_mean_ci, paired_difference
-from training.slice_folders import list_slice_folder
+from training.export.onnx_export import export_onnx
+from training.evaluation.paired_stats import bootstrap_mean_ci, paired_difference
+from training.data.slice_folders import list_slice_folder
 
 log = logging.getLogger("bench.covid_semiseg")
 
@@ -322,11 +322,11 @@ def evaluate_checkpoint(
     """``evaluate_model``'s 2D scoring of a checkpoint through the torch predictor (no ONNX
     export: ``--score torch``, the default of ``--smoke``, where exporting every run would
     cost more than training it). The predictor is the one validation uses; its scores agree
-    with the exported ONNX model's within 1e-3 (``tests/training/test_predictor_parity.py``)."""
+    with the exported ONNX model's within 1e-3 (``tests/training/evaluation/test_predictor_parity.py``)."""
     from service.predictor import InputGeometry, Predictor
     from service.predictor.torch_backend import TorchBackend
-    from training import evaluation as ev
-    from training.export import build_manifest, load_checkpoint
+    from training.evaluation import evaluate as ev
+    from training.export.onnx_export import build_manifest, load_checkpoint
 
     model, config, state = load_checkpoint(checkpoint)
     manifest = build_manifest(config, state)

@@ -24,8 +24,8 @@ import torch
 from service.app.study_runner import StudyRunner
 from service.core.progress import ProgressStage
 from training.config import config_from_dict
-from training.export import export_onnx
-from training.networks import build_network
+from training.export.onnx_export import export_onnx
+from training.nn.networks import build_network
 from training.phantom import generate_dataset
 
 

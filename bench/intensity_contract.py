@@ -31,7 +31,7 @@ from PIL import Image
 from scipy import ndimage
 from scipy.signal import find_peaks
 
-from training.slice_preparation import harmonized
+from training.data.slice_preparation import harmonized
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"

@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from training.config import config_from_dict
-from training.evaluation import evaluate_model
+from training.evaluation.evaluate import evaluate_model
 from training.experiment import run_experiment
-from training.export import export_onnx
+from training.export.onnx_export import export_onnx
 from training.phantom import LesionMix, generate_dataset
 
 TRAIN_STUDIES, TEST_STUDIES = 20, 10

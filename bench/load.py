@@ -25,7 +25,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from service.client import ClientError, SegmentationClient
+from service.client.client import ClientError, SegmentationClient
 from training.phantom import generate_dataset
 
 
@@ -39,7 +39,7 @@ def _start_server(model: Path) -> tuple[subprocess.Popen, str]:
     env = {**os.environ, "PULMOSEG_MODEL_PATH": str(model), "PULMOSEG_PORT": "0"}
     env["PULMOSEG_METRICS_ENABLED"] = "0"
     process = subprocess.Popen(
-        [sys.executable, "-m", "service.server"], env=env, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "service.serving.server"], env=env, stderr=subprocess.PIPE, text=True
     )
     assert process.stderr is not None
     for line in process.stderr:

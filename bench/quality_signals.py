@@ -32,7 +32,7 @@ from service.core.segmentation_metrics import vol_dice  # noqa: E402
 from service.predictor.onnx_backend import load_onnx_predictor  # noqa: E402
 from service.quality.consistency import consistency_voldice  # noqa: E402
 from service.quality.transforms import ConsistencyTransform  # noqa: E402
-from training.datasets import load_nifti_zyx  # noqa: E402
+from training.data.volumes import load_nifti_zyx  # noqa: E402
 from training.phantom import generate_dataset  # noqa: E402
 
 GGO = 2

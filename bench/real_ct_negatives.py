@@ -34,7 +34,7 @@ from scipy import ndimage
 
 from service.core.lung_field import aerated_lung_volume, lung_field_volume
 from training.config import load_config
-from training.slice_preparation import hu_to_pixels as to_pixels
+from training.data.slice_preparation import hu_to_pixels as to_pixels
 
 REPO = Path(__file__).resolve().parents[1]
 #: Enclosed soft tissue up to this area is lung (vessels, nodules), as the served constraint.

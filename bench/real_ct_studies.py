@@ -39,10 +39,10 @@ import numpy as np
 from service.core.loopback import free_port
 from service.core.lung_field import lung_field_volume
 from service.core.segmentation_metrics import dice
-from service.dicom_input import load_instances_from_dir, select_ct_series
-from service.seg_reader import read_seg_labels
-from service.volume import CTVolume, series_to_volume
-from training.demo import SERVER_START_TIMEOUT_S
+from service.dicom.study_input import load_instances_from_dir, select_ct_series
+from service.dicom.seg_reader import read_seg_labels
+from service.dicom.volume import CTVolume, series_to_volume
+from training.cli.demo import SERVER_START_TIMEOUT_S
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "covid-ct-md"

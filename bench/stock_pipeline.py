@@ -61,7 +61,7 @@ class SliceContextNet(torch.nn.Module):
 
 def export_torchscript(checkpoint: Path, output: Path, *, batch_size: int) -> Path:
     """TorchScript of ``checkpoint`` for ``MonaiSegInferenceOperator`` (the ONNX's weights)."""
-    from training.export import load_checkpoint
+    from training.export.onnx_export import load_checkpoint
 
     net, config, _ = load_checkpoint(checkpoint)
     c, (h, w) = config.model.slice_context, config.model.input_size

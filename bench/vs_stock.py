@@ -114,8 +114,8 @@ def prepare_models(
     from stock_pipeline import export_torchscript
 
     from training.config import config_from_dict
-    from training.export import export_onnx, load_checkpoint
-    from training.networks import build_network
+    from training.export.onnx_export import export_onnx, load_checkpoint
+    from training.nn.networks import build_network
 
     models = {"pulmoseg": work / "model.onnx", "stock": work / "stock" / "model.ts"}
     if quantize:
@@ -140,7 +140,7 @@ def prepare_models(
     export_torchscript(checkpoint, models["stock"], batch_size=STOCK_BATCH)
     (models["stock"].parent / "manifest.json").write_text(result.manifest.to_json())
     if quantize:
-        from training.quantize import quantize_onnx
+        from training.export.quantize import quantize_onnx
 
         calibration = phantom_study(work / "calibration", 24, size, seed=99)[1]
         quantize_onnx(models["pulmoseg"], models[INT8], [calibration])
@@ -149,7 +149,7 @@ def prepare_models(
 
 def phantom_study(root: Path, slices: int, size: int, seed: int = 3) -> tuple[Path, np.ndarray]:
     """A phantom CT study (DICOM folder) and its HU volume, generated once per folder."""
-    from training.datasets import load_study, read_dataset_manifest
+    from training.data.volumes import load_study, read_dataset_manifest
     from training.phantom import generate_dataset
 
     if not (root / "manifest.json").is_file():
@@ -198,15 +198,15 @@ def run_child(pipeline: str, model: Path, study: Path, out: Path, threads: int) 
 
 def agreement(seg_a: str, seg_b: str, uids: list[str]) -> float:
     """Fraction of voxels with the same label in two SEGs of the same series."""
-    from service.seg_reader import read_seg_labels
+    from service.dicom.seg_reader import read_seg_labels
 
     a, b = read_seg_labels(seg_a, uids), read_seg_labels(seg_b, uids)
     return float(np.mean(a == b))
 
 
 def source_uids(study: Path) -> list[str]:
-    from service.dicom_input import load_instances_from_dir, select_ct_series
-    from service.volume import series_to_volume
+    from service.dicom.study_input import load_instances_from_dir, select_ct_series
+    from service.dicom.volume import series_to_volume
 
     volume = series_to_volume(select_ct_series(load_instances_from_dir(study)))
     return [str(ds.SOPInstanceUID) for ds in volume.datasets]

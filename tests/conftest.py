@@ -85,7 +85,7 @@ def trained_checkpoint(phantom_dataset: Path, tmp_path_factory: pytest.TempPathF
 @pytest.fixture(scope="session")
 def exported_model(trained_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The session model exported to ONNX (manifest included, parity checked)."""
-    from training.export import export_onnx
+    from training.export.onnx_export import export_onnx
 
     path = tmp_path_factory.mktemp("model") / "model.onnx"
     export_onnx(trained_checkpoint, path)

@@ -13,15 +13,15 @@ import numpy as np
 import pydicom
 import pytest
 
-from service.cli import main as cli_main
-from service.client import SegmentationClient
+from service.cli.main import main as cli_main
+from service.client.client import SegmentationClient
 from service.core.loopback import free_port
 from service.core.segmentation_metrics import per_class_vol_dice
-from service.dicom_input import load_instances_from_dir, select_ct_series
-from service.seg_reader import read_seg_labels
-from service.volume import series_to_volume
+from service.dicom.study_input import load_instances_from_dir, select_ct_series
+from service.dicom.seg_reader import read_seg_labels
+from service.dicom.volume import series_to_volume
 from tests.dicom_validation import dciodvfy_errors
-from training.datasets import load_nifti_zyx
+from training.data.volumes import load_nifti_zyx
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def server(exported_model: Path, tmp_path_factory: pytest.TempPathFactory):
             [
                 sys.executable,
                 "-m",
-                "service.cli",
+                "service.cli.main",
                 "serve",
                 "--model",
                 str(exported_model),
@@ -167,7 +167,7 @@ def test_serve_without_model_fails_with_sentence() -> None:
         [
             sys.executable,
             "-m",
-            "service.cli",
+            "service.cli.main",
             "serve",
             "--model",
             "/nonexistent.onnx",

@@ -63,7 +63,7 @@ def test_the_service_runs_without_torch_training_or_monai_core(
         held_out_study.dicom_dir,
         out,
         exported_model,
-        extra="import service.server, service.grpc_api.servicer, service.client",
+        extra="import service.serving.server, service.serving.servicer, service.client.client",
     )
     assert run.returncode == 0 and "BLOCKED-RUN OK" in run.stdout, run.stdout + run.stderr
     seg = pydicom.dcmread(out / "seg.dcm")

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from service.client import SegmentationClient
+from service.client.client import SegmentationClient
 from service.core.loopback import free_port
 from service.core.manifest import read_model_manifest
-from service.shipped_model import SHIPPED_MODEL, shipped_model_path
+from service.serving.shipped_model import SHIPPED_MODEL, shipped_model_path
 
 REPO = Path(__file__).resolve().parents[1]
 STUDIES = REPO.parent / "shared" / "data" / "covid-ct-md"
@@ -123,7 +123,7 @@ def test_real_studies_meet_the_detection_targets(real_study_results: dict) -> No
 def test_an_installation_without_the_shipped_model_says_what_to_do(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    import service.shipped_model as shipped
+    import service.serving.shipped_model as shipped
 
     monkeypatch.setattr(shipped, "SHIPPED_MODEL", tmp_path / "missing.onnx")
     with pytest.raises(ValueError, match="pass --model MODEL.onnx or set PULMOSEG_MODEL_PATH"):

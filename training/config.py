@@ -24,7 +24,7 @@ from service.core.settings_base import (
     read_yaml_mapping,
 )
 
-#: ``data.kind`` values (see ``training.data_sources.DataKind``).
+#: ``data.kind`` values (see ``training.data.sources.DataKind``).
 DATA_KINDS: tuple[str, ...] = ("volumes", "slices2d")
 #: ``runtime.final_model`` values (see ``training.experiment.select_final_stage``).
 FINAL_MODEL_CHOICES: tuple[str, ...] = ("best_validated", "last_stage")
@@ -49,7 +49,7 @@ class DataConfig(ConfigSection):
 
     key_prefix: ClassVar[str] = "data."
 
-    #: A phantom/dataset folder holding ``manifest.json`` (see ``training.datasets``), or the
+    #: A phantom/dataset folder holding ``manifest.json`` (see ``training.data.volumes``), or the
     #: base folder of the slice folders.
     root: str = "runs/demo/data"
     #: Fraction of labeled studies (slice groups for 2D) held out for validation (at least one).
@@ -73,7 +73,7 @@ class DataConfig(ConfigSection):
     augment: StrictBool = True
     #: Label-fraction runs: label only this many of the run's training slices (a seeded
     #: subset stratified by lesion / consolidation presence,
-    #: ``training.splits.stratified_subset``); the other training slices join the unlabeled
+    #: ``training.data.splits.stratified_subset``); the other training slices join the unlabeled
     #: pool as images. 0 = every training slice keeps its label. The validation side is not
     #: touched: with few labels and cross-validation it is the fold's test side, so such runs
     #: should not select by it (``runtime.checkpoint_selection: last_epoch``, fixed schedule).
@@ -96,7 +96,7 @@ class DataConfig(ConfigSection):
     #: windows (normal lung from pixel 21 to 112), so one fixed window puts normal lung of some
     #: slices at GGO densities. With (lung HU, soft-tissue HU) given, each labeled slice's
     #: normal-lung peak (pixels outside the lesion masks) and soft-tissue peak are moved to
-    #: those HU (``training.slice_preparation``). None: the fixed ``pixel_window`` only.
+    #: those HU (``training.data.slice_preparation``). None: the fixed ``pixel_window`` only.
     harmonize_tissue_hu: tuple[float, float] | None = None
     #: slices2d: zoom range of the labeled-batch augmentation (below 1 shrinks the body, as
     #: in a DICOM field of view wider than the body).
@@ -219,7 +219,7 @@ STAGE_NAMES: tuple[str, ...] = (
     "tcsm",
     "unimatch",
 )
-#: ``tcsm.consistency_target`` values (see ``training.tcsm.ConsistencyTarget``).
+#: ``tcsm.consistency_target`` values (see ``training.methods.tcsm.ConsistencyTarget``).
 CONSISTENCY_TARGETS: tuple[str, ...] = ("probabilities", "logits")
 #: ``runtime.checkpoint_selection`` values (see ``training.loop``).
 CHECKPOINT_SELECTIONS: tuple[str, ...] = ("best_validation", "last_epoch")
@@ -328,7 +328,7 @@ class TCSMStageConfig(ConfigSection):
 class UniMatchStageConfig(ConfigSection):
     """UniMatch (Yang et al., CVPR 2023): weak-to-strong consistency with confidence-thresholded
     pseudo-labels, two strong image views (intensity perturbations + CutMix) and a feature-
-    perturbation stream (dropout on the encoder features). See ``training.unimatch``."""
+    perturbation stream (dropout on the encoder features). See ``training.methods.unimatch``."""
 
     key_prefix: ClassVar[str] = "unimatch."
 

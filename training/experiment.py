@@ -34,7 +34,7 @@ import torch
 
 from training.checkpoints import BEST_CHECKPOINT, LAST_CHECKPOINT, read_checkpoint
 from training.config import TrainConfig, check_stages, load_config, save_config
-from training.data_sources import ExperimentData, Item, data_source
+from training.data.sources import ExperimentData, Item, data_source
 from training.distributed import (
     DistContext,
     check_replicas_agree,
@@ -42,12 +42,12 @@ from training.distributed import (
     shutdown_distributed,
 )
 from training.loop import StageResult, StageTask, StepBudget, run_stage, validation_score
-from training.networks import SegmentationNet, build_network
-from training.splits import lesion_stratum, split_labeled_subset
-from training.stage_pretrain import build_global_task, build_local_task
-from training.stage_supervised import build_supervised_task
-from training.stage_tcsm import build_tcsm_task
-from training.stage_unimatch import build_unimatch_task
+from training.nn.networks import SegmentationNet, build_network
+from training.data.splits import lesion_stratum, split_labeled_subset
+from training.stages.pretrain import build_global_task, build_local_task
+from training.stages.supervised import build_supervised_task
+from training.stages.tcsm import build_tcsm_task
+from training.stages.unimatch import build_unimatch_task
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def seed_everything(seed: int) -> None:
 
 
 def load_experiment_data(config: TrainConfig, *, with_unlabeled: bool = True) -> ExperimentData:
-    """Read and split the run's data for ``config.data.kind`` (see ``training.data_sources``),
+    """Read and split the run's data for ``config.data.kind`` (see ``training.data.sources``),
     then apply the label budget ``data.labeled_count`` (:func:`apply_label_budget`)."""
     data = data_source(config).load(with_unlabeled=with_unlabeled)
     return apply_label_budget(config, data, with_unlabeled=with_unlabeled)
@@ -72,7 +72,7 @@ def apply_label_budget(
     config: TrainConfig, data: ExperimentData, *, with_unlabeled: bool = True
 ) -> ExperimentData:
     """Keep the labels of ``data.labeled_count`` training items (0: all), a seeded subset
-    stratified by lesion / consolidation presence (``training.splits.split_labeled_subset``);
+    stratified by lesion / consolidation presence (``training.data.splits.split_labeled_subset``);
     the others join the unlabeled pool as images (dropped when ``with_unlabeled`` is False).
     Validation items are untouched. Idempotent: a source that already applied the budget
     hands over ``labeled_count`` labeled items and nothing changes.

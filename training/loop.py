@@ -32,9 +32,9 @@ from training.checkpoints import (
     StageProgress,
 )
 from training.config import TrainConfig
-from training.data_sources import Item, data_source
+from training.data.sources import Item, data_source
 from training.distributed import DistContext
-from training.networks import SegmentationNet
+from training.nn.networks import SegmentationNet
 from training.progress_report import ProgressReport
 
 log = logging.getLogger(__name__)

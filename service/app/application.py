@@ -36,7 +36,7 @@ from service.app.operators import (  # noqa: E402
 from service.app.quality_operator import QualityOperator  # noqa: E402
 from service.app.study_result import StudyResult  # noqa: E402
 from service.core.errors import ModelError  # noqa: E402
-from service.dicom_input import StudySource  # noqa: E402
+from service.dicom.study_input import StudySource  # noqa: E402
 from service.predictor import Predictor  # noqa: E402
 from service.quality.assessment import QualityConfig  # noqa: E402
 

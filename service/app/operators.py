@@ -45,11 +45,11 @@ from service.app.study_result import StudyResult, summarise_study
 from service.core.lung_field import confine_as_manifest_says
 from service.core.manifest import ModelManifest
 from service.core.progress import ProgressStage
-from service.dicom_input import StudySource, load_study, select_ct_series
+from service.dicom.study_input import StudySource, load_study, select_ct_series
 from service.predictor import Predictor
 from service.quality.assessment import StudyQuality
-from service.seg_writer import write_study_seg
-from service.volume import CTVolume, release_encoded_pixels, series_to_volume
+from service.dicom.seg_writer import write_study_seg
+from service.dicom.volume import CTVolume, release_encoded_pixels, series_to_volume
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from service.core.identifiers import uid_hash
 from service.core.manifest import ModelManifest
 from service.core.segmentation_metrics import class_volumes_ml
 from service.quality.assessment import StudyQuality
-from service.volume import CTVolume
+from service.dicom.volume import CTVolume
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from service.app.study_result import StudyResult
 from service.core.errors import PulmosegError
 from service.core.manifest import ModelManifest
 from service.core.progress import ProgressStage
-from service.dicom_input import StudySource
+from service.dicom.study_input import StudySource
 from service.predictor import Predictor
 from service.quality.assessment import QualityConfig
 

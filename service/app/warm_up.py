@@ -25,7 +25,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from service.core.errors import ModelError
-from service.dicom_input import CT_IMAGE_STORAGE
+from service.dicom.study_input import CT_IMAGE_STORAGE
 
 if TYPE_CHECKING:
     from service.app.study_runner import StudyRunner

@@ -1,7 +1,7 @@
 """Domain exceptions of the service.
 
 Each exception says *what kind* of failure happened; the gRPC layer maps the kind to a status
-code in one table (`service.grpc_errors`), so servicer code never picks status codes itself.
+code in one table (`service.serving.errors`), so servicer code never picks status codes itself.
 """
 
 from __future__ import annotations

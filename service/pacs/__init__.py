@@ -3,6 +3,6 @@
 ``pulmoseg pacs`` runs as its own process (see ``docs/pacs.md`` for why): a pynetdicom
 listener writes every received instance to a durable spool before it answers, a worker groups
 the spooled instances by study, uploads the CT series to a pulmoseg gRPC server with
-:class:`service.client.SegmentationClient`, and sends the returned SEG to the configured
+:class:`service.client.client.SegmentationClient`, and sends the returned SEG to the configured
 destinations (C-STORE SCU, optionally DICOMweb STOW-RS), with retries and a dead-letter folder.
 """

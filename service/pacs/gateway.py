@@ -13,7 +13,7 @@ import signal
 import threading
 from dataclasses import dataclass, field
 
-from service.logging_config import configure_logging
+from service.observability.logging_config import configure_logging
 from service.pacs.listener import DicomListener
 from service.pacs.metrics import HealthServer, PacsMetrics, start_health_server
 from service.pacs.settings import PacsSettings

@@ -1,6 +1,6 @@
 """Typed settings of the PACS gateway (``pulmoseg pacs``), resolved like the server's.
 
-Same layering and messages as :mod:`service.settings` (defaults < YAML file < environment
+Same layering and messages as :mod:`service.serving.settings` (defaults < YAML file < environment
 ``PULMOSEG_PACS_<FIELD>`` < overrides), but a model of its own: the gateway is a separate
 process with its own ports, and a gRPC server's settings file must not need gateway keys.
 Destinations are written ``AE_TITLE@host:port`` (several separated by commas in the
@@ -23,7 +23,7 @@ from service.core.settings_base import (
     check_choice,
     is_optional,
 )
-from service.logging_config import LOG_LEVELS, LogFormat
+from service.observability.logging_config import LOG_LEVELS, LogFormat
 
 ENV_PREFIX = "PULMOSEG_PACS_"
 GIB = 1024**3

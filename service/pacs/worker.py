@@ -4,7 +4,7 @@ One thread walks the spool's work batches in order. Every step is recorded in th
 the next one starts, so a crash repeats at most the step in flight:
 
 1. **segment**: the instances' headers are read and the service's own rule
-   (:func:`service.dicom_input.select_ct_series`) picks the CT series; only that series is
+   (:func:`service.dicom.study_input.select_ct_series`) picks the CT series; only that series is
    uploaded, so SR, dose reports, localizers and other modalities never reach the service.
    A study whose CT series was already delivered is skipped (``resegment_duplicates`` to
    override). An unreachable or busy server is retried with backoff; a study the service
@@ -26,9 +26,9 @@ import grpc
 import pydicom
 from pydicom.dataset import Dataset
 
-from service.client import ClientError, SegmentationClient
+from service.client.client import ClientError, SegmentationClient
 from service.core.errors import InvalidStudyError
-from service.dicom_input import select_ct_series
+from service.dicom.study_input import select_ct_series
 from service.pacs.delivery import DeliveryError, send_c_store, send_stow
 from service.pacs.metrics import PacsMetrics
 from service.pacs.settings import PacsSettings

@@ -18,7 +18,7 @@ from service.core.identifiers import uid_hash
 
 @dataclass(frozen=True)
 class StudyGeometry:
-    """The (z, y, x) grid of a study; see ``service.volume.CTVolume`` for the axes."""
+    """The (z, y, x) grid of a study; see ``service.dicom.volume.CTVolume`` for the axes."""
 
     shape: tuple[int, int, int]
     spacing_zyx: tuple[float, float, float]

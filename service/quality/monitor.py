@@ -15,7 +15,7 @@ from typing import Any
 
 from service.core.manifest import ModelManifest
 from service.quality.clinical import LESIONS
-from service.quality.metrics import QualityMetrics
+from service.observability.quality_metrics import QualityMetrics
 from service.quality.records import QualityStore, StudyRecord
 from service.quality.reference import ReferenceScores, read_reference, score_reference
 

@@ -291,7 +291,7 @@ def test_entrypoint_script_runs_the_console_script(stages: list[Stage]) -> None:
 
 
 def test_command_is_accepted_by_the_real_cli(stages: list[Stage]) -> None:
-    from service.cli import build_parser
+    from service.cli.main import build_parser
 
     cmd = json.loads(stages[-1].last("CMD") or "[]")
     args = build_parser().parse_args(cmd)

@@ -300,7 +300,7 @@ def test_quality_records_in_sqlite_on_a_claim_for_one_replica(chart: Any) -> Non
     volumes = {v["name"]: v for v in pod_spec(objects)["volumes"]}
     assert volumes["quality-data"]["persistentVolumeClaim"] == {"claimName": "pulmoseg-quality"}
     assert one(objects, "Deployment")["spec"]["strategy"] == {"type": "Recreate"}
-    from service.settings import load_settings
+    from service.serving.settings import load_settings
 
     settings = load_settings(env={"PULMOSEG_QUALITY_DB_PATH": env["PULMOSEG_QUALITY_DB_PATH"]})
     assert str(settings.quality_db_path) == "/var/lib/pulmoseg/quality/quality.db"
@@ -387,7 +387,7 @@ def test_settings_configmap_and_rollout_on_change(chart: Any) -> None:
 
 
 def test_settings_keys_allowed_by_the_schema_are_server_settings() -> None:
-    from service.settings import field_names, load_settings
+    from service.serving.settings import field_names, load_settings
 
     schema = json.loads((CHART_DIR / "values.schema.json").read_text())
     allowed = set(schema["properties"]["config"]["properties"])

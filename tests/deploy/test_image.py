@@ -16,8 +16,8 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from service.server import RunningServer, build_server
-from service.settings import load_settings
+from service.serving.server import RunningServer, build_server
+from service.serving.settings import load_settings
 from tests.import_blocking import blocking_prelude, run_app_without, run_python
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -131,7 +131,7 @@ def test_service_runs_without_what_the_lean_image_leaves_out(
         held_out_study.dicom_dir,
         out,
         exported_model,
-        extra="import service.server, service.client",
+        extra="import service.serving.server, service.client.client",
     )
     assert run.returncode == 0 and "BLOCKED-RUN OK" in run.stdout, (
         run.stdout[-2000:] + run.stderr[-3000:]

@@ -16,8 +16,8 @@ from service.core.loopback import free_port
 from training.config import config_from_dict, save_config
 from training.distributed import state_digest
 from training.experiment import run_experiment, seed_everything
-from training.export import load_checkpoint
-from training.networks import build_network
+from training.export.onnx_export import load_checkpoint
+from training.nn.networks import build_network
 from training.phantom import generate_dataset
 
 REPO = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from training.config import TrainConfig, config_from_dict, save_config
-from training.contrastive import DECODER_STAGES, ENCODER_STAGES
+from training.methods.contrastive import DECODER_STAGES, ENCODER_STAGES
 from training.distributed import DistContext, state_digest
 from training.experiment import (
     _build_task,
@@ -22,9 +22,9 @@ from training.experiment import (
     seed_everything,
     select_final_stage,
 )
-from training.export import load_checkpoint
+from training.export.onnx_export import load_checkpoint
 from training.loop import StageResult, step_random
-from training.networks import build_network
+from training.nn.networks import build_network
 from training.phantom import generate_dataset
 
 ALL_STAGES = ["pretrain_global", "pretrain_local", "supervised", "tcsm"]

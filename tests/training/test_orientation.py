@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from service.dicom_input import load_instances_from_dir, select_ct_series
-from service.volume import series_to_volume
-from training.datasets import load_nifti_zyx
+from service.dicom.study_input import load_instances_from_dir, select_ct_series
+from service.dicom.volume import series_to_volume
+from training.data.volumes import load_nifti_zyx
 
 
 def test_nifti_training_arrays_match_dicom_service_volume(phantom_dataset: Path) -> None:

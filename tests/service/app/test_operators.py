@@ -25,9 +25,9 @@ from service.core.classes import DEFAULT_CLASSES
 from service.core.errors import InvalidStudyError
 from service.core.manifest import ModelManifest
 from service.core.progress import ProgressStage
-from service.dicom_input import StudySource
+from service.dicom.study_input import StudySource
 from service.predictor import InferenceBackend, InputGeometry, Predictor
-from service.seg_reader import read_seg_labels
+from service.dicom.seg_reader import read_seg_labels
 from training.phantom import write_ct_series
 
 SHAPE = (6, 24, 28)

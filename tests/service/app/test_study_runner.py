@@ -12,8 +12,8 @@ from service.app.study_runner import StudyRunner
 from service.core.errors import InvalidStudyError
 from service.core.progress import ProgressStage
 from service.core.segmentation_metrics import per_class_vol_dice
-from service.seg_reader import read_seg_labels
-from training.datasets import load_nifti_zyx
+from service.dicom.seg_reader import read_seg_labels
+from training.data.volumes import load_nifti_zyx
 
 
 @pytest.fixture(scope="module")

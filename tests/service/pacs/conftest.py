@@ -16,8 +16,8 @@ from pacs_peers import (
     start_orthanc,
 )
 
-from service.server import RunningServer, build_server
-from service.settings import load_settings
+from service.serving.server import RunningServer, build_server
+from service.serving.settings import load_settings
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from service.cli import main
+from service.cli.main import main
 from service.pacs.settings import DicomDestination, load_pacs_settings
 
 DEST = {"destinations": ["ORTHANC@127.0.0.1:4242"]}

@@ -11,7 +11,7 @@ from pydicom.uid import generate_uid
 
 from service.core.classes import DEFAULT_CLASSES
 from service.core.manifest import ModelManifest
-from service.volume import CTVolume, series_to_volume
+from service.dicom.volume import CTVolume, series_to_volume
 from training.phantom import write_ct_series
 
 SPACING = (2.5, 0.75, 0.8)

@@ -17,8 +17,8 @@ import pytest
 import yaml
 from prometheus_tools import DASHBOARD, RULES, exposed_names, metric_names, require_binary
 
-from service.prometheus_metrics import ServiceMetrics, start_metrics_server
-from service.quality.metrics import SCORE_BUCKETS
+from service.observability.metrics import ServiceMetrics, start_metrics_server
+from service.observability.quality_metrics import SCORE_BUCKETS
 
 MV = "1.0"
 #: Metrics exported only on GPU replicas (NVML); the dashboard may name them.

@@ -29,15 +29,15 @@ from prometheus_tools import require_binary
 from pydicom.uid import generate_uid
 from scipy.ndimage import binary_erosion
 
-from service.cli import main as cli_main
-from service.client import ClientError, SegmentationClient
+from service.cli.main import main as cli_main
+from service.client.client import ClientError, SegmentationClient
 from service.core.classes import DEFAULT_CLASSES
 from service.core.loopback import free_port
 from service.core.segmentation_metrics import dice
-from service.seg_reader import read_seg_labels
-from service.server import RunningServer, build_server
-from service.settings import load_settings
-from service.volume import series_to_volume
+from service.dicom.seg_reader import read_seg_labels
+from service.serving.server import RunningServer, build_server
+from service.serving.settings import load_settings
+from service.dicom.volume import series_to_volume
 from tests.dicom_validation import dciodvfy_errors
 
 CLASSES = {c.name: c for c in DEFAULT_CLASSES}

@@ -15,10 +15,10 @@ from service.core.errors import (
     ReferenceGeometryError,
     StudyNotFoundError,
 )
-from service.gpu_metrics import GpuMemoryCollector
-from service.grpc_errors import error_reason, status_for
+from service.observability.gpu_metrics import GpuMemoryCollector
+from service.serving.errors import error_reason, status_for
 from service.quality.assessment import QualityConfig
-from service.settings import load_settings, redacted
+from service.serving.settings import load_settings, redacted
 
 
 def test_quality_settings_from_env_and_their_checks(tmp_path):

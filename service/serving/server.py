@@ -1,0 +1,424 @@
+"""The pulmoseg gRPC server: SegmentStudy/GetModelInfo, the quality service (references and
+study records), health, reflection, auth, TLS, metrics.
+
+The servicer only receives, validates and emits; segmentation is ``StudyRunner.segment`` (the
+same MONAI Deploy ``LungSegmentationApp`` that ``python -m service.app`` runs, as a plain call)
+and status codes come from ``service.serving.errors``. Everything stays in memory, so a failed
+request leaves no files behind.
+
+Model loading runs in a background thread after the port is bound, so probes see NOT_SERVING
+while the model loads and SERVING once it is ready. If loading fails, the server logs why and
+stays NOT_SERVING (calls get UNAVAILABLE); :func:`serve` then stops and returns exit code 1 so an
+orchestrator shows the failure instead of a pod that is never ready.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from service.core.errors import ModelError
+from service.grpc_api import QUALITY_SERVICE_NAME, SERVICE_NAME
+from service.grpc_api import segmentation_pb2_grpc as pb2_grpc
+from service.serving.quality_servicer import QualityServicer
+from service.serving.servicer import SegmentationServicer, ServingState
+from service.serving.errors import AuthenticationError, log_failure, status_for
+from service.observability.logging_config import configure_logging
+from service.serving.model_versions import ModelVersion, newest_model_version
+from service.observability.metrics import MetricsServer, ServiceMetrics, start_metrics_server
+from service.quality.assessment import QualityConfig
+from service.quality.monitor import QualityMonitor
+from service.quality.records import QualityStore, database_url
+from service.serving.settings import ServiceSettings, load_settings
+
+logger = logging.getLogger(__name__)
+
+#: How often the main thread checks whether a model load replaced its signal handlers.
+ARM_POLL_S = 0.1
+
+
+class _TokenAuthInterceptor(grpc.ServerInterceptor):
+    """Requires ``authorization: Bearer <token>`` on pulmoseg calls.
+
+    Health checks and reflection stay open so probes work without the secret.
+    """
+
+    def __init__(self, token: str, metrics: ServiceMetrics) -> None:
+        self._expected = f"Bearer {token}".encode()
+        self._metrics = metrics
+        self._prefixes = (f"/{SERVICE_NAME}/", f"/{QUALITY_SERVICE_NAME}/")
+
+    def intercept_service(self, continuation: Callable, details: grpc.HandlerCallDetails) -> Any:
+        if not details.method.startswith(self._prefixes):
+            return continuation(details)
+        given = dict(details.invocation_metadata or ()).get("authorization")
+        if given is not None and hmac.compare_digest(str(given).encode(), self._expected):
+            return continuation(details)
+        error = AuthenticationError(
+            "This server requires metadata 'authorization: Bearer <token>'; none was sent."
+            if given is None
+            else "The bearer token in the 'authorization' metadata is not valid."
+        )
+        code, message = status_for(error)
+        method = details.method.rsplit("/", 1)[-1]
+        log_failure(method, error, code)
+        self._metrics.record_request(method, code.name)
+
+        def deny(_request: Any, context: grpc.ServicerContext) -> None:
+            context.abort(code, message)
+
+        handler = continuation(details)
+        if handler is not None and handler.request_streaming and handler.response_streaming:
+            return grpc.stream_stream_rpc_method_handler(deny)
+        if handler is not None and handler.request_streaming:
+            return grpc.stream_unary_rpc_method_handler(deny)
+        return grpc.unary_unary_rpc_method_handler(deny)
+
+
+@dataclass
+class RunningServer:
+    """A started server; ``port``/``metrics_port`` are the bound ports (useful with port 0)."""
+
+    server: grpc.Server
+    settings: ServiceSettings
+    port: int
+    metrics: ServiceMetrics
+    metrics_server: MetricsServer | None
+    health: health.HealthServicer
+    servicer: SegmentationServicer
+    state: ServingState = field(repr=False)
+    on_load_failed: Callable[[BaseException], None] | None = None
+    #: Per-study quality records and metrics (None only for servers built without one).
+    monitor: QualityMonitor | None = None
+    #: Called after a model is in place and before health turns SERVING; :func:`serve` uses it
+    #: to re-arm its signal handlers (Holoscan replaces them when a model loads) first, so a
+    #: SIGHUP or SIGTERM sent as soon as a probe sees SERVING is never lost.
+    before_serving: Callable[[Any], None] | None = None
+    _reload_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def address(self) -> str:
+        host = self.settings.host
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+
+    @property
+    def metrics_port(self) -> int | None:
+        return self.metrics_server.port if self.metrics_server else None
+
+    @property
+    def pipeline(self) -> Any:
+        return self.state.pipeline
+
+    @property
+    def load_error(self) -> BaseException | None:
+        return self.state.load_error
+
+    def wait_until_ready(self, timeout: float | None = None) -> bool:
+        """True once the model is loaded; False on timeout or when loading failed."""
+        self.state.settled.wait(timeout)
+        return self.state.pipeline is not None
+
+    def _set_pipeline(self, pipeline: Any) -> None:
+        self.state.pipeline = pipeline
+        self.metrics.set_model(pipeline.manifest.name, pipeline.manifest.version, pipeline.provider)
+        if self.before_serving is not None:
+            self.before_serving(pipeline)
+        for name in ("", SERVICE_NAME):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self.state.settled.set()
+        logger.info(
+            "model %s %s loaded on %s; serving at %s",
+            pipeline.manifest.name,
+            pipeline.manifest.version,
+            pipeline.provider,
+            self.address,
+        )
+
+    def _load(self) -> None:
+        model_path = self.settings.model_path
+        try:
+            if model_path is None:
+                raise ModelError(
+                    "No model given: pass --model MODEL.onnx or set PULMOSEG_MODEL_PATH."
+                )
+            chosen = newest_model_version(model_path)
+            pipeline = self._load_version(chosen)
+        except Exception as exc:
+            self.state.load_error = exc
+            logger.error(
+                "Could not load the model '%s' (%s: %s); the server stays NOT_SERVING.",
+                model_path,
+                type(exc).__name__,
+                exc,
+            )
+            try:
+                if self.on_load_failed is not None:
+                    self.on_load_failed(exc)
+            finally:  # waiters wake only after the failure has been fully reported
+                self.state.settled.set()
+            return
+        self.state.serving_version = chosen.version
+        self._set_pipeline(pipeline)
+
+    def _load_version(self, chosen: ModelVersion) -> Any:
+        from service.app.study_runner import StudyRunner  # heavy: only where a model loads
+        from service.app.warm_up import warm_up
+
+        runner = StudyRunner.load(
+            chosen.path,
+            require_gpu=self.settings.require_gpu,
+            quality=quality_config(self.settings),
+        )
+        warm_up(runner)  # a model that cannot segment a study is refused here, with the reason
+        return runner
+
+    def reload(self) -> bool:
+        """Serve the newest version of the model directory without failing a call in flight.
+
+        The new version is loaded (its ONNX Runtime session created) beside the old one, then
+        swapped in with one assignment: calls already running keep the pipeline they started
+        with, new calls get the new one. A version that cannot be loaded is refused with the
+        reason (log, ``GetModelInfo.last_reload_error``) and the old one keeps serving.
+        """
+        logger.info("reload requested: looking for the newest model version")
+        with self._reload_lock:
+            try:
+                if self.settings.model_path is None:
+                    raise ModelError("No model path is set, so there is nothing to reload.")
+                chosen = newest_model_version(self.settings.model_path)
+                if chosen.version == self.state.serving_version and self.pipeline is not None:
+                    logger.info("reload: version %s is already served", chosen.version)
+                    self.state.reload_error = ""
+                    return True
+                pipeline = self._load_version(chosen)
+            except Exception as exc:
+                self.state.reload_error = f"{type(exc).__name__}: {exc}"
+                logger.error(
+                    "reload refused; version %s keeps serving: %s",
+                    self.state.serving_version or "(none)",
+                    self.state.reload_error,
+                )
+                return False
+            self.state.serving_version = chosen.version
+            self.state.reload_error = ""
+            self._set_pipeline(pipeline)
+            return True
+
+    def start_loading(self) -> threading.Thread:
+        """Load ``settings.model_path`` in a background thread (build_server does this unless
+        ``autoload=False``); health turns SERVING when it is done."""
+        thread = threading.Thread(target=self._load, name="pulmoseg-model-load", daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self, grace: float | None = None) -> None:
+        """Report NOT_SERVING, let in-flight calls finish for ``grace`` seconds, then stop."""
+        self.health.enter_graceful_shutdown()
+        grace = self.settings.grace_period_s if grace is None else grace
+        self.server.stop(grace).wait()
+        self.servicer.shutdown()
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
+        if self.monitor is not None:
+            self.monitor.close()
+
+
+def _read(path: Any, setting: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise FileNotFoundError(
+            f"Cannot read TLS file '{path}' (setting '{setting}'): {exc.strerror}."
+        ) from exc
+
+
+def _bind(server: grpc.Server, settings: ServiceSettings) -> int:
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    address = f"{host}:{settings.port}"
+    try:
+        if settings.tls_enabled:
+            ca = _read(settings.tls_client_ca, "tls_client_ca") if settings.tls_client_ca else None
+            creds = grpc.ssl_server_credentials(
+                [(_read(settings.tls_key, "tls_key"), _read(settings.tls_cert, "tls_cert"))],
+                root_certificates=ca,
+                require_client_auth=ca is not None,
+            )
+            return server.add_secure_port(address, creds)
+        return server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise OSError(
+            f"Could not bind the gRPC port {address}; is another process using it? ({exc})"
+        ) from exc
+
+
+def quality_config(settings: ServiceSettings) -> QualityConfig:
+    """The quality step's configuration from the service settings."""
+    return QualityConfig(
+        consistency_fraction=settings.consistency_fraction,
+        flag_threshold=settings.consistency_flag_threshold,
+        lesion_floor_ml=settings.severity_lesion_floor_ml,
+        write_sr=settings.write_summary_sr,
+    )
+
+
+def open_quality_monitor(settings: ServiceSettings, metrics: ServiceMetrics) -> QualityMonitor:
+    """Open (and migrate) the records database named by the settings."""
+    store = QualityStore(database_url(settings.quality_db_url, settings.quality_db_path))
+    logger.info("quality records at %s", store.url)
+    return QualityMonitor(store, metrics.quality)
+
+
+def build_server(
+    settings: ServiceSettings,
+    pipeline: Any = None,
+    *,
+    on_load_failed: Callable[[BaseException], None] | None = None,
+    autoload: bool = True,
+) -> RunningServer:
+    """Bind, start and return the server.
+
+    Loads ``settings.model_path`` in a background thread unless ``pipeline`` is given;
+    ``on_load_failed`` is called (from that thread) with the exception if loading fails.
+    With ``autoload=False`` the server stays NOT_SERVING until :meth:`RunningServer.start_loading`
+    (lets tests and embedders observe the loading phase deterministically).
+    """
+    if pipeline is None and settings.model_path is None:
+        raise ValueError("Setting 'model_path' is required to load a model (PULMOSEG_MODEL_PATH).")
+    metrics = ServiceMetrics()
+    interceptors = (
+        [_TokenAuthInterceptor(settings.auth_token, metrics)] if settings.auth_token else []
+    )
+    server = grpc.server(
+        # Queued studies each hold a thread while they wait: they get their own, so health checks
+        # and model info never starve behind a full queue.
+        ThreadPoolExecutor(
+            settings.max_workers + settings.queue_length, thread_name_prefix="pulmoseg-grpc"
+        ),
+        interceptors=interceptors,
+        options=[("grpc.so_reuseport", 0)],  # a second server must not share our port silently
+    )
+    state = ServingState()
+    monitor = open_quality_monitor(settings, metrics)
+    servicer = SegmentationServicer(settings, metrics, state, monitor)
+    pb2_grpc.add_SegmentationServiceServicer_to_server(servicer, server)
+    pb2_grpc.add_QualityServiceServicer_to_server(
+        QualityServicer(settings, metrics, monitor, state), server
+    )
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, QUALITY_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),
+        server,
+    )
+    try:
+        port = _bind(server, settings)
+    except OSError:
+        monitor.close()
+        raise
+    metrics_server = None
+    if settings.metrics_enabled:
+        try:
+            metrics_server = start_metrics_server(
+                metrics, settings.metrics_host, settings.metrics_port
+            )
+        except OSError:
+            server.stop(None)
+            monitor.close()
+            raise
+    server.start()
+    running = RunningServer(
+        server,
+        settings,
+        port,
+        metrics,
+        metrics_server,
+        health_servicer,
+        servicer,
+        state,
+        on_load_failed,
+        monitor,
+    )
+    logger.info(
+        "gRPC server bound to %s (%s)",
+        running.address,
+        "TLS" if settings.tls_enabled else "plaintext",
+    )
+    if pipeline is not None:
+        running._set_pipeline(pipeline)
+    elif autoload:
+        running.start_loading()
+    return running
+
+
+def serve(settings: ServiceSettings) -> int:
+    """Run until SIGTERM/SIGINT (graceful stop) or a model load failure; returns the exit code."""
+    configure_logging(settings.log_level, settings.log_format)  # replaces any provisional set-up
+    stop = threading.Event()
+    failed: list[BaseException] = []
+
+    def load_failed(exc: BaseException) -> None:
+        failed.append(exc)
+        stop.set()
+
+    running = build_server(settings, on_load_failed=load_failed)
+    previous: dict[int, Any] = {}
+
+    def reload_in_background(signum: int, _frame: object) -> None:
+        threading.Thread(target=running.reload, name="pulmoseg-model-reload", daemon=True).start()
+
+    handlers = {
+        signal.SIGTERM: lambda signum, _frame: stop.set(),
+        signal.SIGINT: lambda signum, _frame: stop.set(),
+        # SIGHUP: serve the newest version of the model directory (loads in the background).
+        signal.SIGHUP: reload_in_background,
+    }
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    armed_for: list[Any] = [None]  # the pipeline whose load our handlers were re-armed after
+    if in_main_thread:
+        previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
+
+        def wait_until_armed(pipeline: Any) -> None:
+            deadline = time.monotonic() + 5.0  # the main loop re-arms within ARM_POLL_S
+            while armed_for[0] is not pipeline and time.monotonic() < deadline:
+                time.sleep(ARM_POLL_S / 4)
+
+        running.before_serving = wait_until_armed
+    try:
+        while not stop.wait(ARM_POLL_S):
+            # Loading a model starts Holoscan, which installs native handlers of its own: put
+            # ours back (from the main thread, the only one allowed to) after every load.
+            pipeline = running.pipeline
+            if in_main_thread and pipeline is not armed_for[0]:
+                for sig, handler in handlers.items():
+                    signal.signal(sig, handler)
+                armed_for[0] = pipeline
+    finally:
+        logger.info("stopping: %d s grace for in-flight calls", settings.grace_period_s)
+        running.stop()
+        for number, old_handler in previous.items():
+            signal.signal(number, old_handler)
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m service.serving.server [SETTINGS.yaml]``: settings from the file and PULMOSEG_*."""
+    args = sys.argv[1:] if argv is None else argv
+    return serve(load_settings(args[0] if args else None))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

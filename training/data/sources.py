@@ -1,0 +1,417 @@
+"""Where a run's batches and validation scores come from: 3D volumes or 2D slice folders.
+
+Every stage needs the same three things from its data: labeled batches, image-only batches
+(contrastive pre-training, TCSM's unlabeled term) and a validation score. 3D studies (NIfTI
+volumes in HU, 2.5D slice stacks) and 2D slice folders (8-bit slices already in a display
+window, e.g. COVID-SemiSeg) provide them differently, so :func:`data_source` picks the
+implementation for ``config.data.kind`` once and the stages never branch on the kind.
+
+Randomness is handed in per call (a numpy generator for sampling, a torch generator for
+augmentation) so that each optimisation step's batch depends on ``(seed, stage, rank, step)``
+alone, as ``training.loop`` requires for exact resumes.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from service.core.classes import LESION_CLASS_NAMES
+from service.core.preprocessing import resize_planes
+from training.config import TrainConfig
+from training.data.volumes import (
+    ImageSliceSampler,
+    LoadedStudy,
+    SliceBatchSampler,
+    load_study,
+    read_dataset_manifest,
+)
+from training.nn.losses import as_option
+from training.data.slice_augmentation import Augment2D
+from training.data.slice_folders import (
+    LoadedSlice,
+    SliceRecord,
+    list_slice_folder,
+    load_slice,
+    mapping_by_names,
+)
+from training.data.slice_preparation import pad_square, pixels_to_hu, prepare_slice, slices_in_hu
+from training.data.slice_samplers import LabeledSliceSampler, UnlabeledSliceSampler
+from training.data.splits import split_by_group, split_studies
+from training.data.validation import validate_slices, validate_volumes
+
+__all__ = [
+    "DataKind",
+    "DataSource",
+    "ExperimentData",
+    "ImageBatch",
+    "ImageBatches",
+    "Item",
+    "LabeledBatches",
+    "SliceSource",
+    "VolumeSource",
+    "data_source",
+]
+
+log = logging.getLogger(__name__)
+
+#: One training/validation item: a 3D study or a 2D slice.
+Item = LoadedStudy | LoadedSlice
+
+
+class DataKind(StrEnum):
+    """The on-disk layouts a run can train from (``data.kind``)."""
+
+    VOLUMES = "volumes"
+    SLICES2D = "slices2d"
+
+
+@dataclass
+class ExperimentData:
+    """Items split for one run: labeled training, unlabeled training, labeled validation.
+
+    3D runs split by study, 2D runs by slice group (volume/patient); unlabeled items always
+    stay on the training side.
+    """
+
+    train_labeled: list[Item]
+    train_unlabeled: list[Item]
+    val: list[Item]
+
+    @property
+    def train_all(self) -> list[Item]:
+        return self.train_labeled + self.train_unlabeled
+
+
+@dataclass
+class ImageBatch:
+    """Network inputs ``x`` (B, C, H, W) and, where the layout knows them, each slice's index
+    within its volume and the volume's depth (for G^D partition positives)."""
+
+    x: Tensor
+    position: Tensor | None = None
+    depth: Tensor | None = None
+
+
+class LabeledBatches(abc.ABC):
+    """Draws labeled training batches."""
+
+    @abc.abstractmethod
+    def sample(
+        self, batch_size: int, rng: np.random.Generator, generator: torch.Generator
+    ) -> tuple[Tensor, Tensor]:
+        """Inputs (B, C, H, W) float32 and labels (B, H, W) int64 in model class indices."""
+
+
+class ImageBatches(abc.ABC):
+    """Draws image-only batches (labels, if any, unused)."""
+
+    #: Whether batches carry slice positions (G^D needs them).
+    knows_positions: bool = False
+
+    @abc.abstractmethod
+    def sample(
+        self, batch_size: int, rng: np.random.Generator, generator: torch.Generator
+    ) -> ImageBatch: ...
+
+
+class DataSource(abc.ABC):
+    """Loads and splits a run's data, and serves batches and validation for one layout."""
+
+    kind: DataKind
+    #: Name of the validation score in logs ("VolDice" for studies, "Dice" for slices).
+    metric: str
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+
+    @abc.abstractmethod
+    def load(self, *, with_unlabeled: bool = True) -> ExperimentData:
+        """Read and split the data (validation items are labeled, never trained on)."""
+
+    @abc.abstractmethod
+    def labeled_batches(self, items: Sequence[Item]) -> LabeledBatches: ...
+
+    @abc.abstractmethod
+    def image_batches(self, items: Sequence[Item]) -> ImageBatches: ...
+
+    @abc.abstractmethod
+    def validate(self, model: torch.nn.Module, items: Sequence[Item]) -> dict[str, float]:
+        """Mean score per foreground class over the labeled validation items."""
+
+
+# --------------------------------------------------------------------------------------------
+# 3D studies (manifest.json of NIfTI volumes in HU)
+# --------------------------------------------------------------------------------------------
+
+
+class _StudyLabeledBatches(LabeledBatches):
+    def __init__(self, sampler: SliceBatchSampler) -> None:
+        self.sampler = sampler
+
+    def sample(
+        self, batch_size: int, rng: np.random.Generator, generator: torch.Generator
+    ) -> tuple[Tensor, Tensor]:
+        self.sampler.rng = rng
+        return self.sampler.sample(batch_size)
+
+
+class _StudyImageBatches(ImageBatches):
+    knows_positions = True
+
+    def __init__(self, sampler: ImageSliceSampler) -> None:
+        self.sampler = sampler
+
+    def sample(
+        self, batch_size: int, rng: np.random.Generator, generator: torch.Generator
+    ) -> ImageBatch:
+        x, z, depth = self.sampler.sample(batch_size, rng)
+        return ImageBatch(x, z, depth)
+
+
+class VolumeSource(DataSource):
+    """3D studies: 2.5D HU stacks, split by study, validated with per-class VolDice."""
+
+    kind = DataKind.VOLUMES
+    metric = "VolDice"
+
+    def load(self, *, with_unlabeled: bool = True) -> ExperimentData:
+        records = read_dataset_manifest(self.config.data.root)
+        train, val = split_studies(
+            records, self.config.data.val_fraction, self.config.seed, self.config.data.fold
+        )
+        labeled = [load_study(r) for r in train if r.labeled]
+        unlabeled = [load_study(r) for r in train if not r.labeled] if with_unlabeled else []
+        studies = [load_study(r) for r in val]
+        log.info(
+            "studies: %d labeled + %d unlabeled for training, %d for validation",
+            len(labeled),
+            len(unlabeled),
+            len(studies),
+        )
+        return ExperimentData(labeled, unlabeled, studies)  # type: ignore[arg-type]
+
+    def labeled_batches(self, items: Sequence[Item]) -> LabeledBatches:
+        model = self.config.model
+        return _StudyLabeledBatches(
+            SliceBatchSampler(
+                _studies(items),
+                slice_context=model.slice_context,
+                input_size=model.input_size,
+                lesion_oversampling=self.config.data.lesion_oversampling,
+                seed=self.config.seed,
+            )
+        )
+
+    def image_batches(self, items: Sequence[Item]) -> ImageBatches:
+        model = self.config.model
+        return _StudyImageBatches(
+            ImageSliceSampler(
+                _studies(items), slice_context=model.slice_context, input_size=model.input_size
+            )
+        )
+
+    def validate(self, model: torch.nn.Module, items: Sequence[Item]) -> dict[str, float]:
+        return validate_volumes(model, _studies(items), self.config.model)
+
+
+def _studies(items: Sequence[Item]) -> list[LoadedStudy]:
+    bad = [type(i).__name__ for i in items if not isinstance(i, LoadedStudy)]
+    if bad:
+        raise TypeError(
+            f"data.kind 'volumes' needs LoadedStudy items, got {sorted(set(bad))}; "
+            "was the data loaded with another data.kind?"
+        )
+    return list(items)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------------------------
+# 2D slice folders (8-bit windowed slices, class-index PNG masks)
+# --------------------------------------------------------------------------------------------
+
+
+def _in_hu(x: Tensor, window: tuple[float, float] | None) -> Tensor:
+    """Pixel batches (sampled and augmented in 0..255) as HU when the data has a window."""
+    return x if window is None else pixels_to_hu(x, window)
+
+
+class _SliceLabeledBatches(LabeledBatches):
+    def __init__(self, sampler: LabeledSliceSampler, window: tuple[float, float] | None) -> None:
+        self.sampler = sampler
+        self.window = window
+
+    def sample(
+        self, batch_size: int, rng: np.random.Generator, generator: torch.Generator
+    ) -> tuple[Tensor, Tensor]:
+        self.sampler.rng, self.sampler.generator = rng, generator
+        x, y = self.sampler.sample(batch_size)
+        return _in_hu(x, self.window), y
+
+
+class _SliceImageBatches(ImageBatches):
+    knows_positions = False
+
+    def __init__(self, sampler: UnlabeledSliceSampler, window: tuple[float, float] | None) -> None:
+        self.sampler = sampler
+        self.window = window
+
+    def sample(
+        self, batch_size: int, rng: np.random.Generator, generator: torch.Generator
+    ) -> ImageBatch:
+        self.sampler.rng, self.sampler.generator = rng, generator
+        return ImageBatch(_in_hu(self.sampler.sample(batch_size), self.window))
+
+
+class SliceSource(DataSource):
+    """2D slice folders under ``data.root``: labeled slices split by group (volume/patient,
+    else by slice), optional unlabeled folder, validated with mean per-slice Dice.
+
+    Unlabeled slices are only ever network inputs, so they are resized to the input size
+    when loaded (a 1600-slice folder then takes ~60 MB instead of ~250 MB).
+    """
+
+    kind = DataKind.SLICES2D
+    metric = "Dice"
+
+    def __init__(self, config: TrainConfig) -> None:
+        super().__init__(config)
+        if config.model.slice_context != 1:
+            raise ValueError(
+                f"Config key 'model.slice_context' must be 1 for data.kind 'slices2d' (single "
+                f"slices have no neighbours), got {config.model.slice_context}."
+            )
+        self.mask_mapping = mapping_by_names(config.data.mask_classes, config.model.class_names)
+        #: Model classes the masks annotate (other model classes cannot be scored).
+        labeled_classes = set(config.data.mask_classes) | (
+            {"lung"} if config.data.lung_labels else set()
+        )
+        self.scored = [n for n in config.model.class_names[1:] if n in labeled_classes]
+        self._negatives: list[LoadedSlice] | None = None
+
+    def _folder(self, sub: str) -> Path:
+        return Path(self.config.data.root) / sub
+
+    def load(self, *, with_unlabeled: bool = True) -> ExperimentData:
+        data = self.config.data
+        records = list_slice_folder(self._folder(data.images), self._folder(data.masks))
+        train, val = split_by_group(records, data.val_fraction, self.config.seed, fold=data.fold)
+        labeled = [self._load(r) for r in train]
+        held_out = [self._load(r) for r in val]
+        unlabeled: list[LoadedSlice] = []
+        if with_unlabeled and data.unlabeled:
+            size = self.config.model.input_size
+            for record in list_slice_folder(self._folder(data.unlabeled)):
+                loaded = prepare_slice(load_slice(record), data, self.config.model.class_names)
+                unlabeled.append(LoadedSlice(record, _resized_uint8(loaded.image, size), None))
+        log.info(
+            "slices: %d labeled (+ %d negatives) + %d unlabeled for training, %d for validation",
+            len(labeled),
+            len(self.negatives()),
+            len(unlabeled),
+            len(held_out),
+        )
+        return ExperimentData(labeled, unlabeled, held_out)  # type: ignore[arg-type]
+
+    def negatives(self) -> list[LoadedSlice]:
+        """The lesion-free whole-field slices of ``data.negatives`` (read once), as stored:
+        already in the model's classes and orientation. Training only, so not in the split."""
+        if self._negatives is None:
+            folder = self.config.data.negatives
+            self._negatives = [] if folder is None else self._read_negatives(Path(folder))
+        return self._negatives
+
+    def _read_negatives(self, folder: Path) -> list[LoadedSlice]:
+        records = list_slice_folder(folder / "images", folder / "masks")
+        if not records:
+            raise ValueError(f"Config key 'data.negatives': no slices in '{folder / 'images'}'.")
+        loaded = [load_slice(r) for r in records]
+        if self.config.data.pad_square:  # as the annotated slices (a no-op on square ones)
+            loaded = [
+                LoadedSlice(
+                    s.record, pad_square(s.image), None if s.label is None else pad_square(s.label)
+                )
+                for s in loaded
+            ]
+        classes = len(self.config.model.class_names)
+        names = list(self.config.model.class_names)
+        lesions = [names.index(n) for n in LESION_CLASS_NAMES if n in names]
+        for item in loaded:
+            label = np.zeros(1) if item.label is None else item.label
+            if label.max() >= classes or np.isin(label, lesions).any():
+                raise ValueError(
+                    f"Negative slice mask '{item.record.mask_path}' must hold lesion-free class "
+                    f"indices below {classes}, got values {np.unique(label).tolist()}."
+                )
+        return loaded
+
+    def _load(self, record: SliceRecord) -> LoadedSlice:
+        loaded = load_slice(record, self.mask_mapping)
+        return prepare_slice(loaded, self.config.data, self.config.model.class_names)
+
+    def labeled_batches(self, items: Sequence[Item]) -> LabeledBatches:
+        data = self.config.data
+        return _SliceLabeledBatches(
+            LabeledSliceSampler(
+                _slices(items),
+                input_size=self.config.model.input_size,
+                augment=Augment2D(scale_range=data.zoom_range) if data.augment else None,
+                lesion_oversampling=data.lesion_oversampling,
+                seed=self.config.seed,
+                negatives=self.negatives(),
+                negatives_share=data.negatives_share,
+            ),
+            data.pixel_window,
+        )
+
+    def image_batches(self, items: Sequence[Item]) -> ImageBatches:
+        return _SliceImageBatches(
+            UnlabeledSliceSampler(
+                _slices(items), input_size=self.config.model.input_size, seed=self.config.seed
+            ),
+            self.config.data.pixel_window,
+        )
+
+    def validate(self, model: torch.nn.Module, items: Sequence[Item]) -> dict[str, float]:
+        """Mean per-slice Dice per class at each slice's own resolution (as evaluation does)."""
+        slices = _slices(items)
+        window = self.config.data.pixel_window
+        if window is not None:
+            slices = slices_in_hu(slices, window)
+        return validate_slices(model, slices, self.config.model, self.scored)
+
+
+def _resized_uint8(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Unlabeled slices are stored at the input size (the core resize), rounded to 8 bits."""
+    return np.clip(np.rint(resize_planes(image, size)), 0, 255).astype(np.uint8)
+
+
+def _slices(items: Sequence[Item]) -> list[LoadedSlice]:
+    bad = [type(i).__name__ for i in items if not isinstance(i, LoadedSlice)]
+    if bad:
+        raise TypeError(
+            f"data.kind 'slices2d' needs LoadedSlice items, got {sorted(set(bad))}; "
+            "was the data loaded with another data.kind?"
+        )
+    return list(items)  # type: ignore[arg-type]
+
+
+_SOURCES: dict[DataKind, type[DataSource]] = {
+    DataKind.VOLUMES: VolumeSource,
+    DataKind.SLICES2D: SliceSource,
+}
+
+
+def data_source(config: TrainConfig) -> DataSource:
+    """The data source for ``config.data.kind`` (cheap: nothing is read until ``load``)."""
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"Argument 'config' must be a TrainConfig, got {type(config).__name__}.")
+    kind = as_option(config.data.kind, DataKind, "data.kind")
+    return _SOURCES[kind](config)
