@@ -19,8 +19,9 @@ stage, the last stage ships). Each run is exported to ONNX and scored from the O
 its fold's test slices; the out-of-fold scores of the 5 folds are pooled (every labeled
 slice scored once, by the model that never saw it): infection (GGO ∪ consolidation), GGO and
 consolidation Dice and infection continuous Dice, mean with a bootstrap 95 % CI, and paired
-per-slice differences with bootstrap CIs (``training.evaluation.paired_stats``) against supervised at
-the same label count, against supervised at all labels, and with vs without pre-training.
+per-slice differences with bootstrap CIs (``training.evaluation.paired_stats``) against
+supervised at the same label count, against supervised at all labels, and with vs without
+pre-training.
 A label-efficiency plot (``label_efficiency.png``, needs matplotlib) shows the pooled scores.
 
 Runs are resumable (finished stages, exports and evaluations are skipped; ``--fresh`` starts
@@ -58,12 +59,12 @@ from typing import Any
 import yaml
 
 from training.config import TrainConfig, config_from_dict, load_config, save_config
+from training.data.slice_folders import list_slice_folder
 from training.evaluation.evaluate import evaluate_model
+from training.evaluation.paired_stats import bootstrap_mean_ci, paired_difference
 from training.evaluation.report import EvaluationReport, summarise_items
 from training.experiment import FINAL_CHECKPOINT, run_experiment
 from training.export.onnx_export import export_onnx
-from training.evaluation.paired_stats import bootstrap_mean_ci, paired_difference
-from training.data.slice_folders import list_slice_folder
 
 log = logging.getLogger("bench.covid_semiseg")
 
@@ -322,7 +323,8 @@ def evaluate_checkpoint(
     """``evaluate_model``'s 2D scoring of a checkpoint through the torch predictor (no ONNX
     export: ``--score torch``, the default of ``--smoke``, where exporting every run would
     cost more than training it). The predictor is the one validation uses; its scores agree
-    with the exported ONNX model's within 1e-3 (``tests/training/evaluation/test_predictor_parity.py``)."""
+    with the exported ONNX model's within 1e-3
+    (``tests/training/evaluation/test_predictor_parity.py``)."""
     from service.predictor import InputGeometry, Predictor
     from service.predictor.torch_backend import TorchBackend
     from training.evaluation import evaluate as ev

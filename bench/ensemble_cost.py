@@ -1,7 +1,8 @@
 """Inference cost of an ensemble model against one of its members, side by side.
 
 Times ONNX Runtime (CPU, or the providers the service would pick) on the same batch of slices
-for a single exported model and for an ensemble exported by ``training.export.onnx_export.export_ensemble``
+for a single exported model and for an ensemble exported by
+``training.export.onnx_export.export_ensemble``
 (e.g. ``runs/bench/covid_cv5/best_model.onnx`` against ``.../supervised/fold0/model.onnx``),
 and prints seconds per slice and the ratio. Figures go to docs/benchmarks.md.
 

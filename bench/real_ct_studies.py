@@ -39,8 +39,8 @@ import numpy as np
 from service.core.loopback import free_port
 from service.core.lung_field import lung_field_volume
 from service.core.segmentation_metrics import dice
-from service.dicom.study_input import load_instances_from_dir, select_ct_series
 from service.dicom.seg_reader import read_seg_labels
+from service.dicom.study_input import load_instances_from_dir, select_ct_series
 from service.dicom.volume import CTVolume, series_to_volume
 from training.cli.demo import SERVER_START_TIMEOUT_S
 

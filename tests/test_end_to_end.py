@@ -17,8 +17,8 @@ from service.cli.main import main as cli_main
 from service.client.client import SegmentationClient
 from service.core.loopback import free_port
 from service.core.segmentation_metrics import per_class_vol_dice
-from service.dicom.study_input import load_instances_from_dir, select_ct_series
 from service.dicom.seg_reader import read_seg_labels
+from service.dicom.study_input import load_instances_from_dir, select_ct_series
 from service.dicom.volume import series_to_volume
 from tests.dicom_validation import dciodvfy_errors
 from training.data.volumes import load_nifti_zyx

@@ -38,8 +38,8 @@ def test_import_contracts_hold() -> None:
     assert run.returncode == 0, run.stdout + run.stderr
 
 
-def test_training_contract_lists_every_outer_service_module() -> None:
-    """A new service module is forbidden to training until someone decides otherwise."""
+def test_training_contract_lists_every_outer_service_package() -> None:
+    """A new service package is forbidden to training until someone decides otherwise."""
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
     (contract,) = [
         c for c in config["contracts"] if c["name"].startswith("training uses only the shared")
@@ -48,7 +48,7 @@ def test_training_contract_lists_every_outer_service_module() -> None:
     assert set(contract["forbidden_modules"]) == modules - SHARED
 
 
-def test_mypy_is_clean_on_the_shared_core_and_the_service() -> None:
+def test_mypy_is_clean_on_service_and_training() -> None:
     run = _run([sys.executable, "-m", "mypy"], timeout=900)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
 

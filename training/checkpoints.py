@@ -12,15 +12,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from training.config import TrainConfig
 from training.distributed import DistContext
-
-if TYPE_CHECKING:
-    from training.loop import StageTask
+from training.stages.task import StageTask
 
 LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"

@@ -9,6 +9,7 @@ its settings.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -211,16 +212,24 @@ def _require_positive(section: ConfigSection, names: tuple[str, ...]) -> None:
 _LOOP_KEYS = ("epochs", "steps_per_epoch", "batch_size", "lr", "temperature")
 
 
-#: The stages a training run can chain, in the order the method uses them.
-STAGE_NAMES: tuple[str, ...] = (
-    "pretrain_global",
-    "pretrain_local",
-    "supervised",
-    "tcsm",
-    "unimatch",
-)
+class StageName(StrEnum):
+    """The stages a training run can chain, in the order the method uses them.
+
+    The one list of stage names: ``stages`` is checked against it here and
+    ``training.stages.registry`` maps each member to its builder.
+    """
+
+    PRETRAIN_GLOBAL = "pretrain_global"
+    PRETRAIN_LOCAL = "pretrain_local"
+    SUPERVISED = "supervised"
+    TCSM = "tcsm"
+    UNIMATCH = "unimatch"
+
+
 #: ``tcsm.consistency_target`` values (see ``training.methods.tcsm.ConsistencyTarget``).
 CONSISTENCY_TARGETS: tuple[str, ...] = ("probabilities", "logits")
+#: ``tcsm.image_padding`` values (see ``training.methods.invertible_transforms.PaddingMode``).
+PADDING_MODES: tuple[str, ...] = ("zeros", "border", "reflection")
 #: ``runtime.checkpoint_selection`` values (see ``training.loop``).
 CHECKPOINT_SELECTIONS: tuple[str, ...] = ("best_validation", "last_epoch")
 
@@ -284,7 +293,10 @@ class LocalPretrainConfig(ConfigSection):
 
 
 class TCSMStageConfig(ConfigSection):
-    """Mean-teacher training with transformation consistency on labeled + unlabeled slices."""
+    """Mean-teacher training with transformation consistency on labeled + unlabeled slices.
+
+    ``training.methods.tcsm`` takes this section as it is (validated once, here).
+    """
 
     key_prefix: ClassVar[str] = "tcsm."
 
@@ -297,13 +309,20 @@ class TCSMStageConfig(ConfigSection):
     lr: float = 1e-3
     weight_decay: float = 1e-5
     loss: str = "dice_ce"
+    #: Teacher EMA decay, in [0, 1) (typically 0.99-0.999).
     ema_decay: float = 0.99
+    #: ``w_max`` of the sigmoid ramp-up of the consistency weight, reached after
+    #: ``rampup_steps`` steps.
     consistency_weight: float = 1.0
     rampup_steps: int = 200
-    #: Noise added to the teacher's input, in HU (the network's input is raw HU).
+    #: Noise added to the teacher's input, in the network's input units (HU, or 0..255 pixels
+    #: for 8-bit slices without ``data.pixel_window``).
     noise_std_hu: float = 20.0
+    #: The teacher's scale is drawn from ``[1 - d, 1 + d]``, d in [0, 1).
     max_scale_delta: float = 0.1
+    #: How the teacher's zoomed-out input is padded ("border" keeps CT edges).
     image_padding: str = "border"
+    #: Also use labeled slices in the consistency term (TCSM does); False: unlabeled only.
     consistency_on_labeled: StrictBool = True
     #: What the consistency term compares: "probabilities" (softmax, the TCSM paper) or
     #: "logits" (mean squared logit difference; stronger gradients on confident pixels).
@@ -314,21 +333,33 @@ class TCSMStageConfig(ConfigSection):
     def _known_target(cls, value: str) -> str:
         return check_choice("Config key 'tcsm.consistency_target'", value, CONSISTENCY_TARGETS)
 
+    @field_validator("image_padding")
+    @classmethod
+    def _known_padding(cls, value: str) -> str:
+        # Case-insensitive, as the method's own option parsing always accepted it.
+        return check_choice("Config key 'tcsm.image_padding'", value.strip().lower(), PADDING_MODES)
+
     @model_validator(mode="after")
     def _check(self) -> TCSMStageConfig:
         _require_positive(self, _LOOP_KEYS[:4])
-        if self.unlabeled_batch_size < 0:
-            raise ValueError(
-                f"Config key 'tcsm.unlabeled_batch_size' must be >= 0, "
-                f"got {self.unlabeled_batch_size!r}."
-            )
+        for name in ("unlabeled_batch_size", "consistency_weight", "rampup_steps", "noise_std_hu"):
+            if getattr(self, name) < 0:
+                raise ValueError(
+                    f"Config key 'tcsm.{name}' must be >= 0, got {getattr(self, name)!r}."
+                )
+        for name in ("ema_decay", "max_scale_delta"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(
+                    f"Config key 'tcsm.{name}' must be in [0, 1), got {getattr(self, name)!r}."
+                )
         return self
 
 
 class UniMatchStageConfig(ConfigSection):
     """UniMatch (Yang et al., CVPR 2023): weak-to-strong consistency with confidence-thresholded
     pseudo-labels, two strong image views (intensity perturbations + CutMix) and a feature-
-    perturbation stream (dropout on the encoder features). See ``training.methods.unimatch``."""
+    perturbation stream (dropout on the encoder features). ``training.methods.unimatch`` takes
+    this section as it is (validated once, here)."""
 
     key_prefix: ClassVar[str] = "unimatch."
 
@@ -519,13 +550,14 @@ class TrainConfig(ConfigSection):
 
 def check_stages(stages: tuple[str, ...]) -> None:
     """Stage names must be known and unique (each stage owns ``<output_dir>/<stage>/``)."""
+    known = [str(n) for n in StageName]
     if not stages:
-        raise ValueError(f"Config key 'stages' must list at least one of {list(STAGE_NAMES)}.")
+        raise ValueError(f"Config key 'stages' must list at least one of {known}.")
     for name in stages:
-        if name not in STAGE_NAMES:
+        if name not in known:
             raise ValueError(
                 f"Config key 'stages' holds unknown stage '{name}'; expected one of "
-                f"{list(STAGE_NAMES)}.{did_you_mean(name, STAGE_NAMES)}"
+                f"{known}.{did_you_mean(name, known)}"
             )
     repeated = sorted({n for n in stages if stages.count(n) > 1})
     if repeated:

@@ -10,8 +10,9 @@ With ``resume=True`` finished stages are skipped and an interrupted one continue
 ``last.pt``. :func:`train_supervised` is the walking skeleton: the supervised stage alone, its
 checkpoints straight in ``output_dir``.
 
-Each stage comes from a ``stage_*`` module (what one step does) and runs on the shared loop
-of ``training.loop``. Multi-process (DDP)::
+Each stage comes from a module of ``training.stages`` (what one step does), picked by name in
+``training.stages.registry``, and runs on the shared loop of ``training.loop``. Multi-process
+(DDP)::
 
     python -m torch.distributed.run --nproc_per_node=2 -m training.experiment --config X.yaml
 """
@@ -35,19 +36,18 @@ import torch
 from training.checkpoints import BEST_CHECKPOINT, LAST_CHECKPOINT, read_checkpoint
 from training.config import TrainConfig, check_stages, load_config, save_config
 from training.data.sources import ExperimentData, Item, data_source
+from training.data.splits import lesion_stratum, split_labeled_subset
 from training.distributed import (
     DistContext,
     check_replicas_agree,
     init_distributed,
     shutdown_distributed,
 )
-from training.loop import StageResult, StageTask, StepBudget, run_stage, validation_score
+from training.loop import StageResult, StepBudget, run_stage, validation_score
 from training.nn.networks import SegmentationNet, build_network
-from training.data.splits import lesion_stratum, split_labeled_subset
-from training.stages.pretrain import build_global_task, build_local_task
+from training.stages.registry import stage_builder
 from training.stages.supervised import build_supervised_task
-from training.stages.tcsm import build_tcsm_task
-from training.stages.unimatch import build_unimatch_task
+from training.stages.task import StageTask
 
 log = logging.getLogger(__name__)
 
@@ -207,24 +207,15 @@ def select_final_stage(results: Sequence[StageResult], rule: str) -> StageResult
 def _build_task(
     name: str, config: TrainConfig, model: SegmentationNet, data: ExperimentData, ctx: DistContext
 ) -> StageTask:
+    """Stage ``name`` around ``model`` (see ``training.stages.registry``)."""
+    builder = stage_builder(name)  # an unknown name fails before anything is seeded
     # Heads and the teacher are created here: seed per stage so that a stage built after a
     # resume starts exactly as it would have in one uninterrupted run.
     torch.manual_seed(
         int(np.random.SeedSequence([config.seed, zlib.crc32(name.encode())]).generate_state(1)[0])
     )
     model.requires_grad_(True)
-    if name == "pretrain_global":
-        return build_global_task(config, model, data.train_all, ctx)
-    if name == "pretrain_local":
-        return build_local_task(config, model, data.train_all, ctx)
-    if name == "supervised":
-        return build_supervised_task(config, model, data.train_labeled, ctx)
-    if name == "tcsm":
-        return build_tcsm_task(config, model, data.train_labeled, data.train_unlabeled, ctx)
-    if name == "unimatch":
-        return build_unimatch_task(config, model, data.train_labeled, data.train_unlabeled, ctx)
-    check_stages((name,))  # raises with a "did you mean" hint
-    raise AssertionError(f"stage '{name}' passed validation but has no builder")
+    return builder(config, model, data, ctx)
 
 
 def _publish_final(chosen: StageResult, out: Path, ctx: DistContext) -> Path:

@@ -1,11 +1,11 @@
 """The training loop every stage shares: steps, epochs, validation and the choice of the best.
 
-A stage contributes a :class:`StageTask` (its optimiser and what one step does); the loop owns
-epochs, cosine learning-rate decay, validation and the best-candidate choice (or, with
-``runtime.checkpoint_selection: last_epoch``, a fixed schedule that validates and logs but
-always keeps the last epoch's first candidate), and hands
-checkpoints to ``training.checkpoints`` and reporting (progress bars, ``metrics.jsonl``,
-TensorBoard) to ``training.progress_report``. Every step draws its randomness from
+A stage contributes a :class:`~training.stages.task.StageTask` (its optimiser and what one step
+does); the loop owns epochs, cosine learning-rate decay, validation and the best-candidate
+choice (or, with ``runtime.checkpoint_selection: last_epoch``, a fixed schedule that validates
+and logs but always keeps the last epoch's first candidate), and hands checkpoints to
+``training.checkpoints`` and reporting (progress bars, ``metrics.jsonl``, TensorBoard) to
+``training.progress_report``. Every step draws its randomness from
 ``(seed, stage, rank, step)`` alone, so a resumed run repeats an uninterrupted one exactly and
 each DDP rank samples different batches.
 """
@@ -15,8 +15,8 @@ from __future__ import annotations
 import logging
 import math
 import zlib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,18 +34,10 @@ from training.checkpoints import (
 from training.config import TrainConfig
 from training.data.sources import Item, data_source
 from training.distributed import DistContext
-from training.nn.networks import SegmentationNet
 from training.progress_report import ProgressReport
+from training.stages.task import StageTask, StepRandom
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class StepRandom:
-    """The random sources of one optimisation step (numpy for sampling, torch for augmenting)."""
-
-    numpy: np.random.Generator
-    torch: torch.Generator
 
 
 def step_random(seed: int, stage: str, rank: int, step: int) -> StepRandom:
@@ -55,21 +47,6 @@ def step_random(seed: int, stage: str, rank: int, step: int) -> StepRandom:
     torch_seed, global_seed = (int(v) for v in seq.generate_state(2, dtype=np.uint32))
     torch.manual_seed(global_seed)
     return StepRandom(np.random.default_rng(seq), torch.Generator().manual_seed(torch_seed))
-
-
-class AutocastForward(nn.Module):
-    """Runs the wrapped module under bf16 autocast (when enabled) and returns float32."""
-
-    def __init__(self, module: nn.Module, enabled: bool, device_type: str) -> None:
-        super().__init__()
-        self.module = module
-        self.enabled = enabled
-        self.device_type = device_type
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.enabled):
-            out = self.module(x)
-        return out.float()
 
 
 class _OnDevice(nn.Module):
@@ -82,36 +59,6 @@ class _OnDevice(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.module(x.to(self.device)).float().cpu()
-
-
-def trainable(module: nn.Module) -> list[nn.Parameter]:
-    """Parameters that take gradients (frozen ones stay out of the optimiser and weight decay)."""
-    return [p for p in module.parameters() if p.requires_grad]
-
-
-@dataclass
-class StageTask:
-    """What one stage contributes to :func:`run_stage`.
-
-    ``step(step, rnd)`` runs one optimisation step (forward, backward, ``optimizer.step()``)
-    and returns its loss parts (at least ``loss``). ``extra`` modules (projection heads, the
-    TCSM teacher) are checkpointed with the stage. ``candidates()`` names the models validated
-    each epoch; the best one's weights go to ``best.pt``. Without it the stage is not
-    validated and ``best.pt`` holds its final weights.
-    """
-
-    name: str
-    model: SegmentationNet
-    optimizer: torch.optim.Optimizer
-    step: Callable[[int, StepRandom], dict[str, float]]
-    epochs: int
-    steps_per_epoch: int
-    extra: dict[str, nn.Module] = field(default_factory=dict)
-    candidates: Callable[[], list[tuple[str, nn.Module]]] | None = None
-
-    @property
-    def total_steps(self) -> int:
-        return self.epochs * self.steps_per_epoch
 
 
 class StepBudget:

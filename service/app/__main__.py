@@ -3,7 +3,9 @@
 ``python -m service.app -i STUDY_DIR -o OUT_DIR -m model.onnx``. Paths default to the MAP
 environment (``HOLOSCAN_INPUT_PATH``, ``HOLOSCAN_OUTPUT_PATH``, ``HOLOSCAN_MODEL_PATH``), so
 the same module is the entry point of a MONAI Application Package (see ``app.yaml``). It runs
-the same ``LungSegmentationApp`` as the gRPC server, through ``StudyRunner``.
+the same ``LungSegmentationApp`` as the gRPC server, through ``StudyRunner``, so the folder is
+read by the same study-folder rule as the client's: hidden files, a DICOMDIR and files that are
+not DICOM are skipped, printed and listed under ``skipped`` in ``summary.json``.
 """
 
 from __future__ import annotations
@@ -14,10 +16,23 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from monai.deploy.core import RuntimeEnv
 
 from service.core.errors import ModelError, PulmosegError
+from service.core.options import SegmentationType
+from service.core.study_summary import (
+    SUMMARY_FILE_NAME,
+    clinical_fields,
+    consistency_fields,
+    study_summary,
+    write_summary_json,
+)
+
+if TYPE_CHECKING:
+    from service.app.study_result import StudyResult
+    from service.app.study_runner import StudyRunner
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +49,41 @@ def resolve_model_path(path: Path) -> Path:
             f"Model folder '{path}' must hold exactly one .onnx file, found {len(candidates)}."
         )
     raise ModelError(f"Model path '{path}' does not exist.")
+
+
+def _summary(result: StudyResult, runner: StudyRunner) -> dict[str, Any]:
+    """The study in the one summary.json schema (:mod:`service.core.study_summary`), the same
+    as ``pulmoseg segment --summary-json`` writes; ``total`` is the graph's wall time."""
+    quality = result.quality
+    clinical = consistency = None
+    if quality is not None:
+        c = quality.clinical
+        clinical = clinical_fields(
+            class_volumes_ml=c.class_volumes_ml,
+            lung_volume_ml=c.lung_volume_ml,
+            lesion_volume_ml=c.lesion_volume_ml,
+            involvement_percent=c.involvement_percent,
+            severity_grade=c.grade.value if c.grade else None,
+        )
+        if quality.consistency is not None:
+            k = quality.consistency
+            consistency = consistency_fields(
+                transform=k.transform, voldice=k.voldice, threshold=k.threshold, flagged=k.flagged
+            )
+    return study_summary(
+        study_uid_hash=result.study_uid_hash,
+        num_instances=result.num_instances,
+        class_volumes_ml=result.class_volumes_ml,
+        model_name=runner.manifest.name,
+        model_version=runner.manifest.version,
+        provider=runner.provider,
+        stage_seconds={**result.stage_seconds, "total": result.seconds},
+        seg_bytes=result.seg_bytes,
+        sr_bytes=quality.sr_bytes if quality is not None else b"",
+        clinical=clinical,
+        consistency=consistency,
+        flagged=quality.flagged if quality is not None else False,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -62,7 +112,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=Path(env.model),
         help="model.onnx or a folder holding one (env HOLOSCAN_MODEL_PATH)",
     )
-    parser.add_argument("--segmentation-type", default="BINARY", choices=["BINARY", "LABELMAP"])
+    parser.add_argument(
+        "--segmentation-type",
+        default=SegmentationType.BINARY.value,
+        choices=[t.value for t in SegmentationType],
+        type=str.upper,
+    )
     parser.add_argument("--require-gpu", action="store_true")
     parser.add_argument(
         "--quality",
@@ -75,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     from service.app.study_runner import StudyRunner
+    from service.dicom.study_folder import describe_skipped
     from service.quality.assessment import QualityConfig
 
     try:
@@ -91,28 +147,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PulmosegError as exc:
         print(f"service.app: error: {exc}", file=sys.stderr)
         return 1
-    seconds = {**result.stage_seconds, "total": result.seconds}
-    summary = {
-        "study": result.study_uid_hash,
-        "instances": result.num_instances,
-        "class_volumes_ml": result.class_volumes_ml,
-        "provider": runner.provider,
-        "seconds": {k: round(v, 3) for k, v in seconds.items()},
-    }
-    if result.quality is not None:
-        clinical, consistency = result.quality.clinical, result.quality.consistency
-        summary["clinical"] = {
-            "lung_volume_ml": clinical.lung_volume_ml,
-            "involvement_percent": clinical.involvement_percent,
-            "severity_grade": clinical.grade.value if clinical.grade else None,
-        }
-        summary["consistency"] = (
-            {"transform": consistency.transform, "voldice": consistency.voldice}
-            if consistency is not None
-            else None
-        )
-        summary["flagged"] = result.quality.flagged
-    (args.output / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_summary_json(args.output / SUMMARY_FILE_NAME, _summary(result, runner), result.skipped)
+    if result.skipped:
+        print(f"skipped {len(result.skipped)} file(s):\n{describe_skipped(result.skipped)}")
     print(f"wrote {args.output / 'seg.dcm'}: {json.dumps(result.class_volumes_ml)}")
     return 0
 

@@ -24,6 +24,7 @@ from service.app.operators import (  # noqa: E402
     QUALITY,
     SEG,
     SERIES,
+    SKIPPED,
     VOLUME,
     CTSeriesSelectorOperator,
     DicomInstancesLoaderOperator,
@@ -36,6 +37,7 @@ from service.app.operators import (  # noqa: E402
 from service.app.quality_operator import QualityOperator  # noqa: E402
 from service.app.study_result import StudyResult  # noqa: E402
 from service.core.errors import ModelError  # noqa: E402
+from service.core.options import SegmentationType  # noqa: E402
 from service.dicom.study_input import StudySource  # noqa: E402
 from service.predictor import Predictor  # noqa: E402
 from service.quality.assessment import QualityConfig  # noqa: E402
@@ -57,7 +59,7 @@ class LungSegmentationApp(Application):
         source: StudySource,
         on_result: Callable[[StudyResult], None],
         *,
-        segmentation_type: str = "BINARY",
+        segmentation_type: SegmentationType | str = SegmentationType.BINARY,
         output_folder: Path | None = None,
         hooks: ProgressHooks | None = None,
         quality: QualityConfig | None = None,
@@ -68,7 +70,9 @@ class LungSegmentationApp(Application):
         self.predictor = predictor
         self.source = source
         self.on_result = on_result
-        self.segmentation_type = segmentation_type
+        self.segmentation_type = SegmentationType.parse(
+            segmentation_type, "Argument 'segmentation_type'"
+        )
         self.output_folder = output_folder
         self.hooks = hooks if hooks is not None else ProgressHooks()
         self.quality = quality
@@ -106,6 +110,7 @@ class LungSegmentationApp(Application):
             name="study_result",
         )
         self.add_flow(loader, selector, {(DATASETS.name, DATASETS.name)})
+        self.add_flow(loader, sink, {(SKIPPED.name, SKIPPED.name)})
         self.add_flow(selector, to_volume, {(SERIES.name, SERIES.name)})
         self.add_flow(to_volume, infer, {(VOLUME.name, VOLUME.name)})
         self.add_flow(to_volume, writer, {(VOLUME.name, VOLUME.name)})

@@ -5,6 +5,7 @@ names as ``LungSegmentationApp`` gives them)::
 
     port      type        from               to
     datasets  list        dicom_loader       series_selector
+    skipped   list        dicom_loader       study_result  (items the study-folder rule left out)
     series    list        series_selector    series_to_volume
     volume    CTVolume    series_to_volume   onnx_inference, seg_writer, study_result
     labels    np.ndarray  onnx_inference     seg_writer, study_result
@@ -44,12 +45,13 @@ from service import __version__
 from service.app.study_result import StudyResult, summarise_study
 from service.core.lung_field import confine_as_manifest_says
 from service.core.manifest import ModelManifest
+from service.core.options import SegmentationType
 from service.core.progress import ProgressStage
+from service.dicom.seg_writer import write_study_seg
 from service.dicom.study_input import StudySource, load_study, select_ct_series
+from service.dicom.volume import CTVolume, release_encoded_pixels, series_to_volume
 from service.predictor import Predictor
 from service.quality.assessment import StudyQuality
-from service.dicom.seg_writer import write_study_seg
-from service.dicom.volume import CTVolume, release_encoded_pixels, series_to_volume
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +81,8 @@ class Port(Generic[T]):
 
 
 DATASETS: Port[list] = Port("datasets", list)
+#: ``SkippedFile``s: what the study-folder rule left out, for the result to report.
+SKIPPED: Port[list] = Port("skipped", list)
 SERIES: Port[list] = Port("series", list)
 VOLUME: Port[CTVolume] = Port("volume", CTVolume)
 LABELS: Port[np.ndarray] = Port("labels", np.ndarray)
@@ -118,7 +122,8 @@ NO_HOOKS = ProgressHooks()
 
 
 class DicomInstancesLoaderOperator(Operator):
-    """Source: the study's instances (uploaded bytes or a folder) as pydicom datasets.
+    """Source: the study's instances (uploaded bytes or a folder) as pydicom datasets, and the
+    items skipped by the study-folder rule (:mod:`service.dicom.study_folder`).
 
     Build it with ``CountCondition(fragment, 1)``: a source without one re-runs forever.
     """
@@ -137,13 +142,15 @@ class DicomInstancesLoaderOperator(Operator):
 
     def setup(self, spec: OperatorSpec) -> None:
         spec.output(DATASETS.name)
+        spec.output(SKIPPED.name)
 
     def compute(self, op_input: Any, op_output: Any, context: Any) -> None:
         with self.hooks.stage(ProgressStage.PARSING) as report:
-            datasets = load_study(
+            study = load_study(
                 self.source, on_progress=report, is_cancelled=self.hooks.is_cancelled
             )
-        DATASETS.emit(op_output, datasets)
+        DATASETS.emit(op_output, study.datasets)
+        SKIPPED.emit(op_output, study.skipped)
 
 
 class CTSeriesSelectorOperator(Operator):
@@ -229,7 +236,7 @@ class DicomSegWriterOperator(Operator):
         fragment: Any,
         *args: Any,
         manifest: ModelManifest,
-        segmentation_type: str = "BINARY",
+        segmentation_type: SegmentationType = SegmentationType.BINARY,
         output_folder: Path | None = None,
         hooks: ProgressHooks = NO_HOOKS,
         **kwargs: Any,
@@ -281,6 +288,7 @@ class StudyResultOperator(Operator):
         spec.input(VOLUME.name)
         spec.input(LABELS.name)
         spec.input(SEG.name)
+        spec.input(SKIPPED.name)
         if self.with_quality:
             spec.input(QUALITY.name)
 
@@ -288,5 +296,6 @@ class StudyResultOperator(Operator):
         volume = VOLUME.receive(op_input)
         labels = LABELS.receive(op_input)
         seg = SEG.receive(op_input)
+        skipped = SKIPPED.receive(op_input)
         quality = QUALITY.receive(op_input) if self.with_quality else None
-        self.on_result(summarise_study(volume, labels, seg, self.manifest, quality))
+        self.on_result(summarise_study(volume, labels, seg, self.manifest, quality, skipped))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -9,8 +10,9 @@ import numpy as np
 from service.core.identifiers import uid_hash
 from service.core.manifest import ModelManifest
 from service.core.segmentation_metrics import class_volumes_ml
-from service.quality.assessment import StudyQuality
+from service.dicom.study_folder import SkippedFile
 from service.dicom.volume import CTVolume
+from service.quality.assessment import StudyQuality
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,8 @@ class StudyResult:
     seconds: float = 0.0
     #: Clinical summary, consistency and SR; None when the graph ran without a quality step.
     quality: StudyQuality | None = field(default=None, repr=False)
+    #: Items of the study the study-folder rule left out (hidden, DICOMDIR, not DICOM).
+    skipped: tuple[SkippedFile, ...] = ()
 
 
 def summarise_study(
@@ -39,6 +43,7 @@ def summarise_study(
     seg_bytes: bytes,
     manifest: ModelManifest,
     quality: StudyQuality | None = None,
+    skipped: Sequence[SkippedFile] = (),
 ) -> StudyResult:
     """Per-class volumes (mL, by class name) and the identifiers a log may show.
 
@@ -59,4 +64,5 @@ def summarise_study(
         labels=labels,
         volume=volume,
         quality=quality,
+        skipped=tuple(skipped),
     )

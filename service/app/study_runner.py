@@ -35,6 +35,7 @@ from service.app.operators import ProgressCallback, ProgressHooks
 from service.app.study_result import StudyResult
 from service.core.errors import PulmosegError
 from service.core.manifest import ModelManifest
+from service.core.options import SegmentationType
 from service.core.progress import ProgressStage
 from service.dicom.study_input import StudySource
 from service.predictor import Predictor
@@ -109,7 +110,7 @@ class StudyRunner:
         self,
         instances: Sequence[bytes],
         *,
-        segmentation_type: str = "BINARY",
+        segmentation_type: SegmentationType | str = SegmentationType.BINARY,
         on_progress: ProgressCallback | None = None,
         is_cancelled: Callable[[], bool] | None = None,
     ) -> StudyResult:
@@ -128,7 +129,7 @@ class StudyRunner:
         input_dir: str | Path,
         output_dir: str | Path | None = None,
         *,
-        segmentation_type: str = "BINARY",
+        segmentation_type: SegmentationType | str = SegmentationType.BINARY,
         on_progress: ProgressCallback | None = None,
     ) -> StudyResult:
         """Segment a folder of DICOM files; writes ``seg.dcm`` into ``output_dir`` if given."""
@@ -143,7 +144,7 @@ class StudyRunner:
         self,
         source: StudySource,
         *,
-        segmentation_type: str,
+        segmentation_type: SegmentationType | str,
         hooks: ProgressHooks,
         output_folder: Path | None = None,
     ) -> StudyResult:

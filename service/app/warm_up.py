@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
+from service.core.dicom_uids import CT_IMAGE_STORAGE
 from service.core.errors import ModelError
-from service.dicom.study_input import CT_IMAGE_STORAGE
 
 if TYPE_CHECKING:
     from service.app.study_runner import StudyRunner
@@ -58,7 +58,7 @@ def warm_up_instances(slices: int = WARM_UP_SLICES, size: int = WARM_UP_SIZE) ->
         ds = Dataset()
         ds.file_meta = FileMetaDataset()
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.file_meta.MediaStorageSOPClassUID = CT_IMAGE_STORAGE
+        ds.file_meta.MediaStorageSOPClassUID = UID(CT_IMAGE_STORAGE)
         ds.SOPClassUID = CT_IMAGE_STORAGE
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
         ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame

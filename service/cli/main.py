@@ -7,13 +7,14 @@ never a traceback (``--debug`` shows it).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import EntryPoint, PackageNotFoundError, entry_points
 from importlib.metadata import version as package_version
 from pathlib import Path
 
+from service.core.options import SegmentationType
+from service.core.study_summary import write_summary_json
 from service.observability.logging_config import configure_logging
 
 EXIT_USAGE = 2
@@ -81,12 +82,16 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
         metavar="SECONDS",
         help="wait up to SECONDS for the server to report SERVING (e.g. while it loads the model)",
     )
-    p.add_argument("--summary-json", type=Path, help="also write the study summary as JSON here")
+    p.add_argument(
+        "--summary-json",
+        type=Path,
+        help="also write the study summary as JSON here (the schema python -m service.app writes)",
+    )
     p.add_argument("--sr-out", type=Path, help="also write the DICOM SR (clinical summary) here")
     p.add_argument(
         "--segmentation-type",
-        choices=["binary", "labelmap"],
-        default="binary",
+        choices=[t.value.lower() for t in SegmentationType],
+        default=SegmentationType.BINARY.value.lower(),
         type=str.lower,
         help="BINARY (default, read by every viewer) or LABELMAP (smaller; DICOM 2024)",
     )
@@ -98,12 +103,14 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
         "--retries",
         type=int,
         default=4,
-        help="retries when the server is busy or restarting (default 4; 0 disables)",
+        help="retries when the server is unreachable, restarting or busy, with back-off within "
+        "--timeout (default 4; 0 disables)",
     )
     p.add_argument(
         "--wait-for-ready",
         action="store_true",
-        help="wait (within --timeout) for an unreachable server instead of failing at once",
+        help="let each attempt wait (within --timeout) for an unreachable server to accept "
+        "connections, instead of failing at once and retrying after a back-off",
     )
     p.add_argument(
         "--no-progress", action="store_true", help="do not show the progress bar on stderr"
@@ -136,7 +143,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             result = client.segment_directory(
                 args.study_dir,
                 bar,
-                segmentation_type=args.segmentation_type.upper(),
+                segmentation_type=args.segmentation_type,
                 series_uid=args.series,
                 on_queue_position=bar.queued if bar is not None else None,
             )
@@ -148,8 +155,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(result.seg_bytes)
     if args.summary_json is not None:
-        args.summary_json.parent.mkdir(parents=True, exist_ok=True)
-        args.summary_json.write_text(json.dumps(result.summary, indent=2, sort_keys=True))
+        write_summary_json(args.summary_json, result.summary, result.skipped)
     if args.sr_out is not None and result.sr_bytes:
         args.sr_out.parent.mkdir(parents=True, exist_ok=True)
         args.sr_out.write_bytes(result.sr_bytes)
@@ -172,7 +178,9 @@ def _cmd_segment(args: argparse.Namespace) -> int:
 
 
 def _hidden(path: Path, root: Path) -> bool:
-    return any(part.startswith(".") for part in path.relative_to(root).parts)
+    from service.dicom.study_folder import is_hidden
+
+    return is_hidden(path.relative_to(root))
 
 
 def _print_quality(summary: dict) -> None:

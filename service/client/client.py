@@ -4,21 +4,21 @@ Files are read lazily while they stream, in chunks well under gRPC's 4 MiB messa
 returned SEG is reassembled and checked against the size and SHA-256 in the server's summary.
 Progress arrives as ``(ProgressStage, overall fraction)``: the stages the proto declares, in order,
 with a fraction that never goes back. Every failure becomes a :class:`ClientError` whose message
-is one sentence a CLI can print.
+is one sentence a CLI can print. A study refused with "not now" (UNAVAILABLE, RESOURCE_EXHAUSTED)
+is sent again under the one :class:`~service.client.retry.RetryPolicy`; other calls are asked
+once (their answer, e.g. "the model is still loading", is the information).
 """
 
 from __future__ import annotations
 
-import difflib
+import dataclasses
 import hashlib
 import json
 import logging
-import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +26,21 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from service.client.errors import ClientError
+from service.client.retry import RetryPolicy
+from service.core.options import Option, SegmentationType
 from service.core.progress import ProgressStage
+from service.core.study_summary import clinical_fields, consistency_fields, study_summary
+from service.dicom.study_folder import (
+    SkippedFile,
+    is_dicomdir_name,
+    scan_study_folder,
+    walk_study_folder,
+)
 from service.grpc_api import MAX_CHUNK_BYTES, SERVICE_NAME
 from service.grpc_api import segmentation_pb2 as pb2
 from service.grpc_api import segmentation_pb2_grpc as pb2_grpc
 from service.grpc_api.progress import stage_from_proto
-from service.dicom.study_folder import SkippedFile, scan_study_folder
 
 logger = logging.getLogger(__name__)
 
@@ -39,13 +48,12 @@ logger = logging.getLogger(__name__)
 #: "inference"); ``fraction`` is the overall progress of the call, 0..1 and monotone.
 ProgressCallback = Callable[[ProgressStage, float], None]
 _SEG_TYPES = {
-    "BINARY": pb2.SEGMENTATION_TYPE_BINARY,
-    "LABELMAP": pb2.SEGMENTATION_TYPE_LABELMAP,
+    SegmentationType.BINARY: pb2.SEGMENTATION_TYPE_BINARY,
+    SegmentationType.LABELMAP: pb2.SEGMENTATION_TYPE_LABELMAP,
 }
-_SKIPPED_NAMES = {"DICOMDIR"}
 
 
-class LoadBalancing(StrEnum):
+class LoadBalancing(Option):
     """gRPC's client-side load-balancing policy over the addresses a target resolves to.
 
     One HTTP/2 connection carries every call of a channel, and a Kubernetes ClusterIP Service
@@ -58,63 +66,25 @@ class LoadBalancing(StrEnum):
     ROUND_ROBIN = "round_robin"
 
 
-def _load_balancing(value: LoadBalancing | str) -> LoadBalancing:
-    """Accept the enum or its name, with a "did you mean" hint for typos."""
-    try:
-        return LoadBalancing(value)
-    except ValueError:
-        names = [p.value for p in LoadBalancing]
-        close = difflib.get_close_matches(str(value), names, n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise ValueError(
-            f"Argument 'load_balancing' must be one of {', '.join(names)}, got {value!r}.{hint}"
-        ) from None
-
-
-#: Status codes that mean "not now" rather than "not this": a retry may succeed.
-RETRYABLE_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
 _SERVICES = ("pulmoseg.v1.SegmentationService", "pulmoseg.v1.QualityService")
 
 
-def retry_method_config(max_attempts: int, wait_for_ready: bool) -> dict[str, Any]:
-    """gRPC service-config entry: wait for a connection, retry UNAVAILABLE/RESOURCE_EXHAUSTED.
+def method_config(wait_for_ready: bool) -> dict[str, Any]:
+    """gRPC service-config entry of the pulmoseg services: wait for a connection or not.
 
-    gRPC retries transparently only while a call has not been committed (its requests still
-    fit the retry buffer); large uploads are retried by :meth:`SegmentationClient.segment_files`.
-    UNAVAILABLE is retried here only with ``wait_for_ready``: otherwise an unreachable server
-    would be retried until the deadline instead of failing at once with "connection refused".
+    It sets no ``retryPolicy``: gRPC's own retries would be a second layer under the client's
+    :class:`~service.client.retry.RetryPolicy`, multiplying the attempts (and they cannot replay
+    an upload bigger than their buffer anyway). gRPC still re-sends, transparently, a call that
+    never reached the server; no server sees that as an attempt.
     """
-    codes = RETRYABLE_CODES if wait_for_ready else (grpc.StatusCode.RESOURCE_EXHAUSTED,)
-    return {
-        "name": [{"service": name} for name in _SERVICES],
-        "waitForReady": wait_for_ready,
-        "retryPolicy": {
-            "maxAttempts": max(2, min(max_attempts, 5)),
-            "initialBackoff": "0.5s",
-            "maxBackoff": "8s",
-            "backoffMultiplier": 2,
-            "retryableStatusCodes": [c.name for c in codes],
-        },
-    }
-
-
-def backoff_seconds(attempt: int, base_s: float = 0.5, cap_s: float = 8.0) -> float:
-    """Delay before call ``attempt + 1``: exponential with full jitter (spreads a burst)."""
-    return random.uniform(0.5, 1.0) * min(cap_s, base_s * 2 ** (attempt - 1))
-
-
-class ClientError(Exception):
-    """A call failed; ``str(error)`` is one sentence for the user, ``code`` the gRPC status."""
-
-    def __init__(self, message: str, code: grpc.StatusCode | None = None) -> None:
-        super().__init__(message)
-        self.code = code
+    return {"name": [{"service": name} for name in _SERVICES], "waitForReady": wait_for_ready}
 
 
 @dataclass
 class ClientResult:
     seg_bytes: bytes
-    #: StudySummary as a dict with the proto's field names (study_uid_hash, class_volumes_ml, ...).
+    #: The study summary in the one summary.json schema (service.core.study_summary): the
+    #: StudySummary field names (study_uid_hash, class_volumes_ml, ...), plain Python values.
     summary: dict[str, Any]
     #: The DICOM SR (TID 1500) with the clinical summary; b"" when the server sends none.
     sr_bytes: bytes = b""
@@ -125,18 +95,15 @@ class ClientResult:
 def study_files(folder: str | Path) -> list[Path]:
     """Regular files under ``folder`` (recursively, sorted), minus DICOMDIR and hidden files.
 
-    Content is not checked here: the server validates what is DICOM and which series is CT.
+    Content is not checked here (the checks of the study-folder rule that need no reading):
+    the server validates what is DICOM and which series is CT.
     """
     root = Path(folder)
-    if not root.is_dir():
-        raise ClientError(f"Study folder '{root}' does not exist or is not a folder.")
-    files = [
-        p
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-        and p.name.upper() not in _SKIPPED_NAMES
-        and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    ]
+    try:
+        walked, _hidden = walk_study_folder(root)
+    except ValueError as exc:  # InvalidStudyError: no such folder
+        raise ClientError(str(exc)) from None
+    files = [p for p in walked if not is_dicomdir_name(p.name)]
     if not files:
         raise ClientError(f"Study folder '{root}' holds no files to send.")
     return files
@@ -146,16 +113,12 @@ def upload_requests(
     instances: Iterable[Path | bytes],
     *,
     client_name: str = "pulmoseg-client",
-    segmentation_type: str = "BINARY",
+    segmentation_type: SegmentationType | str = SegmentationType.BINARY,
     expected_count: int | None = None,
     chunk_bytes: int = MAX_CHUNK_BYTES,
 ) -> Iterator[pb2.SegmentStudyRequest]:
     """The request stream of SegmentStudy: a header, then every instance in chunks."""
-    seg_type = _SEG_TYPES.get(segmentation_type.upper())
-    if seg_type is None:
-        raise ValueError(
-            f"Argument 'segmentation_type' must be BINARY or LABELMAP, got {segmentation_type!r}."
-        )
+    seg_type = _SEG_TYPES[SegmentationType.parse(segmentation_type, "Argument 'segmentation_type'")]
     if not 1 <= chunk_bytes <= 3 * MAX_CHUNK_BYTES:
         raise ValueError(
             f"Argument 'chunk_bytes' must be 1..{3 * MAX_CHUNK_BYTES}, got {chunk_bytes}."
@@ -192,9 +155,14 @@ class SegmentationClient:
         load_balancing: LoadBalancing | str = LoadBalancing.PICK_FIRST,
         tls_cert: str | Path | None = None,
         tls_key: str | Path | None = None,
-        max_attempts: int = 5,
+        max_attempts: int | None = None,
         wait_for_ready: bool = False,
+        retry: RetryPolicy | None = None,
     ) -> None:
+        """``retry`` is the policy of :meth:`segment_files` (default :class:`RetryPolicy`());
+        ``max_attempts`` (1..10) replaces its attempt budget, so ``max_attempts=1`` never
+        retries. ``wait_for_ready`` makes each attempt wait, within the deadline, for an
+        unreachable server to accept connections instead of failing at once."""
         if not isinstance(target, str) or not target:
             raise TypeError(f"Argument 'target' must be a 'host:port' string, got {target!r}.")
         if timeout_s <= 0:
@@ -204,16 +172,20 @@ class SegmentationClient:
         self.client_name = client_name
         self.chunk_bytes = chunk_bytes
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
-        self.load_balancing = _load_balancing(load_balancing)
-        if not isinstance(max_attempts, int) or not 1 <= max_attempts <= 10:
-            raise ValueError(f"Argument 'max_attempts' must be 1..10, got {max_attempts!r}.")
-        self.max_attempts = max_attempts
+        self.load_balancing = LoadBalancing.parse(load_balancing, "Argument 'load_balancing'")
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise TypeError(f"Argument 'retry' must be a RetryPolicy, got {type(retry).__name__}.")
+        self.retry = retry if retry is not None else RetryPolicy()
+        if max_attempts is not None:
+            if not isinstance(max_attempts, int) or not 1 <= max_attempts <= 10:
+                raise ValueError(f"Argument 'max_attempts' must be 1..10, got {max_attempts!r}.")
+            self.retry = dataclasses.replace(self.retry, max_attempts=max_attempts)
         self.wait_for_ready = wait_for_ready
-        policy = {
+        config = {
             "loadBalancingConfig": [{self.load_balancing.value: {}}],
-            "methodConfig": [retry_method_config(max_attempts, wait_for_ready)],
+            "methodConfig": [method_config(wait_for_ready)],
         }
-        options = [("grpc.service_config", json.dumps(policy)), ("grpc.enable_retries", 1)]
+        options = [("grpc.service_config", json.dumps(config))]
         if (tls_cert is None) != (tls_key is None):
             raise ValueError(
                 "Arguments 'tls_cert' and 'tls_key' go together (mutual TLS needs both), got "
@@ -247,7 +219,7 @@ class SegmentationClient:
         path: str | Path,
         on_progress: ProgressCallback | None = None,
         *,
-        segmentation_type: str = "BINARY",
+        segmentation_type: SegmentationType | str = SegmentationType.BINARY,
         series_uid: str | None = None,
         on_queue_position: Callable[[int], None] | None = None,
     ) -> ClientResult:
@@ -272,7 +244,7 @@ class SegmentationClient:
         paths: Sequence[str | Path | bytes],
         on_progress: ProgressCallback | None = None,
         *,
-        segmentation_type: str = "BINARY",
+        segmentation_type: SegmentationType | str = SegmentationType.BINARY,
         on_queue_position: Callable[[int], None] | None = None,
     ) -> ClientResult:
         """Send the given files (or raw Part-10 bytes) as one study and return the SEG.
@@ -280,50 +252,31 @@ class SegmentationClient:
         ``on_queue_position(n)`` hears the study's place in the server's wait queue (1 = next;
         0 once it runs); it is called only when the server had to queue the study.
 
-        A call the server refused before answering anything (UNAVAILABLE: restarting or
-        draining; RESOURCE_EXHAUSTED: its wait queue is full) is sent again after an
-        exponential back-off, up to ``max_attempts`` calls in all; the upload is re-read, so
-        nothing is held in memory for it.
+        A call the server refused before answering anything with a retryable code (see
+        :data:`~service.client.retry.RETRYABLE_CODES`: unreachable, restarting, draining, wait
+        queue full) is sent again after the policy's back-off, within ``timeout_s`` in all and
+        up to its attempt budget; the upload is re-read, so nothing is held in memory for it.
         """
+        kind = SegmentationType.parse(segmentation_type, "Argument 'segmentation_type'")
         items = [p if isinstance(p, bytes) else Path(p) for p in paths]
-        attempt = 1
-        while True:
-            answered: list[bool] = []
-            try:
-                return self._segment_once(
-                    items, on_progress, segmentation_type, answered, on_queue_position
-                )
-            except ClientError as exc:
-                if answered or not self._retryable(exc) or attempt >= self.max_attempts:
-                    raise
-                delay = backoff_seconds(attempt)
-                logger.info(
-                    "%s answered %s; attempt %d of %d in %.1f s",
-                    self.target,
-                    exc.code.name if exc.code is not None else "?",
-                    attempt + 1,
-                    self.max_attempts,
-                    delay,
-                )
-                time.sleep(delay)
-                attempt += 1
-
-    def _retryable(self, exc: ClientError) -> bool:
-        """Busy or draining servers are retried; an unreachable one only with wait_for_ready."""
-        if exc.code is grpc.StatusCode.RESOURCE_EXHAUSTED:
-            return True
-        unreachable = str(exc).startswith("Could not reach")
-        return exc.code is grpc.StatusCode.UNAVAILABLE and (self.wait_for_ready or not unreachable)
+        return self.retry.run(
+            lambda seconds_left: self._segment_once(
+                items, on_progress, kind, seconds_left, on_queue_position
+            ),
+            timeout_s=self.timeout_s,
+            what=f"SegmentStudy at {self.target}",
+        )
 
     def _segment_once(
         self,
         items: list[Path | bytes],
         on_progress: ProgressCallback | None,
-        segmentation_type: str,
-        answered: list[bool],
+        segmentation_type: SegmentationType,
+        timeout_s: float,
         on_queue_position: Callable[[int], None] | None = None,
     ) -> ClientResult:
-        """One SegmentStudy call; appends to ``answered`` once the server sent anything."""
+        """One SegmentStudy call with ``timeout_s`` left; a failure after the server's first
+        answer is marked ``answered`` (the study was accepted: it is not sent again)."""
         requests = upload_requests(
             items,
             client_name=self.client_name,
@@ -335,16 +288,16 @@ class SegmentationClient:
         received = 0
         summary: pb2.StudySummary | None = None
         sr = b""
+        answered = False
         try:
             responses = self._stub.SegmentStudy(
                 requests,
-                timeout=self.timeout_s,
+                timeout=max(timeout_s, 0.0),
                 metadata=self._metadata,
                 wait_for_ready=self.wait_for_ready,
             )
             for response in responses:
-                if not answered:
-                    answered.append(True)
+                answered = True
                 kind = response.WhichOneof("payload")
                 if kind == "progress" and response.progress.HasField("queue_position"):
                     if on_queue_position is not None:
@@ -370,7 +323,9 @@ class SegmentationClient:
                 elif kind == "summary":
                     summary = response.summary
         except grpc.RpcError as exc:
-            raise self._error(exc, "rejected the study") from None
+            error = self._error(exc, "rejected the study")
+            error.answered = answered
+            raise error from None
         except OSError as exc:  # a file vanished or is unreadable while streaming
             raise ClientError(f"Could not read a study file: {exc}.") from exc
         if summary is None:
@@ -390,7 +345,7 @@ class SegmentationClient:
                 f"The SR from {self.target} is corrupt or missing: got {len(sr)} bytes, the "
                 f"summary says {summary.sr_size_bytes}."
             )
-        return ClientResult(seg_bytes=seg, summary=_summary_dict(summary), sr_bytes=sr)
+        return ClientResult(seg_bytes=seg, summary=_summary_dict(summary, seg, sr), sr_bytes=sr)
 
     # -- quality --------------------------------------------------------------------------------
     def submit_reference(self, study_hash: str, reference: str | Path | bytes) -> dict[str, Any]:
@@ -520,24 +475,40 @@ class SegmentationClient:
         return ClientError(message.rstrip(".") + ".", code)
 
 
-def _summary_dict(summary: pb2.StudySummary) -> dict[str, Any]:
-    """Plain Python types (MessageToDict would turn the uint64 size into a string)."""
-    return {
-        "study_uid_hash": summary.study_uid_hash,
-        "class_volumes_ml": dict(summary.class_volumes_ml),
-        "num_instances": summary.num_instances,
-        "model_name": summary.model_name,
-        "model_version": summary.model_version,
-        "provider": summary.provider,
-        "stage_seconds": dict(summary.stage_seconds),
-        "seg_size_bytes": summary.seg_size_bytes,
-        "seg_sha256": summary.seg_sha256,
-        "clinical": _as_dict(summary.clinical) if summary.HasField("clinical") else None,
-        "consistency": (_as_dict(summary.consistency) if summary.HasField("consistency") else None),
-        "flagged": summary.flagged,
-        "sr_size_bytes": summary.sr_size_bytes,
-        "sr_sha256": summary.sr_sha256,
-    }
+def _summary_dict(summary: pb2.StudySummary, seg: bytes, sr: bytes) -> dict[str, Any]:
+    """The summary in the one summary.json schema (:mod:`service.core.study_summary`), from the
+    proto and the (verified) SEG and SR bytes."""
+    clinical = consistency = None
+    if summary.HasField("clinical"):
+        c = summary.clinical
+        clinical = clinical_fields(
+            class_volumes_ml=c.class_volumes_ml,
+            lung_volume_ml=c.lung_volume_ml if c.HasField("lung_volume_ml") else None,
+            lesion_volume_ml=c.lesion_volume_ml if c.HasField("lesion_volume_ml") else None,
+            involvement_percent=(
+                c.involvement_percent if c.HasField("involvement_percent") else None
+            ),
+            severity_grade=c.severity_grade or None,
+        )
+    if summary.HasField("consistency"):
+        k = summary.consistency
+        consistency = consistency_fields(
+            transform=k.transform, voldice=k.voldice, threshold=k.threshold, flagged=k.flagged
+        )
+    return study_summary(
+        study_uid_hash=summary.study_uid_hash,
+        num_instances=summary.num_instances,
+        class_volumes_ml=summary.class_volumes_ml,
+        model_name=summary.model_name,
+        model_version=summary.model_version,
+        provider=summary.provider,
+        stage_seconds=summary.stage_seconds,
+        seg_bytes=seg,
+        sr_bytes=sr,
+        clinical=clinical,
+        consistency=consistency,
+        flagged=summary.flagged,
+    )
 
 
 def _as_dict(message: Any) -> dict[str, Any]:

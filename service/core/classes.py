@@ -7,9 +7,10 @@ class unknown here cannot be exported, because a SEG without a code is useless t
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from service.core.settings_base import did_you_mean
 
 
 @dataclass(frozen=True)
@@ -72,11 +73,9 @@ def catalogue_class(name: str) -> ClassInfo:
     known = {c.name: c for c in DEFAULT_CLASSES}
     if name in known:
         return known[name]
-    close = difflib.get_close_matches(name, known, n=1)
-    hint = f" Did you mean '{close[0]}'?" if close else ""
     raise ValueError(
         f"Class name '{name}' has no DICOM code in pulmoseg's catalogue (known: "
-        f"{', '.join(sorted(known))}).{hint}"
+        f"{', '.join(sorted(known))}).{did_you_mean(name, known)}"
     )
 
 

@@ -62,10 +62,21 @@ _SHORT = reprlib.Repr()
 _SHORT.maxstring = _SHORT.maxother = 60
 
 
-def did_you_mean(word: object, choices: Iterable[str], prefix: str = "") -> str:
-    """`` Did you mean '<prefix>x'?`` for the closest choice, or an empty string."""
-    close = difflib.get_close_matches(str(word), list(choices), n=1)
-    return f" Did you mean '{prefix}{close[0]}'?" if close else ""
+def did_you_mean(
+    word: object, choices: Iterable[str], prefix: str = "", *, ignore_case: bool = False
+) -> str:
+    """`` Did you mean '<prefix>x'?`` for the closest choice, or an empty string.
+
+    With ``ignore_case`` the comparison is case-blind ("binray" finds 'BINARY') and the hint
+    names the choice as it is spelled, so case-insensitive options share this one helper.
+    """
+    options = list(choices)
+    if not ignore_case:
+        close = difflib.get_close_matches(str(word), options, n=1)
+        return f" Did you mean '{prefix}{close[0]}'?" if close else ""
+    folded = {option.casefold(): option for option in options}
+    close = difflib.get_close_matches(str(word).casefold(), list(folded), n=1)
+    return f" Did you mean '{prefix}{folded[close[0]]}'?" if close else ""
 
 
 def check_choice(what: str, value: str, choices: Iterable[str]) -> str:

@@ -18,8 +18,8 @@ import numpy as np
 import pydicom
 from PIL import Image, ImageDraw, ImageFont
 
-from service.dicom.study_input import parse_instance, select_ct_series
 from service.dicom.seg_reader import read_seg_labels
+from service.dicom.study_input import parse_instance, select_ct_series
 from service.dicom.volume import CTVolume, series_to_volume
 
 #: Lung window (HU) for the grey background: lesions and lung parenchyma both visible.

@@ -41,8 +41,8 @@ from pydicom.multival import MultiValue
 from pydicom.tag import Tag
 from pydicom.valuerep import validate_value
 
+from service.core.dicom_uids import CT_IMAGE_STORAGE
 from service.core.errors import InvalidStudyError
-from service.dicom.study_input import CT_IMAGE_STORAGE
 
 logger = logging.getLogger(__name__)
 

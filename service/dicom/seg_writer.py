@@ -8,7 +8,6 @@ the ONNX file is the only hand-over from training.
 
 from __future__ import annotations
 
-import difflib
 import logging
 from io import BytesIO
 from pathlib import Path
@@ -22,6 +21,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 from service.core.classes import ClassInfo, CodedConcept
 from service.core.errors import InvalidStudyError
 from service.core.manifest import ModelManifest
+from service.core.options import SegmentationType
 from service.dicom.seg_source import TYPE2_COPIED, check_seg_dataset, seg_source_images, type2_value
 from service.dicom.sequence_encoding import sequences_pre_encoded
 from service.dicom.volume import CTVolume
@@ -38,30 +38,14 @@ SEG_FILE_NAME = "seg.dcm"
 COPIED_FROM_SOURCE = TYPE2_COPIED
 
 
-def _segmentation_type(value: hd.seg.SegmentationTypeValues | str) -> hd.seg.SegmentationTypeValues:
+def _segmentation_type(
+    value: SegmentationType | hd.seg.SegmentationTypeValues | str,
+) -> hd.seg.SegmentationTypeValues:
+    """The option as highdicom's enum; FRACTIONAL is refused (the model outputs hard labels)."""
     if isinstance(value, hd.seg.SegmentationTypeValues):
-        kind = value
-    elif isinstance(value, str):
-        try:
-            kind = hd.seg.SegmentationTypeValues(value.strip().upper())
-        except ValueError:
-            names = [t.value for t in SUPPORTED_TYPES]
-            hint = difflib.get_close_matches(value.strip().upper(), names, n=1)
-            did_you_mean = f" Did you mean '{hint[0]}'?" if hint else ""
-            raise ValueError(
-                f"Argument 'segmentation_type' must be one of {names}, got {value!r}.{did_you_mean}"
-            ) from None
-    else:
-        raise TypeError(
-            "Argument 'segmentation_type' must be a SegmentationTypeValues or str, "
-            f"got {type(value).__name__}."
-        )
-    if kind not in SUPPORTED_TYPES:
-        raise ValueError(
-            f"Argument 'segmentation_type' must be one of {[t.value for t in SUPPORTED_TYPES]}, "
-            f"got {kind.value!r}: the model outputs hard labels, not fractions."
-        )
-    return kind
+        value = value.value
+    kind = SegmentationType.parse(value, "Argument 'segmentation_type'")
+    return hd.seg.SegmentationTypeValues(kind.value)
 
 
 def _code(concept: CodedConcept) -> hd.sr.CodedConcept:
@@ -123,7 +107,9 @@ def build_segmentation(
     software_version: str,
     series_number: int = 300,
     instance_number: int = 1,
-    segmentation_type: hd.seg.SegmentationTypeValues | str = "BINARY",
+    segmentation_type: SegmentationType | hd.seg.SegmentationTypeValues | str = (
+        SegmentationType.BINARY
+    ),
     manufacturer: str = "pulmoseg",
     device_serial_number: str = "0",
     transfer_syntax_uid: str = ExplicitVRLittleEndian,
@@ -213,7 +199,9 @@ def write_study_seg(
     manifest: ModelManifest,
     *,
     software_version: str,
-    segmentation_type: hd.seg.SegmentationTypeValues | str = "BINARY",
+    segmentation_type: SegmentationType | hd.seg.SegmentationTypeValues | str = (
+        SegmentationType.BINARY
+    ),
     output_folder: str | Path | None = None,
 ) -> bytes:
     """The study's SEG as Part-10 bytes; also written to ``output_folder/seg.dcm`` when given.

@@ -2,68 +2,64 @@
 
 The MONAI Deploy anchor loader ignores files without a ``.dcm`` suffix and silently drops
 instances with an empty SOP Class UID; both are common in real PACS exports, so this module reads
-every regular file and decides by content. Every rejection is an :class:`InvalidStudyError` whose
-message names the instance by index or file name — never by a patient identifier.
+every regular file and decides by content. What is skipped (hidden files, DICOMDIR, bytes that
+are not DICOM) follows the one study-folder rule of :mod:`service.dicom.study_folder`, for
+uploads and folders alike. Every rejection is an :class:`InvalidStudyError` whose message names
+the instance by index or file name — never by a patient identifier.
 """
 
 from __future__ import annotations
 
 import logging
-import warnings
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import CancelledError
 from dataclasses import dataclass, field
-from io import BytesIO
+from functools import partial
 from pathlib import Path
 
-import pydicom
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.errors import InvalidDicomError
-from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.dataset import Dataset
 
+from service.core.dicom_uids import CT_IMAGE_STORAGE, ENHANCED_CT_IMAGE_STORAGE
 from service.core.errors import InvalidStudyError
 from service.core.identifiers import uid_hash
 from service.dicom.identifier_repair import repair_identifiers
+from service.dicom.study_folder import (
+    SkippedFile,
+    keep_or_skip,
+    label,
+    log_skipped,
+    no_instances_error,
+    read_dataset,
+    read_study_folder,
+)
 
 logger = logging.getLogger(__name__)
 
-CT_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.2")
-ENHANCED_CT_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.2.1")
-MEDIA_STORAGE_DIRECTORY_STORAGE = UID("1.2.840.10008.1.3.10")  # DICOMDIR
 _PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _MAX_NAMES_IN_MESSAGE = 5
-
-
-def _label(name: str) -> str:
-    return f"'{name}'" if name else "(unnamed)"
 
 
 def parse_instance(blob: bytes, *, name: str = "") -> Dataset:
     """Parse one uploaded DICOM instance; pixel data stays encoded until the volume is built.
 
-    Part-10 files are read strictly first. Files without preamble or file meta are retried with
-    ``force=True`` and accepted only if they decode into a dataset carrying a SOP Instance UID,
-    because forced reading turns almost any byte string into *some* dataset.
+    Raises ``NotDicomError`` (an ``InvalidStudyError``) for bytes that are not DICOM and
+    ``InvalidStudyError`` for DICOM that is damaged (see
+    :func:`service.dicom.study_folder.read_dataset`).
     """
     if not isinstance(blob, bytes | bytearray | memoryview):
         raise TypeError(
-            f"Argument 'blob' of instance {_label(name)} must be bytes, got {type(blob).__name__}."
+            f"Argument 'blob' of instance {label(name)} must be bytes, got {type(blob).__name__}."
         )
-    data = bytes(blob)
-    if not data:
-        raise InvalidStudyError(
-            f"Instance {_label(name)} is empty (0 bytes); expected a DICOM file."
-        )
-    try:
-        ds: Dataset = pydicom.dcmread(BytesIO(data))
-    except InvalidDicomError:
-        ds = _read_forced(data, name)
-    except Exception as exc:  # pydicom raises many types for truncated/corrupt files
-        raise InvalidStudyError(
-            f"Instance {_label(name)} is not a readable DICOM file ({len(data)} bytes): "
-            f"{type(exc).__name__}: {exc}"
-        ) from exc
+    return _completed(read_dataset(bytes(blob), name), name)
+
+
+def _parse_file(path: Path, name: str) -> Dataset:
+    return _completed(read_dataset(path, name), name)
+
+
+def _completed(ds: Dataset, name: str) -> Dataset:
+    """Decode every element now and drop what pydicom keeps for deferred reads."""
     _check_elements_decode(ds, name)
     # pydicom keeps the file it read from (``buffer``) for deferred reads, which we never make:
     # every element, pixel data included, is read by now. Holding it would keep a second copy
@@ -76,40 +72,6 @@ def parse_instance(blob: bytes, *, name: str = "") -> Dataset:
     return ds
 
 
-def _read_forced(data: bytes, name: str) -> Dataset:
-    not_dicom = (
-        f"Instance {_label(name)} is not DICOM ({len(data)} bytes, no 'DICM' marker and no "
-        "readable data set); expected a DICOM Part-10 file."
-    )
-    # Forced parsing of non-DICOM bytes makes pydicom warn about guessed VRs: noise, not news.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            ds = pydicom.dcmread(BytesIO(data), force=True)
-            sop_instance_uid = ds.get("SOPInstanceUID")
-        except Exception as exc:
-            raise InvalidStudyError(not_dicom) from exc
-    if not sop_instance_uid:
-        raise InvalidStudyError(not_dicom)
-    _fill_transfer_syntax(ds)
-    return ds
-
-
-def _fill_transfer_syntax(ds: Dataset) -> None:
-    """Record the encoding pydicom detected, since pixel decoding needs a Transfer Syntax UID."""
-    meta = getattr(ds, "file_meta", None)
-    if meta is not None and "TransferSyntaxUID" in meta:
-        return
-    implicit, little = ds.original_encoding
-    if implicit:
-        syntax = ImplicitVRLittleEndian
-    else:
-        syntax = ExplicitVRLittleEndian if little else ExplicitVRBigEndian
-    if meta is None:
-        ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = syntax
-
-
 def _check_elements_decode(ds: Dataset, name: str) -> None:
     """Convert every top-level element now so corrupt files fail here, not deep in the pipeline."""
     try:
@@ -117,62 +79,72 @@ def _check_elements_decode(ds: Dataset, name: str) -> None:
             pass
     except Exception as exc:
         raise InvalidStudyError(
-            f"Instance {_label(name)} has corrupt DICOM elements: {type(exc).__name__}: {exc}"
+            f"Instance {label(name)} has corrupt DICOM elements: {type(exc).__name__}: {exc}"
         ) from exc
 
 
-def _is_dicomdir(ds: Dataset) -> bool:
-    meta = getattr(ds, "file_meta", None)
-    sop_class = meta.get("MediaStorageSOPClassUID") if meta is not None else None
-    return sop_class == MEDIA_STORAGE_DIRECTORY_STORAGE or "DirectoryRecordSequence" in ds
+@dataclass(frozen=True)
+class StudyInstances:
+    """The DICOM instances of one study, and what the study-folder rule skipped."""
+
+    datasets: list[Dataset] = field(repr=False)
+    skipped: list[SkippedFile] = field(default_factory=list)
+
+
+def read_folder_study(path: str | Path) -> StudyInstances:
+    """Read every regular file below ``path`` as DICOM, whatever its suffix.
+
+    Hidden files, DICOMDIR indexes and files that are not DICOM are skipped and listed; a
+    damaged DICOM file fails the study, naming the file (relative to ``path``).
+    """
+    study = read_study_folder(path, _parse_file)
+    logger.info("loaded %d instances from a study folder", len(study.datasets))
+    return StudyInstances(study.datasets, study.skipped)
 
 
 def load_instances_from_dir(path: str | Path) -> list[Dataset]:
-    """Read every regular file below ``path`` as DICOM, whatever its suffix.
-
-    DICOMDIR index files and hidden files (names starting with '.', e.g. ``.DS_Store``) are
-    skipped; any other file that is not DICOM makes the whole study invalid, and the error lists
-    the offending file names (relative to ``path``) so the sender can fix the export.
-    """
-    root = Path(path)
-    if not root.is_dir():
-        raise InvalidStudyError(f"Study folder '{root}' does not exist or is not a folder.")
-    datasets: list[Dataset] = []
-    bad: list[str] = []
-    files = sorted(p for p in root.rglob("*") if p.is_file())
-    for file in files:
-        rel = file.relative_to(root).as_posix()
-        hidden = any(part.startswith(".") for part in file.relative_to(root).parts)
-        if file.name.upper() == "DICOMDIR" or hidden:
-            logger.debug("skipping index/hidden file %s", rel)
-            continue
-        try:
-            ds = parse_instance(file.read_bytes(), name=rel)
-        except InvalidStudyError:
-            bad.append(rel)
-            continue
-        if _is_dicomdir(ds):
-            logger.debug("skipping DICOMDIR content in %s", rel)
-            continue
-        datasets.append(ds)
-    if bad:
-        shown = ", ".join(bad[:_MAX_NAMES_IN_MESSAGE])
-        more = (
-            f" and {len(bad) - _MAX_NAMES_IN_MESSAGE} more"
-            if len(bad) > _MAX_NAMES_IN_MESSAGE
-            else ""
-        )
-        raise InvalidStudyError(
-            f"Study folder '{root}' holds {len(bad)} file(s) that are not DICOM: {shown}{more}."
-        )
-    if not datasets:
-        raise InvalidStudyError(f"Study folder '{root}' holds no DICOM instances.")
-    logger.info("loaded %d instances from a study folder", len(datasets))
-    return datasets
+    """The data sets of :func:`read_folder_study`, for callers that need no skip list."""
+    return read_folder_study(path).datasets
 
 
 #: How often (in instances) parsing reports progress and checks for cancellation.
 _PARSE_REPORT_EVERY = 16
+
+
+def read_uploaded_study(
+    blobs: Sequence[bytes],
+    *,
+    on_progress: Callable[[float], None] | None = None,
+    is_cancelled: Callable[[], bool] | None = None,
+) -> StudyInstances:
+    """Parse uploaded instances (named ``instance #i``) in upload order, by the folder rule.
+
+    ``on_progress`` gets the fraction parsed; ``is_cancelled`` is polled every few instances
+    and stops the work with ``CancelledError`` (a client that hung up should not cost a study).
+    """
+    if not blobs:
+        raise InvalidStudyError("No DICOM instances were sent.")
+    total = len(blobs)
+    datasets: list[Dataset] = []
+    skipped: list[SkippedFile] = []
+    for index, blob in enumerate(blobs):
+        if index % _PARSE_REPORT_EVERY == 0:
+            if is_cancelled is not None and is_cancelled():
+                raise CancelledError("the study was cancelled while its instances were parsed")
+            if on_progress is not None and index:
+                on_progress(index / total)
+        name = f"instance #{index}"
+        item = keep_or_skip(name, partial(parse_instance, blob, name=name))
+        if isinstance(item, SkippedFile):
+            skipped.append(item)
+        else:
+            datasets.append(item)
+    if not datasets:
+        raise no_instances_error("The upload", skipped)
+    log_skipped(skipped, "upload")
+    if on_progress is not None:
+        on_progress(1.0)
+    return StudyInstances(datasets, skipped)
 
 
 def parse_instances(
@@ -181,25 +153,8 @@ def parse_instances(
     on_progress: Callable[[float], None] | None = None,
     is_cancelled: Callable[[], bool] | None = None,
 ) -> list[Dataset]:
-    """Parse uploaded instances (named ``instance #i`` in errors) in upload order.
-
-    ``on_progress`` gets the fraction parsed; ``is_cancelled`` is polled every few instances
-    and stops the work with ``CancelledError`` (a client that hung up should not cost a study).
-    """
-    if not blobs:
-        raise InvalidStudyError("No DICOM instances were sent.")
-    total = len(blobs)
-    datasets = []
-    for index, blob in enumerate(blobs):
-        if index % _PARSE_REPORT_EVERY == 0:
-            if is_cancelled is not None and is_cancelled():
-                raise CancelledError("the study was cancelled while its instances were parsed")
-            if on_progress is not None and index:
-                on_progress(index / total)
-        datasets.append(parse_instance(blob, name=f"instance #{index}"))
-    if on_progress is not None:
-        on_progress(1.0)
-    return datasets
+    """The data sets of :func:`read_uploaded_study`, for callers that need no skip list."""
+    return read_uploaded_study(blobs, on_progress=on_progress, is_cancelled=is_cancelled).datasets
 
 
 @dataclass(frozen=True)
@@ -230,17 +185,20 @@ def load_study(
     *,
     on_progress: Callable[[float], None] | None = None,
     is_cancelled: Callable[[], bool] | None = None,
-) -> list[Dataset]:
-    """Every DICOM instance of ``source`` as a dataset (uploads and folders alike)."""
+) -> StudyInstances:
+    """Every DICOM instance of ``source`` as a dataset, and what was skipped (one rule for
+    uploads and folders)."""
     if not isinstance(source, StudySource):
         raise TypeError(f"Argument 'source' must be a StudySource, got {type(source).__name__}.")
     if source.instances is not None:
-        return parse_instances(source.instances, on_progress=on_progress, is_cancelled=is_cancelled)
+        return read_uploaded_study(
+            source.instances, on_progress=on_progress, is_cancelled=is_cancelled
+        )
     assert source.folder is not None  # guaranteed by StudySource.__post_init__
-    datasets = load_instances_from_dir(source.folder)
+    study = read_folder_study(source.folder)
     if on_progress is not None:
         on_progress(1.0)
-    return datasets
+    return study
 
 
 def has_pixel_data(ds: Dataset) -> bool:
@@ -286,13 +244,61 @@ def _series_number(ds: Dataset) -> int:
         return 2**31
 
 
+@dataclass(frozen=True)
+class SelectedSeries:
+    """The CT series to segment: where its instances are in the data sets given, and those
+    instances with their identifiers repaired (repaired copies; the given ones are unchanged)."""
+
+    positions: list[int]
+    datasets: list[Dataset] = field(repr=False)
+
+
 def select_ct_series(datasets: Sequence[Dataset]) -> list[Dataset]:
+    """The instances of the CT series to segment (see :func:`choose_ct_series`)."""
+    return choose_ct_series(datasets).datasets
+
+
+def choose_ct_series(datasets: Sequence[Dataset]) -> SelectedSeries:
     """Pick the CT series to segment: the one with the most CT slices, localizers excluded.
 
     Rejects uploads that mix studies (a request is one study) and studies without a usable CT
     series. Ties between equally large series are broken by SeriesNumber, then
-    SeriesInstanceUID, so repeated requests always segment the same series.
+    SeriesInstanceUID, so repeated requests always segment the same series. Broken UIDs are
+    repaired first (:mod:`service.dicom.identifier_repair`) in copies, never in ``datasets``.
     """
+    _check_datasets(datasets)
+    repaired = repair_identifiers(datasets).datasets
+    _check_one_study(repaired)
+
+    series: dict[str, list[int]] = defaultdict(list)
+    for position, ds in enumerate(repaired):
+        if _modality(ds) == "CT" and _is_ct_slice(ds):
+            series[str(ds.get("SeriesInstanceUID") or "")].append(position)
+    if not series:
+        raise _no_ct_series_error(repaired)
+    if "" in series:
+        raise InvalidStudyError(
+            f"{_plural(len(series['']), 'CT image')} lack SeriesInstanceUID (0020,000E); "
+            "cannot group them into a series."
+        )
+
+    def rank(item: tuple[str, list[int]]) -> tuple[int, int, str]:
+        uid, members = item
+        return (-len(members), _series_number(repaired[members[0]]), uid)
+
+    ranked = sorted(series.items(), key=rank)
+    chosen_uid, chosen = ranked[0]
+    logger.info(
+        "selected CT series %s with %d slices out of %d CT series (%d instances in the study)",
+        uid_hash(chosen_uid),
+        len(chosen),
+        len(ranked),
+        len(datasets),
+    )
+    return SelectedSeries(list(chosen), [repaired[i] for i in chosen])
+
+
+def _check_datasets(datasets: Sequence[Dataset]) -> None:
     if not isinstance(datasets, Sequence) or isinstance(datasets, str | bytes):
         raise TypeError(
             f"Argument 'datasets' must be a sequence of pydicom Datasets, "
@@ -307,7 +313,9 @@ def select_ct_series(datasets: Sequence[Dataset]) -> list[Dataset]:
                 f"got {type(ds).__name__}."
             )
 
-    repair_identifiers(datasets)
+
+def _check_one_study(datasets: Sequence[Dataset]) -> None:
+    """A request is one study: every instance names it, and all name the same one."""
     studies = {str(ds.get("StudyInstanceUID") or "") for ds in datasets}
     if "" in studies:
         missing = [i for i, ds in enumerate(datasets) if not ds.get("StudyInstanceUID")]
@@ -322,44 +330,21 @@ def select_ct_series(datasets: Sequence[Dataset]) -> list[Dataset]:
             "send one study per request."
         )
 
-    series: dict[str, list[Dataset]] = defaultdict(list)
-    for ds in datasets:
-        if _modality(ds) == "CT" and _is_ct_slice(ds):
-            series[str(ds.get("SeriesInstanceUID") or "")].append(ds)
 
-    if not series:
-        ct_instances = [ds for ds in datasets if _modality(ds) == "CT"]
-        if not ct_instances:
-            raise InvalidStudyError(
-                f"No CT series in the study: found {_describe_modalities(datasets)}. "
-                "pulmoseg segments CT only."
-            )
-        enhanced = sum(
-            str(ds.get("SOPClassUID") or "") == ENHANCED_CT_IMAGE_STORAGE for ds in ct_instances
+def _no_ct_series_error(datasets: Sequence[Dataset]) -> InvalidStudyError:
+    """Why a study without a usable CT image cannot be segmented, counted by cause."""
+    ct_instances = [ds for ds in datasets if _modality(ds) == "CT"]
+    if not ct_instances:
+        return InvalidStudyError(
+            f"No CT series in the study: found {_describe_modalities(datasets)}. "
+            "pulmoseg segments CT only."
         )
-        localizers = sum(_is_localizer(ds) for ds in ct_instances)
-        raise InvalidStudyError(
-            f"The study has {_plural(len(ct_instances), 'CT instance')} but no single-frame CT "
-            f"image with pixel data ({localizers} localizer(s) ignored, {enhanced} Enhanced CT "
-            "multi-frame instance(s) not supported); expected an axial CT image series."
-        )
-    if "" in series:
-        raise InvalidStudyError(
-            f"{_plural(len(series['']), 'CT image')} lack SeriesInstanceUID (0020,000E); "
-            "cannot group them into a series."
-        )
-
-    def rank(item: tuple[str, list[Dataset]]) -> tuple[int, int, str]:
-        uid, members = item
-        return (-len(members), _series_number(members[0]), uid)
-
-    ranked = sorted(series.items(), key=rank)
-    chosen_uid, chosen = ranked[0]
-    logger.info(
-        "selected CT series %s with %d slices out of %d CT series (%d instances in the study)",
-        uid_hash(chosen_uid),
-        len(chosen),
-        len(ranked),
-        len(datasets),
+    enhanced = sum(
+        str(ds.get("SOPClassUID") or "") == ENHANCED_CT_IMAGE_STORAGE for ds in ct_instances
     )
-    return list(chosen)
+    localizers = sum(_is_localizer(ds) for ds in ct_instances)
+    return InvalidStudyError(
+        f"The study has {_plural(len(ct_instances), 'CT instance')} but no single-frame CT "
+        f"image with pixel data ({localizers} localizer(s) ignored, {enhanced} Enhanced CT "
+        "multi-frame instance(s) not supported); expected an axial CT image series."
+    )

@@ -1,7 +1,8 @@
 """Regenerate the committed Python stubs from ``protos/pulmoseg/v1/segmentation.proto``.
 
 The stubs are committed so the service runs without grpcio-tools; this entry point (and the test
-``tests/service/grpc_api/test_protos_in_sync.py``) keeps them identical to the proto. protoc writes the
+``tests/service/grpc_api/test_protos_in_sync.py``) keeps them identical to the proto. protoc
+writes the
 grpc module with an absolute ``from pulmoseg.v1 import ...`` that only works with ``protos/``
 layout on ``sys.path``; we rewrite it to a relative import so the stubs live flat in this
 package while the descriptor keeps its canonical file name ``pulmoseg/v1/segmentation.proto``.

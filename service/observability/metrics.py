@@ -10,7 +10,8 @@ patient identifiers).
 Whole calls and stages are separate histograms: ``pulmoseg_request_duration_seconds`` (the whole
 SegmentStudy call, upload included) and ``pulmoseg_stage_duration_seconds{stage}``. With one
 histogram, ``sum by () (…)`` over ``stage`` counted every second twice. Quality metrics
-(``pulmoseg_study_voldice`` …) live in :mod:`service.observability.quality_metrics` on the same registry.
+(``pulmoseg_study_voldice`` …) live in :mod:`service.observability.quality_metrics` on the
+same registry.
 """
 
 from __future__ import annotations

@@ -18,11 +18,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
 
-from service.core.settings_base import (
-    SettingsModel,
-    check_choice,
-    is_optional,
-)
+from service.core.options import SegmentationType
+from service.core.settings_base import SettingsModel, check_choice, is_optional
 from service.observability.logging_config import LOG_LEVELS, LogFormat
 
 ENV_PREFIX = "PULMOSEG_PACS_"
@@ -110,7 +107,7 @@ class PacsSettings(SettingsModel):
     grpc_token: str | None = None
     grpc_tls_ca: Path | None = None
     grpc_timeout_s: float = 600.0
-    segmentation_type: str = "BINARY"
+    segmentation_type: SegmentationType = SegmentationType.BINARY
     #: C-STORE destinations of the SEG, ``AE_TITLE@host:port``.
     destinations: tuple[DicomDestination, ...] = ()
     #: DICOMweb base URL for STOW-RS (e.g. ``http://pacs:8042/dicom-web``); optional.
@@ -173,7 +170,7 @@ class PacsSettings(SettingsModel):
     def _segmentation_type(cls, value: Any) -> Any:
         if not isinstance(value, str):
             return value
-        return check_choice("Setting 'segmentation_type'", value.strip().upper(), LABEL_TYPES)
+        return SegmentationType.parse(value, "Setting 'segmentation_type'")
 
     @field_validator("stow_url")
     @classmethod
@@ -239,9 +236,6 @@ class PacsSettings(SettingsModel):
         if self.stow_url:
             names.append(self.stow_url)
         return names
-
-
-LABEL_TYPES = ("BINARY", "LABELMAP")
 
 
 def load_pacs_settings(

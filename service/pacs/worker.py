@@ -11,6 +11,13 @@ the next one starts, so a crash repeats at most the step in flight:
    rejects goes to the dead-letter folder with the reason.
 2. **deliver**: the SEG goes to every destination; each failed destination is retried with
    exponential backoff until ``max_attempts``, then the SEG goes to the dead-letter folder.
+
+Both steps wait and count by the one :class:`~service.client.retry.RetryPolicy` (the client's),
+built from the settings (``max_attempts``, ``retry_initial_delay_s``, ``retry_max_delay_s``).
+The worker owns the schedule and its client makes one attempt per pass: the worker's attempts
+are minutes apart, survive a restart in the spool and must not block the other batches, which
+sleeping inside the client would. So a study gets ``max_attempts`` calls in all, not
+``max_attempts`` times the client's own budget.
 """
 
 from __future__ import annotations
@@ -22,13 +29,19 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import grpc
 import pydicom
 from pydicom.dataset import Dataset
 
 from service.client.client import ClientError, SegmentationClient
+from service.client.retry import RetryPolicy
 from service.core.errors import InvalidStudyError
-from service.dicom.study_input import select_ct_series
+from service.dicom.study_folder import (
+    log_skipped,
+    no_instances_error,
+    read_dataset,
+    sort_study_files,
+)
+from service.dicom.study_input import choose_ct_series
 from service.pacs.delivery import DeliveryError, send_c_store, send_stow
 from service.pacs.metrics import PacsMetrics
 from service.pacs.settings import PacsSettings
@@ -36,14 +49,6 @@ from service.pacs.spool import Batch, BatchState, Spool
 
 logger = logging.getLogger(__name__)
 
-#: gRPC codes after which the same study may succeed later (server down, busy, too slow).
-RETRYABLE_CODES = frozenset(
-    {
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-    }
-)
 #: Headers are enough to choose the series; pixel data stays on disk until the upload.
 _DEFER_BYTES = 1024
 POLL_S = 0.2
@@ -52,9 +57,13 @@ POLL_S = 0.2
 Segmenter = Callable[[list[Path]], tuple[bytes, bytes]]
 
 
-def backoff_delay(attempt: int, initial_s: float, max_s: float) -> float:
-    """Seconds before retry number ``attempt`` (1-based): initial, 2x, 4x ... capped at max."""
-    return float(min(max_s, initial_s * 2 ** max(0, attempt - 1)))
+def retry_policy(settings: PacsSettings) -> RetryPolicy:
+    """The gateway's retry policy: the client's codes and back-off, the settings' budget."""
+    return RetryPolicy(
+        max_attempts=settings.max_attempts,
+        initial_backoff_s=settings.retry_initial_delay_s,
+        max_backoff_s=settings.retry_max_delay_s,
+    )
 
 
 def series_key(series: list[Dataset]) -> str:
@@ -63,22 +72,24 @@ def series_key(series: list[Dataset]) -> str:
     return hashlib.sha256("\n".join(uids).encode()).hexdigest()[:32]
 
 
-def choose_ct_files(files: list[Path]) -> tuple[list[Path], list[Dataset]]:
-    """The files of the CT series the service will segment, with their headers.
+def _read_spooled(path: Path, name: str) -> Dataset:
+    return read_dataset(path, name, defer_size=_DEFER_BYTES)
 
-    Raises InvalidStudyError (no CT series, unreadable file) from the service's own rules.
+
+def choose_ct_files(files: list[Path]) -> tuple[list[Path], list[Dataset]]:
+    """The files of the CT series the service will segment, with their (repaired) headers.
+
+    The service's own rules decide: the study-folder rule (files that are not DICOM and
+    DICOMDIRs are skipped) and the series selection. Raises InvalidStudyError (nothing usable,
+    no CT series, a damaged instance); the spooled files and their headers are not changed.
     """
-    by_id: dict[int, Path] = {}
-    datasets = []
-    for path in files:
-        try:
-            ds = pydicom.dcmread(path, defer_size=_DEFER_BYTES)
-        except Exception as exc:
-            raise InvalidStudyError(f"spooled instance {path.name} is unreadable: {exc}") from exc
-        by_id[id(ds)] = path
-        datasets.append(ds)
-    series = select_ct_series(datasets)
-    return [by_id[id(ds)] for ds in series], series
+    root = files[0].parent if files else Path()
+    study = sort_study_files(files, root, _read_spooled)
+    if not study.datasets:
+        raise no_instances_error("The spooled study", study.skipped)
+    log_skipped(study.skipped, "spooled study")
+    chosen = choose_ct_series(study.datasets)
+    return [study.files[i] for i in chosen.positions], chosen.datasets
 
 
 class Worker:
@@ -93,6 +104,7 @@ class Worker:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
+        self.retry = retry_policy(settings)
         self.spool = spool
         self.metrics = metrics
         self._segment_files = segmenter or self._grpc_segment
@@ -192,6 +204,7 @@ class Worker:
         )
 
     def _grpc_segment(self, files: list[Path]) -> tuple[bytes, bytes]:
+        """One attempt (``max_attempts=1``): the worker's own schedule retries, by the policy."""
         s = self.settings
         with SegmentationClient(
             s.grpc_target,
@@ -199,18 +212,15 @@ class Worker:
             tls_ca=s.grpc_tls_ca,
             timeout_s=s.grpc_timeout_s,
             client_name=f"pulmoseg-pacs {s.ae_title}",
+            max_attempts=1,
         ) as client:
             result = client.segment_files(files, segmentation_type=s.segmentation_type)
         return result.seg_bytes, getattr(result, "sr_bytes", b"") or b""
 
     def _segment_failed(self, batch: Batch, exc: ClientError) -> None:
-        s = self.settings
         batch.segment_attempts += 1
-        retryable = exc.code is None or exc.code in RETRYABLE_CODES
-        if retryable and batch.segment_attempts < s.max_attempts:
-            delay = backoff_delay(
-                batch.segment_attempts, s.retry_initial_delay_s, s.retry_max_delay_s
-            )
+        delay = self.retry.next_delay(exc.code, batch.segment_attempts)
+        if delay is not None:
             batch.next_attempt_at = self._clock() + delay
             self.spool.save(batch)
             self.metrics.segment_calls.labels(result="retry").inc()
@@ -229,7 +239,6 @@ class Worker:
 
     # -- deliver ---------------------------------------------------------------------------------
     def _deliver(self, batch: Batch) -> None:
-        s = self.settings
         datasets: list[Dataset] = []
         for name in list(batch.pending):
             if self._clock() < batch.next_send_at.get(name, 0.0):
@@ -241,14 +250,14 @@ class Worker:
             except (DeliveryError, OSError) as exc:
                 attempts = batch.pending[name] + 1
                 batch.pending[name] = attempts
-                if attempts >= s.max_attempts:
+                delay = self.retry.delay_after(attempts)
+                if delay is None:
                     # Other destinations keep their chances; the dead-letter move waits for them.
                     del batch.pending[name]
                     batch.failed[name] = f"failed after {attempts} attempt(s): {exc}"
                     self.metrics.sends.labels(destination=name, result="failed").inc()
                     self.spool.save(batch)
                     continue
-                delay = backoff_delay(attempts, s.retry_initial_delay_s, s.retry_max_delay_s)
                 batch.next_send_at[name] = self._clock() + delay
                 self.metrics.sends.labels(destination=name, result="retry").inc()
                 logger.warning(

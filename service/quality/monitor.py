@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from service.core.manifest import ModelManifest
-from service.quality.clinical import LESIONS
 from service.observability.quality_metrics import QualityMetrics
+from service.quality.clinical import LESIONS
 from service.quality.records import QualityStore, StudyRecord
 from service.quality.reference import ReferenceScores, read_reference, score_reference
 

@@ -23,13 +23,12 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from service.core.classes import ClassInfo
+from service.core.dicom_uids import LABEL_MAP_SEGMENTATION_STORAGE, SEGMENTATION_STORAGE
 from service.core.errors import InvalidReferenceError, ReferenceGeometryError
 from service.core.identifiers import uid_hash
 from service.core.segmentation_metrics import continuous_dice, dice
 from service.quality.geometry import StudyGeometry
 
-SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
-LABEL_MAP_SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.7"
 _SCHEME_ALIASES = {"SRT": "SCT"}
 #: Tolerances as fractions of a voxel: DS values carry 16 characters, not exact floats.
 POSITION_TOL = 0.05

@@ -8,14 +8,17 @@ back with :meth:`ConsistencyTransform.invert` is exact and any disagreement is t
 
 from __future__ import annotations
 
-import difflib
-from enum import StrEnum
-
 import numpy as np
 
+from service.core.options import Option
 
-class ConsistencyTransform(StrEnum):
-    """Transforms of the (z, y, x) axes; rotations turn the axial plane (y, x)."""
+
+class ConsistencyTransform(Option):
+    """Transforms of the (z, y, x) axes; rotations turn the axial plane (y, x).
+
+    ``ConsistencyTransform.parse("rot90")`` accepts the enum or its value (see
+    :class:`~service.core.options.Option`).
+    """
 
     FLIP_X = "flip_x"
     FLIP_Y = "flip_y"
@@ -23,21 +26,6 @@ class ConsistencyTransform(StrEnum):
     ROT90 = "rot90"
     ROT180 = "rot180"
     ROT270 = "rot270"
-
-    @classmethod
-    def parse(cls, value: ConsistencyTransform | str) -> ConsistencyTransform:
-        """Accept the enum or its value; a typo gets a "did you mean" hint."""
-        if isinstance(value, cls):
-            return value
-        try:
-            return cls(str(value).strip().lower())
-        except ValueError:
-            names = [t.value for t in cls]
-            close = difflib.get_close_matches(str(value), names, n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise ValueError(
-                f"Consistency transform '{value}' is unknown (known: {', '.join(names)}).{hint}"
-            ) from None
 
     def apply(self, volume: np.ndarray) -> np.ndarray:
         """T(volume) for an array whose last three axes are (z, y, x)."""

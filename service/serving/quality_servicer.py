@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import grpc
 
@@ -18,10 +18,13 @@ from service.core.errors import InvalidArgumentError, InvalidReferenceError, Res
 from service.grpc_api import segmentation_pb2 as pb2
 from service.grpc_api import segmentation_pb2_grpc as pb2_grpc
 from service.grpc_api.quality_messages import from_timestamp, record_message, reference_message
-from service.serving.errors import error_reason, log_failure, status_for
 from service.observability.metrics import ServiceMetrics
 from service.quality.monitor import QualityMonitor
+from service.serving.errors import error_reason, log_failure, status_for
 from service.serving.settings import ServiceSettings
+
+if TYPE_CHECKING:
+    from service.serving.servicer import ServingState
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -53,7 +56,7 @@ class QualityServicer(pb2_grpc.QualityServiceServicer):
         settings: ServiceSettings,
         metrics: ServiceMetrics,
         monitor: QualityMonitor,
-        state: Any,
+        state: ServingState,
     ) -> None:
         self._settings = settings
         self._metrics = metrics

@@ -32,15 +32,16 @@ from grpc_reflection.v1alpha import reflection
 from service.core.errors import ModelError
 from service.grpc_api import QUALITY_SERVICE_NAME, SERVICE_NAME
 from service.grpc_api import segmentation_pb2_grpc as pb2_grpc
-from service.serving.quality_servicer import QualityServicer
-from service.serving.servicer import SegmentationServicer, ServingState
-from service.serving.errors import AuthenticationError, log_failure, status_for
 from service.observability.logging_config import configure_logging
-from service.serving.model_versions import ModelVersion, newest_model_version
 from service.observability.metrics import MetricsServer, ServiceMetrics, start_metrics_server
 from service.quality.assessment import QualityConfig
 from service.quality.monitor import QualityMonitor
 from service.quality.records import QualityStore, database_url
+from service.serving.errors import AuthenticationError, log_failure, status_for
+from service.serving.model_versions import ModelVersion, newest_model_version
+from service.serving.pipeline import SegmentationPipeline
+from service.serving.quality_servicer import QualityServicer
+from service.serving.servicer import SegmentationServicer, ServingState
 from service.serving.settings import ServiceSettings, load_settings
 
 logger = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ class RunningServer:
     #: Called after a model is in place and before health turns SERVING; :func:`serve` uses it
     #: to re-arm its signal handlers (Holoscan replaces them when a model loads) first, so a
     #: SIGHUP or SIGTERM sent as soon as a probe sees SERVING is never lost.
-    before_serving: Callable[[Any], None] | None = None
+    before_serving: Callable[[SegmentationPipeline], None] | None = None
     _reload_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -118,7 +119,7 @@ class RunningServer:
         return self.metrics_server.port if self.metrics_server else None
 
     @property
-    def pipeline(self) -> Any:
+    def pipeline(self) -> SegmentationPipeline | None:
         return self.state.pipeline
 
     @property
@@ -130,7 +131,7 @@ class RunningServer:
         self.state.settled.wait(timeout)
         return self.state.pipeline is not None
 
-    def _set_pipeline(self, pipeline: Any) -> None:
+    def _set_pipeline(self, pipeline: SegmentationPipeline) -> None:
         self.state.pipeline = pipeline
         self.metrics.set_model(pipeline.manifest.name, pipeline.manifest.version, pipeline.provider)
         if self.before_serving is not None:
@@ -172,7 +173,7 @@ class RunningServer:
         self.state.serving_version = chosen.version
         self._set_pipeline(pipeline)
 
-    def _load_version(self, chosen: ModelVersion) -> Any:
+    def _load_version(self, chosen: ModelVersion) -> SegmentationPipeline:
         from service.app.study_runner import StudyRunner  # heavy: only where a model loads
         from service.app.warm_up import warm_up
 
@@ -282,7 +283,7 @@ def open_quality_monitor(settings: ServiceSettings, metrics: ServiceMetrics) -> 
 
 def build_server(
     settings: ServiceSettings,
-    pipeline: Any = None,
+    pipeline: SegmentationPipeline | None = None,
     *,
     on_load_failed: Callable[[BaseException], None] | None = None,
     autoload: bool = True,
@@ -387,11 +388,13 @@ def serve(settings: ServiceSettings) -> int:
         signal.SIGHUP: reload_in_background,
     }
     in_main_thread = threading.current_thread() is threading.main_thread()
-    armed_for: list[Any] = [None]  # the pipeline whose load our handlers were re-armed after
+    armed_for: list[SegmentationPipeline | None] = [
+        None
+    ]  # the pipeline whose load our handlers were re-armed after
     if in_main_thread:
         previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
 
-        def wait_until_armed(pipeline: Any) -> None:
+        def wait_until_armed(pipeline: SegmentationPipeline) -> None:
             deadline = time.monotonic() + 5.0  # the main loop re-arms within ARM_POLL_S
             while armed_for[0] is not pipeline and time.monotonic() < deadline:
                 time.sleep(ARM_POLL_S / 4)
@@ -415,7 +418,7 @@ def serve(settings: ServiceSettings) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m service.serving.server [SETTINGS.yaml]``: settings from the file and PULMOSEG_*."""
+    """``python -m service.serving.server [SETTINGS.yaml]``: settings from the file, PULMOSEG_*."""
     args = sys.argv[1:] if argv is None else argv
     return serve(load_settings(args[0] if args else None))
 

@@ -2,8 +2,9 @@
 
 It receives and validates the upload (``service.serving.upload``), runs ``segment`` on a study
 thread while relaying its progress, and streams back the SEG and a summary. Status codes are
-picked only by ``service.serving.errors.status_for``; the runner is duck-typed (``manifest``,
-``provider``, ``segment``) so this module does not import the heavy inference stack.
+picked only by ``service.serving.errors.status_for``; the runner is seen through the
+:class:`~service.serving.pipeline.SegmentationPipeline` protocol (``manifest``, ``provider``,
+``segment``), so this module does not import the heavy inference stack.
 
 Progress goes out through :class:`~service.grpc_api.progress.ProgressRelay`: stages in
 ``ProgressStage`` order (RECEIVING is timed and reported here, the pipeline stages come from the
@@ -27,18 +28,19 @@ import time
 from collections.abc import Generator, Iterator
 from concurrent.futures import CancelledError, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import grpc
 
 from service.core.errors import ModelError, ServiceNotReadyError
+from service.core.options import SegmentationType
 from service.core.progress import ProgressStage
 from service.grpc_api import segmentation_pb2 as pb2
 from service.grpc_api import segmentation_pb2_grpc as pb2_grpc
-from service.serving.admission import AdmissionQueue, Ticket
 from service.grpc_api.progress import ProgressRelay, stage_to_proto
 from service.grpc_api.quality_messages import clinical_from_summary, consistency_message
-from service.serving.upload import UploadReceiver
+from service.observability.metrics import ServiceMetrics
+from service.serving.admission import AdmissionQueue, Ticket
 from service.serving.errors import (
     ResourceLimitError,
     UnsupportedRequestError,
@@ -47,8 +49,9 @@ from service.serving.errors import (
     status_for,
 )
 from service.serving.model_versions import list_model_versions
-from service.observability.metrics import ServiceMetrics
+from service.serving.pipeline import SegmentationPipeline
 from service.serving.settings import ServiceSettings
+from service.serving.upload import UploadReceiver
 
 if TYPE_CHECKING:
     from service.app.study_result import StudyResult
@@ -67,9 +70,9 @@ def _abort_call(context: grpc.ServicerContext, code: grpc.StatusCode, details: s
 
 
 _SEG_TYPES = {
-    pb2.SEGMENTATION_TYPE_UNSPECIFIED: "BINARY",
-    pb2.SEGMENTATION_TYPE_BINARY: "BINARY",
-    pb2.SEGMENTATION_TYPE_LABELMAP: "LABELMAP",
+    pb2.SEGMENTATION_TYPE_UNSPECIFIED: SegmentationType.BINARY,
+    pb2.SEGMENTATION_TYPE_BINARY: SegmentationType.BINARY,
+    pb2.SEGMENTATION_TYPE_LABELMAP: SegmentationType.LABELMAP,
 }
 
 
@@ -77,14 +80,14 @@ class ServingState:
     """The loaded pipeline, or why there is none; shared by servicer and RunningServer."""
 
     def __init__(self) -> None:
-        self.pipeline: Any = None
+        self.pipeline: SegmentationPipeline | None = None
         self.load_error: BaseException | None = None
         self.settled = threading.Event()
         #: Name of the served version in the model directory, and why a reload kept it.
         self.serving_version = ""
         self.reload_error = ""
 
-    def require(self) -> Any:
+    def require(self) -> SegmentationPipeline:
         if self.pipeline is None:
             if self.load_error is not None:
                 raise ServiceNotReadyError(
@@ -169,7 +172,7 @@ class SegmentationServicer(pb2_grpc.SegmentationServiceServicer):
             self._metrics.record_request("SegmentStudy", code.name)
 
     # -- the work ------------------------------------------------------------------------------
-    def _model_info(self, pipeline: Any) -> pb2.ModelInfo:
+    def _model_info(self, pipeline: SegmentationPipeline) -> pb2.ModelInfo:
         m = pipeline.manifest
         classes = [
             pb2.ClassInfo(
@@ -309,7 +312,7 @@ class SegmentationServicer(pb2_grpc.SegmentationServiceServicer):
             self._admission.release(ticket)
 
     def _record_quality(
-        self, result: StudyResult, pipeline: Any, stage_seconds: dict[str, float]
+        self, result: StudyResult, pipeline: SegmentationPipeline, stage_seconds: dict[str, float]
     ) -> None:
         """Record the study's quality; a records failure is logged and counted, not raised."""
         if self._monitor is None or result.quality is None:
@@ -355,9 +358,9 @@ class SegmentationServicer(pb2_grpc.SegmentationServiceServicer):
 
     def _run_pipeline(
         self,
-        pipeline: Any,
+        pipeline: SegmentationPipeline,
         instances: list[bytes],
-        seg_type: str,
+        seg_type: SegmentationType,
         context: grpc.ServicerContext,
         relay: ProgressRelay,
     ) -> Generator[pb2.SegmentStudyResponse, None, StudyResult]:

@@ -4,6 +4,10 @@ The message order is part of the API: one StudyUploadHeader, then InstanceChunks
 0, 1, 2, ... (each instance ends with ``last_chunk``). Breaking the order is the caller's error
 (InvalidStudyError -> INVALID_ARGUMENT); exceeding the size limit is ResourceLimitError
 (-> RESOURCE_EXHAUSTED). Everything stays in memory, so a rejected upload leaves nothing behind.
+
+What an instance *holds* is not judged here: an empty or non-DICOM instance is passed on, and
+the study-folder rule (:mod:`service.dicom.study_folder`) skips and lists it as it would a stray
+file in a study folder, so an upload and a folder of the same files give the same study.
 """
 
 from __future__ import annotations
@@ -65,11 +69,8 @@ class UploadReceiver:
         self._parts.append(chunk.data)
         if not chunk.last_chunk:
             return False
-        data = b"".join(self._parts)
+        self.instances.append(b"".join(self._parts))
         self._parts = []
-        if not data:
-            raise InvalidStudyError(f"Instance {expected} of the upload is empty (0 bytes).")
-        self.instances.append(data)
         return True
 
     def finish(self) -> ReceivedUpload:

@@ -150,7 +150,7 @@ def test_staged_app_runs_from_the_map_environment(
     seg = pydicom.dcmread(out / "seg.dcm")
     assert seg.Modality == "SEG"
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["instances"] == len(list(held_out_study.dicom_dir.rglob("*.dcm")))
+    assert summary["num_instances"] == len(list(held_out_study.dicom_dir.rglob("*.dcm")))
 
 
 def test_staged_app_imports_its_own_copy_of_service(staged: Path, tmp_path: Path) -> None:

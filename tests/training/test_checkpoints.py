@@ -17,7 +17,7 @@ from training.checkpoints import (
 )
 from training.config import TrainConfig
 from training.distributed import DistContext
-from training.loop import StageTask
+from training.stages.task import StageTask
 
 
 def _stage(seed: int, rank: int, directory: Path) -> tuple[StageCheckpoints, StageTask]:

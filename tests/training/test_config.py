@@ -8,13 +8,17 @@ import pytest
 import yaml
 
 from training.config import (
-    STAGE_NAMES,
+    CONSISTENCY_TARGETS,
+    PADDING_MODES,
     DataConfig,
+    StageName,
     TrainConfig,
     config_from_dict,
     load_config,
     save_config,
 )
+from training.methods.invertible_transforms import PaddingMode
+from training.methods.tcsm import ConsistencyTarget
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "training" / "configs"
 
@@ -101,6 +105,12 @@ def test_old_configs_without_stage_sections_still_load() -> None:
         ({"tcsm": {"lr": 0}}, r"'tcsm\.lr' must be > 0, got 0\.0"),
         ({"pretrain_global": {"temperature": -1}}, r"'pretrain_global\.temperature' must be > 0"),
         ({"tcsm": {"unlabeled_batch_size": -1}}, r"'tcsm\.unlabeled_batch_size' must be >= 0"),
+        ({"tcsm": {"ema_decay": 1.0}}, r"'tcsm\.ema_decay' must be in \[0, 1\), got 1\.0"),
+        ({"tcsm": {"max_scale_delta": -0.1}}, r"'tcsm\.max_scale_delta' must be in \[0, 1\)"),
+        ({"tcsm": {"rampup_steps": -1}}, r"'tcsm\.rampup_steps' must be >= 0, got -1"),
+        ({"tcsm": {"noise_std_hu": -1}}, r"'tcsm\.noise_std_hu' must be >= 0"),
+        ({"tcsm": {"consistency_weight": -1}}, r"'tcsm\.consistency_weight' must be >= 0"),
+        ({"tcsm": {"image_padding": "boarder"}}, r"'tcsm\.image_padding' .*Did you mean 'border'"),
         ({"data": {"cv_folds": 1}}, r"'data\.cv_folds' must be 0 \(off\) or >= 2, got 1"),
         ({"data": {"cv_folds": 5, "cv_fold": 5}}, r"'data\.cv_fold' must be in \[0, 4\]"),
         (
@@ -204,13 +214,13 @@ def test_checkpoint_dict_round_trip_keeps_tuples() -> None:
 @pytest.mark.parametrize("name", ["demo", "phantom_supervised", "phantom_tcsm"])
 def test_example_configs_load_and_use_known_stages(name: str) -> None:
     config = load_config(CONFIG_DIR / f"{name}.yaml")
-    assert set(config.stages) <= set(STAGE_NAMES)
+    assert set(config.stages) <= set(StageName)
 
 
 def test_phantom_tcsm_example_runs_the_whole_method() -> None:
     config = load_config(CONFIG_DIR / "phantom_tcsm.yaml")
     # The paper's method: every stage but the alternative semi-supervised one (UniMatch).
-    assert config.stages == tuple(s for s in STAGE_NAMES if s != "unimatch")
+    assert config.stages == tuple(s for s in StageName if s != StageName.UNIMATCH)
     assert config.pretrain_global.temperature == 0.1
     assert config.pretrain_global.partitions == 4
     assert config.pretrain_local.num_regions == 13
@@ -240,3 +250,14 @@ def test_covid_grid_config_loads_with_a_fixed_schedule() -> None:
     assert config.runtime.checkpoint_selection == "last_epoch"
     assert config.runtime.final_model == "last_stage"
     assert "unimatch" in config.stages
+
+
+def test_option_lists_match_the_method_enums() -> None:
+    """The config checks options without importing the methods; the lists must not drift."""
+    assert tuple(ConsistencyTarget) == CONSISTENCY_TARGETS
+    assert tuple(PaddingMode) == PADDING_MODES
+
+
+def test_padding_mode_is_read_case_insensitively_and_saved_normalised() -> None:
+    config = config_from_dict({"tcsm": {"image_padding": " Border "}})
+    assert config.tcsm.image_padding == "border"

@@ -11,8 +11,7 @@ import pytest
 import torch
 import yaml
 
-from training.config import TrainConfig, config_from_dict, save_config
-from training.methods.contrastive import DECODER_STAGES, ENCODER_STAGES
+from training.config import StageName, TrainConfig, config_from_dict, save_config
 from training.distributed import DistContext, state_digest
 from training.experiment import (
     _build_task,
@@ -24,6 +23,7 @@ from training.experiment import (
 )
 from training.export.onnx_export import load_checkpoint
 from training.loop import StageResult, step_random
+from training.methods.contrastive import DECODER_STAGES, ENCODER_STAGES
 from training.nn.networks import build_network
 from training.phantom import generate_dataset
 
@@ -150,6 +150,18 @@ def test_each_stage_lowers_its_loss_and_trains_only_its_part(
     assert all(math.isfinite(v) for v in losses)
     assert losses[-1] < losses[0]
     assert _changed(before, model) == trained
+
+
+def test_every_registered_stage_builds_a_task_named_after_it(
+    semi_data: Path, tmp_path: Path, one_thread: None
+) -> None:
+    config = _config(semi_data, tmp_path)
+    data = load_experiment_data(config)
+    for name in StageName:
+        task = _build_task(name, config, build_network(config.model), data, DistContext())
+        assert task.name == name and task.total_steps > 0
+    with pytest.raises(ValueError, match=r"got 'unimach'\. Did you mean 'unimatch'\?"):
+        _build_task("unimach", config, build_network(config.model), data, DistContext())
 
 
 def test_local_stage_refuses_more_regions_than_the_map_holds(

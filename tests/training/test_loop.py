@@ -15,10 +15,11 @@ from training.config import TrainConfig, config_from_dict
 from training.distributed import DistContext, state_digest
 from training.experiment import load_experiment_data, seed_everything, train_supervised
 from training.export.onnx_export import load_checkpoint
-from training.loop import AutocastForward, StepBudget, run_stage, step_random
+from training.loop import StepBudget, run_stage, step_random
 from training.nn.networks import build_network
 from training.phantom import generate_dataset
 from training.stages.supervised import build_supervised_task
+from training.stages.task import AutocastForward
 
 FEATURES = [4, 4, 8, 8, 16, 4]
 

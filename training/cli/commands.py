@@ -256,7 +256,7 @@ def _parse_fold(text: str) -> tuple[int, int]:
 
     try:
         index, folds = (int(part) for part in text.split("/"))
-        return check_fold((index, folds))  # type: ignore[return-value]
+        return check_fold((index, folds))
     except ValueError as exc:
         raise argparse.ArgumentTypeError(
             f"expected a fold as I/K (e.g. 0/5, folds counted from 0), got {text!r}: {exc}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import overload
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +48,18 @@ class Augment2D:
                 raise ValueError(f"Argument '{name}' must be >= 0, got {getattr(self, name)}.")
         if self.contrast >= 1.0:
             raise ValueError(f"Argument 'contrast' must be < 1, got {self.contrast}.")
+
+
+@overload
+def augment_batch(
+    x: torch.Tensor, y: torch.Tensor, augment: Augment2D, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+@overload
+def augment_batch(
+    x: torch.Tensor, y: None, augment: Augment2D, generator: torch.Generator
+) -> tuple[torch.Tensor, None]: ...
 
 
 def augment_batch(

@@ -11,17 +11,23 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from training.nn.resize import resize_images, resize_labels
 from training.data.slice_augmentation import Augment2D, augment_batch
 from training.data.slice_folders import LoadedSlice
+from training.nn.resize import resize_images, resize_labels
 
 
-def _resize(
-    image: np.ndarray, label: np.ndarray | None, size: tuple[int, int]
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    x = resize_images(torch.from_numpy(image.astype(np.float32))[None], size)
-    y = None if label is None else resize_labels(torch.from_numpy(label)[None], size)[0]
-    return x, y
+def _image_tensor(image: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """A slice as a (1, H, W) float32 tensor at the network's input size."""
+    return resize_images(torch.from_numpy(image.astype(np.float32))[None], size)
+
+
+def _label_tensor(label: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """A mask as an (H, W) tensor at the network's input size."""
+    return resize_labels(torch.from_numpy(label)[None], size)[0]
+
+
+def _has_foreground(s: LoadedSlice) -> bool:
+    return s.label is not None and bool((s.label > 0).any())
 
 
 class _SliceSampler:
@@ -85,7 +91,7 @@ class LabeledSliceSampler(_SliceSampler):
                 "Argument 'negatives_share' must be in (0, 1) with negatives, "
                 f"got {negatives_share}."
             )
-        w = np.array([lesion_oversampling if (s.label > 0).any() else 1.0 for s in labeled])  # type: ignore[operator]
+        w = np.array([lesion_oversampling if _has_foreground(s) else 1.0 for s in labeled])
         w /= w.sum()
         if negatives:
             share = float(negatives_share)
@@ -97,13 +103,14 @@ class LabeledSliceSampler(_SliceSampler):
     def sample(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = [], []
         for i in self._picks(batch_size):
-            x, y = _resize(self.slices[i].image, self.slices[i].label, self.input_size)
-            images.append(x)
-            labels.append(y)
-        xb, yb = torch.stack(images), torch.stack(labels)  # type: ignore[arg-type]
+            image, label = self.slices[i].image, self.slices[i].label
+            assert label is not None  # __init__ keeps labeled slices only
+            images.append(_image_tensor(image, self.input_size))
+            labels.append(_label_tensor(label, self.input_size))
+        xb, yb = torch.stack(images), torch.stack(labels)
         if self.augment is not None:
             xb, yb = augment_batch(xb, yb, self.augment, self.generator)
-        return xb, yb  # type: ignore[return-value]
+        return xb, yb
 
 
 class UnlabeledSliceSampler(_SliceSampler):
@@ -127,10 +134,7 @@ class UnlabeledSliceSampler(_SliceSampler):
 
     def sample(self, batch_size: int) -> torch.Tensor:
         xb = torch.stack(
-            [
-                _resize(self.slices[i].image, None, self.input_size)[0]
-                for i in self._picks(batch_size)
-            ]
+            [_image_tensor(self.slices[i].image, self.input_size) for i in self._picks(batch_size)]
         )
         if self.augment is not None:
             xb, _ = augment_batch(xb, None, self.augment, self.generator)

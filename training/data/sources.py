@@ -27,14 +27,6 @@ from torch import Tensor
 from service.core.classes import LESION_CLASS_NAMES
 from service.core.preprocessing import resize_planes
 from training.config import TrainConfig
-from training.data.volumes import (
-    ImageSliceSampler,
-    LoadedStudy,
-    SliceBatchSampler,
-    load_study,
-    read_dataset_manifest,
-)
-from training.nn.losses import as_option
 from training.data.slice_augmentation import Augment2D
 from training.data.slice_folders import (
     LoadedSlice,
@@ -47,6 +39,14 @@ from training.data.slice_preparation import pad_square, pixels_to_hu, prepare_sl
 from training.data.slice_samplers import LabeledSliceSampler, UnlabeledSliceSampler
 from training.data.splits import split_by_group, split_studies
 from training.data.validation import validate_slices, validate_volumes
+from training.data.volumes import (
+    ImageSliceSampler,
+    LoadedStudy,
+    SliceBatchSampler,
+    load_study,
+    read_dataset_manifest,
+)
+from training.nn.losses import as_option
 
 __all__ = [
     "DataKind",
@@ -188,16 +188,18 @@ class VolumeSource(DataSource):
         train, val = split_studies(
             records, self.config.data.val_fraction, self.config.seed, self.config.data.fold
         )
-        labeled = [load_study(r) for r in train if r.labeled]
-        unlabeled = [load_study(r) for r in train if not r.labeled] if with_unlabeled else []
-        studies = [load_study(r) for r in val]
+        labeled: list[Item] = [load_study(r) for r in train if r.labeled]
+        unlabeled: list[Item] = (
+            [load_study(r) for r in train if not r.labeled] if with_unlabeled else []
+        )
+        studies: list[Item] = [load_study(r) for r in val]
         log.info(
             "studies: %d labeled + %d unlabeled for training, %d for validation",
             len(labeled),
             len(unlabeled),
             len(studies),
         )
-        return ExperimentData(labeled, unlabeled, studies)  # type: ignore[arg-type]
+        return ExperimentData(labeled, unlabeled, studies)
 
     def labeled_batches(self, items: Sequence[Item]) -> LabeledBatches:
         model = self.config.model
@@ -230,7 +232,7 @@ def _studies(items: Sequence[Item]) -> list[LoadedStudy]:
             f"data.kind 'volumes' needs LoadedStudy items, got {sorted(set(bad))}; "
             "was the data loaded with another data.kind?"
         )
-    return list(items)  # type: ignore[arg-type]
+    return [i for i in items if isinstance(i, LoadedStudy)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -303,9 +305,9 @@ class SliceSource(DataSource):
         data = self.config.data
         records = list_slice_folder(self._folder(data.images), self._folder(data.masks))
         train, val = split_by_group(records, data.val_fraction, self.config.seed, fold=data.fold)
-        labeled = [self._load(r) for r in train]
-        held_out = [self._load(r) for r in val]
-        unlabeled: list[LoadedSlice] = []
+        labeled: list[Item] = [self._load(r) for r in train]
+        held_out: list[Item] = [self._load(r) for r in val]
+        unlabeled: list[Item] = []
         if with_unlabeled and data.unlabeled:
             size = self.config.model.input_size
             for record in list_slice_folder(self._folder(data.unlabeled)):
@@ -318,7 +320,7 @@ class SliceSource(DataSource):
             len(unlabeled),
             len(held_out),
         )
-        return ExperimentData(labeled, unlabeled, held_out)  # type: ignore[arg-type]
+        return ExperimentData(labeled, unlabeled, held_out)
 
     def negatives(self) -> list[LoadedSlice]:
         """The lesion-free whole-field slices of ``data.negatives`` (read once), as stored:
@@ -400,7 +402,7 @@ def _slices(items: Sequence[Item]) -> list[LoadedSlice]:
             f"data.kind 'slices2d' needs LoadedSlice items, got {sorted(set(bad))}; "
             "was the data loaded with another data.kind?"
         )
-    return list(items)  # type: ignore[arg-type]
+    return [i for i in items if isinstance(i, LoadedSlice)]
 
 
 _SOURCES: dict[DataKind, type[DataSource]] = {

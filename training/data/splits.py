@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from typing import Protocol, TypeVar
+from operator import attrgetter
+from typing import Protocol, TypeVar, overload
 
 import numpy as np
 
@@ -26,6 +27,14 @@ class _MaybeLabeled(Protocol):
 
 
 S = TypeVar("S", bound=_MaybeLabeled)
+
+
+@overload
+def check_fold(fold: tuple[int, int]) -> tuple[int, int]: ...
+
+
+@overload
+def check_fold(fold: None) -> None: ...
 
 
 def check_fold(fold: tuple[int, int] | None) -> tuple[int, int] | None:
@@ -113,7 +122,7 @@ def split_by_group(
     chosen by a seeded permutation (:func:`held_out`) of the naturally sorted groups, so the
     choice does not depend on listing order; item order is kept within each side.
     """
-    get: Callable[[T], str] = key if key is not None else (lambda item: item.group)  # type: ignore[attr-defined]
+    get: Callable[[T], str] = key if key is not None else attrgetter("group")
     groups = sorted({get(item) for item in items}, key=natural_key)
     val_groups = {groups[i] for i in held_out(len(groups), val_fraction, seed, fold)}
     train = [item for item in items if get(item) not in val_groups]

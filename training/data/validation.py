@@ -17,8 +17,8 @@ from service.core.segmentation_metrics import dice, per_class_vol_dice
 from service.predictor import InputGeometry, Predictor
 from service.predictor.torch_backend import TorchBackend
 from training.config import ModelConfig
-from training.data.volumes import LoadedStudy
 from training.data.slice_folders import LoadedSlice
+from training.data.volumes import LoadedStudy
 
 
 def torch_predictor(model: torch.nn.Module, config: ModelConfig) -> Predictor:

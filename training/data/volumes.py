@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import overload
 
 import nibabel as nib
 import numpy as np
 import torch
+from nibabel.spatialimages import SpatialImage
 
 from service.core.preprocessing import slice_context_stack
 from training.nn.resize import resize_images, resize_labels
@@ -75,6 +77,8 @@ def read_dataset_manifest(root: str | Path) -> list[StudyRecord]:
 def load_nifti_zyx(path: str | Path) -> tuple[np.ndarray, tuple[float, float, float]]:
     """Load a NIfTI volume reoriented to LPS as (z, y, x), with its spacing (z, y, x) in mm."""
     img = nib.load(str(path))
+    if not isinstance(img, SpatialImage):
+        raise ValueError(f"'{path}' is not a volume image (got {type(img).__name__}).")
     current = nib.orientations.io_orientation(img.affine)
     target = nib.orientations.axcodes2ornt(("L", "P", "S"))
     transform = nib.orientations.ornt_transform(current, target)
@@ -133,7 +137,7 @@ class SliceBatchSampler:
         index, weights = [], []
         for si, study in enumerate(self.studies):
             assert study.label is not None
-            has_lesion = (study.label >= 2).reshape(study.label.shape[0], -1).any(axis=1)
+            has_lesion = np.any((study.label >= 2).reshape(study.label.shape[0], -1), axis=1)
             for z in range(study.hu.shape[0]):
                 index.append((si, z))
                 weights.append(lesion_oversampling if has_lesion[z] else 1.0)
@@ -189,6 +193,16 @@ class ImageSliceSampler:
             depth.append(hu.shape[0])
         x, _ = resize_batch(torch.from_numpy(np.stack(stacks)), None, self.input_size)
         return x.float(), torch.tensor(z_index), torch.tensor(depth)
+
+
+@overload
+def resize_batch(
+    x: torch.Tensor, y: torch.Tensor, size: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+@overload
+def resize_batch(x: torch.Tensor, y: None, size: tuple[int, int]) -> tuple[torch.Tensor, None]: ...
 
 
 def resize_batch(

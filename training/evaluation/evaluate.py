@@ -25,10 +25,11 @@ import numpy as np
 
 from service.core.classes import DEFAULT_CLASS_NAMES, LESION_CLASS_NAMES, LESION_MASK_CLASS_NAMES
 from service.core.segmentation_metrics import continuous_dice, dice, mean_slice_dice
-from training.evaluation.report import EvaluationReport, ItemMetrics, summarise_items
 from training.data.splits import check_fold, split_by_group, split_studies
+from training.evaluation.report import EvaluationReport, ItemMetrics, summarise_items
 
 if TYPE_CHECKING:
+    from service.core.manifest import ModelManifest
     from service.predictor import Predictor
 
 log = logging.getLogger(__name__)
@@ -143,15 +144,24 @@ def _volume_items(
         train, val = split_studies(records, val_fraction, seed, fold)
         records = val if split == "val" else train
     raw = json.loads((root / "manifest.json").read_text())
-    labels = {str(s["id"]): s.get("label") for s in raw["studies"] if isinstance(s, dict)}
+    labels = {
+        str(s["id"]): s["label"] for s in raw["studies"] if isinstance(s, dict) and s.get("label")
+    }
     items = [
         (r.study_id, r.image_path, root / labels[r.study_id])
         for r in records
-        if labels.get(r.study_id)
+        if r.study_id in labels
     ]
     if not items:
         raise ValueError(f"Dataset '{root}' has no study with a label file in split '{split}'.")
     return items
+
+
+def _model_manifest(predictor: Predictor) -> ModelManifest:
+    """The exported model's manifest (what its geometry, window and classes come from)."""
+    if predictor.manifest is None:
+        raise ValueError("The model to evaluate has no manifest; export it with pulmoseg export.")
+    return predictor.manifest
 
 
 def _manifest_class_names(root: Path) -> dict[int, str] | None:
@@ -203,11 +213,9 @@ def _score_slices(
     """Scores of 8-bit 2D slices, each its own one-slice volume, split by group if asked."""
     from training.data.slice_folders import list_slice_folder, load_slice  # PIL: only for 2D
 
-    if tuple(predictor.manifest.hu_window) != (0.0, 255.0):
-        log.warning(
-            "model window %s is not (0, 255): 8-bit slices may be misread",
-            predictor.manifest.hu_window,
-        )
+    window = _model_manifest(predictor).hu_window
+    if tuple(window) != (0.0, 255.0):
+        log.warning("model window %s is not (0, 255): 8-bit slices may be misread", window)
     records = list_slice_folder(images, masks)
     if split != "all":
         train, val = split_by_group(records, val_fraction, seed, fold=fold)
@@ -276,7 +284,7 @@ def evaluate_model(
         source, kind = str(images), "2d"
 
     predictor = load_onnx_predictor(model_path)
-    manifest = predictor.manifest
+    manifest = _model_manifest(predictor)
     model_names = [c.name for c in manifest.classes]
     scorer = _Scorer(_model_indices(model_names, dataset, model_path), dataset)
 

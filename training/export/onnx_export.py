@@ -211,6 +211,8 @@ def _export_module(
             opset_version=config.export.opset,
             verbose=False,
         )
+        if program is None:  # only the legacy exporter (dynamo=False) returns nothing
+            raise RuntimeError("torch.onnx.export (dynamo) returned no ONNX program.")
         program.save(str(tmp))
         proto = onnx.load(str(tmp))
         del proto.metadata_props[:]

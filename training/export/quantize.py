@@ -217,6 +217,6 @@ def compare_voldice(
 
     def means(model: str | Path) -> dict[str, float]:
         summary = evaluate_model(model, dataset_root=dataset_root).summary["vol_dice"]
-        return {c: float(v["mean"]) for c, v in summary.items() if v.get("mean") is not None}
+        return {c: float(mean) for c, v in summary.items() if (mean := v.get("mean")) is not None}
 
     return VolDiceComparison(means(reference_model), means(variant_model))

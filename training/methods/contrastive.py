@@ -201,7 +201,7 @@ class BasicUNetFeatures(nn.Module):
 
     @property
     def encoder_channels(self) -> int:
-        return _out_channels(self.unet.down_4)
+        return _out_channels(self.unet.get_submodule("down_4"))
 
     def stage_channels(self, stage: DecoderStage | str) -> int:
         return _out_channels(getattr(self.unet, as_option(stage, DecoderStage, "stage").value))
@@ -212,7 +212,7 @@ class BasicUNetFeatures(nn.Module):
 
     def encode(self, x: Tensor) -> list[Tensor]:
         """Skip features ``[x0, x1, x2, x3, x4]``; ``x4`` is the deepest (after ``down_4``)."""
-        feats = [self.unet.conv_0(x)]
+        feats = [self.unet.get_submodule("conv_0")(x)]
         for name in ENCODER_STAGES[1:]:
             feats.append(getattr(self.unet, name)(feats[-1]))
         return feats

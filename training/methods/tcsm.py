@@ -8,8 +8,9 @@ The public reference implementation evaluates this term under ``torch.no_grad()`
 it a constant that trains nothing. Here only the teacher side is detached, and
 :func:`tcsm_train_step` refuses to run if the consistency term carries no gradient.
 
-This module is the method alone (plain modules and tensors); ``training.stages.tcsm`` wires it
-into a training run's config, data and loop.
+This module is the method alone (plain modules and tensors, and its hyper-parameters as the
+``tcsm`` section of the run's config, :class:`~training.config.TCSMStageConfig`);
+``training.stages.tcsm`` wires it into a training run's data and loop.
 """
 
 from __future__ import annotations
@@ -18,15 +19,14 @@ import copy
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
 from enum import StrEnum
 
 import torch
 from torch import Tensor, nn
 
+from training.config import TCSMStageConfig
 from training.methods.invertible_transforms import (
     InterpolationMode,
-    PaddingMode,
     SpatialTransform,
     add_gaussian_noise,
     apply,
@@ -38,7 +38,6 @@ from training.nn.losses import as_option
 __all__ = [
     "ConsistencyTarget",
     "EMATeacher",
-    "TCSMConfig",
     "consistency_loss",
     "ema_alpha",
     "sigmoid_rampup",
@@ -172,55 +171,6 @@ def consistency_loss(
     return (sq * mask).sum() / denom.clamp_min(1.0)
 
 
-@dataclass
-class TCSMConfig:
-    """Hyper-parameters of one TCSM run (saved with checkpoints via :meth:`to_dict`).
-
-    Attributes:
-        ema_decay: teacher EMA decay (0.99–0.999).
-        consistency_weight: ``w_max`` of the sigmoid ramp-up.
-        rampup_steps: steps until the consistency weight reaches ``w_max``.
-        noise_std: std of Gaussian noise added to the teacher's input (intensity units of x).
-        max_scale_delta: scale drawn from ``[1 − δ, 1 + δ]``.
-        image_padding: how the teacher's zoomed-out input is padded ("border" keeps CT edges).
-        consistency_on_labeled: also use labeled images in the consistency term (TCSM does);
-            False: consistency on unlabeled slices only.
-        consistency_target: "probabilities" (TCSM) or "logits" (:class:`ConsistencyTarget`).
-    """
-
-    ema_decay: float = 0.99
-    consistency_weight: float = 1.0
-    rampup_steps: int = 1000
-    noise_std: float = 0.03
-    max_scale_delta: float = 0.1
-    image_padding: str = "border"
-    consistency_on_labeled: bool = True
-    consistency_target: str = "probabilities"
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"TCSMConfig 'ema_decay' must be in [0, 1), got {self.ema_decay}.")
-        if self.consistency_weight < 0:
-            raise ValueError(
-                f"TCSMConfig 'consistency_weight' must be >= 0, got {self.consistency_weight}."
-            )
-        if self.rampup_steps < 0:
-            raise ValueError(f"TCSMConfig 'rampup_steps' must be >= 0, got {self.rampup_steps}.")
-        if self.noise_std < 0:
-            raise ValueError(f"TCSMConfig 'noise_std' must be >= 0, got {self.noise_std}.")
-        if not 0.0 <= self.max_scale_delta < 1.0:
-            raise ValueError(
-                f"TCSMConfig 'max_scale_delta' must be in [0, 1), got {self.max_scale_delta}."
-            )
-        self.image_padding = as_option(self.image_padding, PaddingMode, "image_padding").value
-        self.consistency_target = as_option(
-            self.consistency_target, ConsistencyTarget, "consistency_target"
-        ).value
-
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self)
-
-
 def tcsm_train_step(
     student: nn.Module,
     teacher: EMATeacher,
@@ -229,10 +179,15 @@ def tcsm_train_step(
     unlabeled_x: Tensor | None,
     supervised_loss: Callable[[Tensor, Tensor], Tensor],
     step: int,
-    cfg: TCSMConfig,
+    cfg: TCSMStageConfig,
     generator: torch.Generator | None = None,
 ) -> dict[str, float]:
     """One optimisation step: ``sup + w(step)·cons``, backward, optimizer step, EMA update.
+
+    ``cfg`` is the run's ``tcsm`` config section; the step reads the consistency settings
+    (``consistency_weight``, ``rampup_steps``, ``noise_std_hu``, ``max_scale_delta``,
+    ``image_padding``, ``consistency_on_labeled``, ``consistency_target``) and leaves the rest
+    (batch sizes, optimiser, ``ema_decay``) to whoever built ``optimizer`` and ``teacher``.
 
     Labeled and unlabeled images go through the student in one forward pass. Returns the loss
     parts as floats: ``loss``, ``supervised``, ``consistency``, ``consistency_weight``,
@@ -273,7 +228,7 @@ def tcsm_train_step(
         x_t = apply(
             x_c, transforms, mode=InterpolationMode.BILINEAR, padding_mode=cfg.image_padding
         )
-        x_t = add_gaussian_noise(x_t, cfg.noise_std, generator)
+        x_t = add_gaussian_noise(x_t, cfg.noise_std_hu, generator)
         with torch.no_grad():
             t_logits = teacher(x_t)
         cons = consistency_loss(s_logits, t_logits, transforms, target=cfg.consistency_target)

@@ -27,25 +27,25 @@ one forward pass (the network uses instance norm, so batch composition does not 
 outputs, and DDP sees one forward per step); 8-bit CT has no colour, so colour jitter and
 grayscale become brightness/contrast and gamma.
 
-This module is the method alone (plain modules and tensors); ``training.stages.unimatch``
-wires it into a training run's config, data and loop.
+This module is the method alone (plain modules and tensors, and its hyper-parameters as the
+``unimatch`` section of the run's config, :class:`~training.config.UniMatchStageConfig`);
+``training.stages.unimatch`` wires it into a training run's data and loop.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from training.config import UniMatchStageConfig
 from training.methods.tcsm import sigmoid_rampup
+from training.nn.networks import SegmentationNet
 
 __all__ = [
-    "StrongPerturbation",
-    "UniMatchConfig",
     "UniMatchNet",
     "cutmix_boxes",
     "intensity_perturbation",
@@ -53,51 +53,6 @@ __all__ = [
     "unimatch_train_step",
     "weak_view",
 ]
-
-
-@dataclass
-class StrongPerturbation:
-    """Strong-view settings (intensities in input units: 0..255 pixels, or HU)."""
-
-    value_range: tuple[float, float] = (0.0, 255.0)
-    intensity_prob: float = 0.8
-    brightness: float = 0.25
-    contrast: float = 0.25
-    gamma_range: tuple[float, float] = (0.6, 1.6)
-    blur_prob: float = 0.5
-    blur_sigma: tuple[float, float] = (0.1, 2.0)
-    noise_prob: float = 0.5
-    noise_std: float = 8.0
-    cutmix_prob: float = 0.5
-    cutmix_area: tuple[float, float] = (0.02, 0.4)
-
-
-@dataclass
-class UniMatchConfig:
-    """Hyper-parameters of one UniMatch run (see ``UniMatchStageConfig`` for the meaning)."""
-
-    confidence_threshold: float = 0.95
-    unlabeled_weight: float = 1.0
-    fp_weight: float = 0.5
-    rampup_steps: int = 0
-    feature_dropout: float = 0.5
-    weak_rotation_deg: float = 10.0
-    weak_scale_delta: float = 0.1
-    strong: StrongPerturbation | None = None
-
-    def __post_init__(self) -> None:
-        if self.strong is None:
-            self.strong = StrongPerturbation()
-        if not 0.0 <= self.confidence_threshold <= 1.0:
-            raise ValueError(
-                "UniMatchConfig 'confidence_threshold' must be in [0, 1], "
-                f"got {self.confidence_threshold}."
-            )
-        if not 0.0 <= self.fp_weight <= 1.0:
-            raise ValueError(f"UniMatchConfig 'fp_weight' must be in [0, 1], got {self.fp_weight}.")
-
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self)
 
 
 def _uniform(n: int, lo: float, hi: float, generator: torch.Generator | None) -> Tensor:
@@ -142,19 +97,24 @@ def _gaussian_blur(x: Tensor, sigma: Tensor) -> Tensor:
 
 
 def intensity_perturbation(
-    x: Tensor, cfg: StrongPerturbation, generator: torch.Generator | None
+    x: Tensor,
+    cfg: UniMatchStageConfig,
+    value_range: tuple[float, float],
+    generator: torch.Generator | None,
 ) -> Tensor:
-    """Strong photometric perturbation, drawn per sample: with ``intensity_prob`` brightness,
-    contrast and gamma (within ``value_range``), with ``blur_prob`` a Gaussian blur, with
-    ``noise_prob`` Gaussian noise. Stays within ``value_range``."""
+    """Strong photometric perturbation, drawn per sample: with ``cfg.intensity_prob``
+    brightness, contrast and gamma (within ``value_range``, the model's input range), with
+    ``cfg.blur_prob`` a Gaussian blur, with ``cfg.noise_prob`` Gaussian noise
+    (``cfg.noise_std_hu``, input units). Stays within ``value_range``."""
     n = x.shape[0]
-    lo, hi = cfg.value_range
+    lo, hi = value_range
     span = hi - lo
     dev = x.device
     on = (torch.rand(n, generator=generator) < cfg.intensity_prob).float()
     shift = _uniform(n, -cfg.brightness, cfg.brightness, generator) * span * on
     factor = 1.0 + _uniform(n, -cfg.contrast, cfg.contrast, generator) * on
-    log_gamma = _uniform(n, *(math.log(g) for g in cfg.gamma_range), generator) * on
+    gamma_lo, gamma_hi = cfg.gamma_range
+    log_gamma = _uniform(n, math.log(gamma_lo), math.log(gamma_hi), generator) * on
     view = (n, 1, 1, 1)
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     y = (x - mean) * factor.to(dev).view(view) + mean + shift.to(dev).view(view)
@@ -167,8 +127,8 @@ def intensity_perturbation(
         y = y.clone()
         y[idx.to(dev)] = _gaussian_blur(y[idx.to(dev)], sigma[idx])
     noisy = (torch.rand(n, generator=generator) < cfg.noise_prob).float()
-    if cfg.noise_std > 0 and bool(noisy.any()):
-        noise = torch.randn(x.shape, generator=generator) * cfg.noise_std
+    if cfg.noise_std_hu > 0 and bool(noisy.any()):
+        noise = torch.randn(x.shape, generator=generator) * cfg.noise_std_hu
         y = y + noise.to(dev) * noisy.to(dev).view(view)
     return y.clamp(lo, hi)
 
@@ -219,7 +179,7 @@ class UniMatchNet(nn.Module):
     returns float32; one module, so DDP sees one forward per step."""
 
     def __init__(
-        self, net: nn.Module, dropout: float, bf16: bool = False, device_type: str = "cpu"
+        self, net: SegmentationNet, dropout: float, bf16: bool = False, device_type: str = "cpu"
     ) -> None:
         super().__init__()
         unet = getattr(net, "unet", None)
@@ -270,12 +230,17 @@ def unimatch_train_step(
     unlabeled_x: Tensor | None,
     supervised_loss: Callable[[Tensor, Tensor], Tensor],
     step: int,
-    cfg: UniMatchConfig,
+    cfg: UniMatchStageConfig,
     generator: torch.Generator | None = None,
+    *,
+    value_range: tuple[float, float],
 ) -> dict[str, float]:
     """One optimisation step: ``sup + w(step)·L_u``, backward, optimizer step.
 
-    ``net`` is a :class:`UniMatchNet` (possibly DDP-wrapped). Returns the loss parts as floats
+    ``net`` is a :class:`UniMatchNet` (possibly DDP-wrapped); ``cfg`` the run's ``unimatch``
+    config section (the step reads the loss and perturbation settings; batch sizes and the
+    optimiser belong to the caller); ``value_range`` the model's input range the strong views
+    stay in (the HU window; 0..255 for 8-bit slices). Returns the loss parts as floats
     (``loss``, ``supervised``, ``unlabeled``, ``weighted_unlabeled``, ``strong1``,
     ``strong2``, ``feature_perturbed``, ``unlabeled_weight``) and pseudo-label diagnostics:
     ``confident_fraction`` (pixels above the threshold), ``confidence`` (mean max-probability
@@ -283,7 +248,6 @@ def unimatch_train_step(
     """
     if labeled_batch is None and unlabeled_x is None:
         raise ValueError("unimatch_train_step needs 'labeled_batch' or 'unlabeled_x'.")
-    strong = cfg.strong or StrongPerturbation()
     parts: list[Tensor] = []
     n_l = 0
     y: Tensor | None = None
@@ -297,11 +261,10 @@ def unimatch_train_step(
     if unlabeled_x is not None:
         x_w = weak_view(unlabeled_x, cfg.weak_rotation_deg, cfg.weak_scale_delta, generator)
         parts.append(x_w)
+        size = (int(x_w.shape[-2]), int(x_w.shape[-1]))
         for _ in range(2):
-            s = intensity_perturbation(x_w, strong, generator)
-            box = cutmix_boxes(
-                n_u, tuple(x_w.shape[-2:]), strong.cutmix_prob, strong.cutmix_area, generator
-            )  # type: ignore[arg-type]
+            s = intensity_perturbation(x_w, cfg, value_range, generator)
+            box = cutmix_boxes(n_u, size, cfg.cutmix_prob, cfg.cutmix_area, generator)
             perm = torch.randperm(n_u, generator=generator)
             box_d, perm_d = box.to(x_w.device), perm.to(x_w.device)
             parts.append(torch.where(box_d[:, None], s[perm_d], s))

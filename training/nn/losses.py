@@ -9,7 +9,6 @@ noisy.
 
 from __future__ import annotations
 
-import difflib
 import logging
 from collections.abc import Sequence
 from enum import Enum, StrEnum
@@ -18,6 +17,8 @@ from typing import Any, TypeVar
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from service.core.settings_base import did_you_mean
 
 __all__ = [
     "ContinuousDiceLoss",
@@ -60,10 +61,9 @@ def as_option(value: E | str, enum_type: type[E], name: str) -> E:
     for member in enum_type:
         if str(member.value) == key:
             return member
-    close = difflib.get_close_matches(key, choices, n=1, cutoff=0.5)
-    hint = f" Did you mean '{close[0]}'?" if close else ""
     raise ValueError(
-        f"Argument '{name}' got unsupported value '{value}'; expected one of {choices}.{hint}"
+        f"Argument '{name}' got unsupported value '{value}'; expected one of {choices}."
+        f"{did_you_mean(key, choices)}"
     )
 
 
@@ -217,6 +217,8 @@ class DiceCELoss(nn.Module):
         lambda_ce: weight of the cross-entropy term.
         class_weights: optional per-class CE weights (length K), e.g. to up-weight lesions.
     """
+
+    class_weights: Tensor | None
 
     def __init__(
         self,

@@ -16,6 +16,9 @@ from training.config import ModelConfig
 class HUWindow(nn.Module):
     """Clip Hounsfield units to [lo, hi] and scale to [0, 1]."""
 
+    lo: torch.Tensor
+    hi: torch.Tensor
+
     def __init__(self, lo: float, hi: float) -> None:
         super().__init__()
         if not lo < hi:

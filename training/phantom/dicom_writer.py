@@ -17,11 +17,12 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
+    UID,
     CTImageStorage,
     ExplicitVRLittleEndian,
     generate_uid,
 )
-from pydicom.valuerep import DS
+from pydicom.valuerep import DSfloat
 
 from training.phantom.checks import check_int, check_volume
 
@@ -145,7 +146,7 @@ def _check_spacing(spacing_zyx: Sequence[float]) -> tuple[float, float, float]:
             f"Argument 'spacing_zyx' must be 3 positive mm values (dz, dy, dx), "
             f"got {tuple(spacing_zyx)}"
         )
-    return values  # type: ignore[return-value]
+    return values
 
 
 def _stored_pixels(hu: np.ndarray) -> tuple[np.ndarray, int, bool]:
@@ -164,8 +165,10 @@ def _stored_pixels(hu: np.ndarray) -> tuple[np.ndarray, int, bool]:
     )
 
 
-def _ds(value: float) -> DS:
-    return DS(value, auto_format=True)
+def _ds(value: float) -> DSfloat:
+    """A DS of ``value`` that fits the 16 characters of the VR (what ``DS(...)`` makes for a
+    number, typed)."""
+    return DSfloat(value, auto_format=True)
 
 
 def _acquisition_datetime(seed: int) -> tuple[str, str]:
@@ -234,7 +237,7 @@ def _series_and_equipment(
 def _file_meta(sop_uid: str) -> FileMetaDataset:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     meta.ImplementationVersionName = "PULMOSEG_1"

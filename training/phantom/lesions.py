@@ -150,7 +150,8 @@ class _LesionCanvas:
         lesion_hu = self.parenchyma[sl] * (1.0 - u) + local_hu * u
         hu = self.hu[sl]
         np.maximum(hu, np.where(u > 0, lesion_hu, hu), out=hu)
-        return LesionSpec(kind, tuple(float(c) for c in centre), round(radius, 2), round(target, 1))
+        z, y, x = (float(c) for c in centre)
+        return LesionSpec(kind, (z, y, x), round(radius, 2), round(target, 1))
 
 
 def _pick_centre(
@@ -190,8 +191,8 @@ def _blob(
         rr = np.sqrt(sum((local[r] / semi[r]) ** 2 for r in range(3)))
         np.maximum(level, 1.0 - rr, out=level)
     coarse = tuple(max(2, min(s, 4)) for s in shape)
-    level = level + float(rng.uniform(0.15, 0.45)) * smooth_field(rng, shape, coarse)
-    u = np.clip(level / (2.0 * soft) + 0.5, 0.0, 1.0)
+    jittered = level + float(rng.uniform(0.15, 0.45)) * smooth_field(rng, shape, coarse)
+    u = np.clip(jittered / (2.0 * soft) + 0.5, 0.0, 1.0)
     return tuple(sl), u.astype(np.float32)
 
 

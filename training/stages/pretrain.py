@@ -1,4 +1,4 @@
-"""Contrastive pre-training stages (Chaitanya et al. 2020) built on ``training.methods.contrastive``.
+"""Contrastive pre-training stages (Chaitanya et al. 2020) on ``training.methods.contrastive``.
 
 * ``pretrain_global``: two augmented views (intensity + rot90/flip/scale) of every slice go
   through the encoder; NT-Xent on the projected "AVG layer" features, optionally with slices
@@ -23,6 +23,8 @@ import torch
 from torch import Tensor, nn
 
 from training.config import TrainConfig
+from training.data.sources import ImageBatch, Item, data_source
+from training.distributed import DistContext
 from training.methods.contrastive import (
     DECODER_STAGES,
     ENCODER_STAGES,
@@ -32,8 +34,6 @@ from training.methods.contrastive import (
     nt_xent_loss,
     partition_ids_for,
 )
-from training.data.sources import Item, data_source
-from training.distributed import DistContext
 from training.methods.invertible_transforms import (
     PaddingMode,
     SpatialTransform,
@@ -41,8 +41,8 @@ from training.methods.invertible_transforms import (
     invert,
     sample_transform,
 )
-from training.loop import AutocastForward, StageTask, StepRandom, trainable
 from training.nn.networks import SegmentationNet
+from training.stages.task import AutocastForward, StageTask, StepRandom, trainable
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,15 @@ def intensity_augment(
 def _geometric_views(x: Tensor, gen: torch.Generator, max_scale_delta: float) -> Tensor:
     transforms = [sample_transform(gen, max_scale_delta) for _ in range(x.shape[0])]
     return apply(x, transforms, padding_mode=PaddingMode.BORDER)
+
+
+def _partition_ids(batch: ImageBatch, partitions: int) -> Tensor:
+    """The G^D partition of each slice of ``batch``, from its position within its volume."""
+    if batch.position is None or batch.depth is None:
+        raise ValueError(
+            "G^D positives need each slice's position and its volume's depth; this batch has none."
+        )
+    return torch.as_tensor(partition_ids_for(batch.position, batch.depth, partitions))
 
 
 def _train_only(model: SegmentationNet, stages: tuple[str, ...]) -> None:
@@ -104,11 +113,7 @@ def build_global_task(
                 x, rnd.torch, cfg.contrast_jitter, cfg.brightness_jitter_hu, cfg.noise_std_hu
             )
             views.append(_geometric_views(v, rnd.torch, cfg.max_scale_delta))
-        ids = (
-            partition_ids_for(batch.position, batch.depth, cfg.partitions)
-            if use_partitions
-            else None
-        )
+        ids = _partition_ids(batch, cfg.partitions) if use_partitions else None
         net.train()
         z1, z2 = net(torch.cat(views).to(ctx.device)).chunk(2)
         loss = nt_xent_loss(z1, z2, cfg.temperature, partition_ids=ids)

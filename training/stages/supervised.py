@@ -1,6 +1,6 @@
 """The supervised stage: the configured segmentation loss on labeled batches.
 
-A stage contributes one :class:`~training.loop.StageTask` (its optimiser and what one step
+A stage contributes one :class:`~training.stages.task.StageTask` (its optimiser and what one step
 does) to the shared loop of ``training.loop``; ``training.experiment`` chains it with the
 other stages (``stage_pretrain``, ``stage_tcsm``) or runs it alone (``train_supervised``).
 Everything here also runs under torchrun (DDP).
@@ -15,9 +15,9 @@ import torch
 from training.config import TrainConfig
 from training.data.sources import Item, data_source
 from training.distributed import DistContext
-from training.loop import AutocastForward, StageTask, StepRandom, trainable
 from training.nn.losses import build_supervised_loss
 from training.nn.networks import SegmentationNet
+from training.stages.task import AutocastForward, StageTask, StepRandom, trainable
 
 
 def build_supervised_task(

@@ -1,10 +1,11 @@
-"""The TCSM stage: the method of ``training.methods.tcsm`` wired to the run's config, data and loop.
+"""The TCSM stage: the method of ``training.methods.tcsm`` wired to the run's data and loop.
 
-``training.methods.tcsm`` holds the method (EMA teacher, consistency loss, one training step) and knows
-nothing of configs, data sources or checkpoints; this module builds the stage's
-:class:`~training.loop.StageTask` from them. Each step the student gets the supervised loss on
-a labeled batch and, on labeled and unlabeled slices alike, the transformation-consistency
-term against the EMA teacher (:func:`training.methods.tcsm.tcsm_train_step`).
+``training.methods.tcsm`` holds the method (EMA teacher, consistency loss, one training step,
+its settings read from the ``tcsm`` config section) and knows nothing of data sources or
+checkpoints; this module builds the stage's :class:`~training.stages.task.StageTask` from them.
+Each step the student gets the supervised loss on a labeled batch and, on labeled and unlabeled
+slices alike, the transformation-consistency term against the EMA teacher
+(:func:`training.methods.tcsm.tcsm_train_step`).
 
 Which weights become the model: both the student and the teacher are validated every epoch,
 and ``best.pt`` holds whichever scored the higher mean VolDice at the best epoch (the teacher
@@ -37,10 +38,10 @@ from torch import Tensor, nn
 from training.config import TrainConfig
 from training.data.sources import ImageBatches, Item, data_source
 from training.distributed import DistContext
-from training.loop import AutocastForward, StageTask, StepRandom, trainable
+from training.methods.tcsm import EMATeacher, tcsm_train_step
 from training.nn.losses import build_supervised_loss
 from training.nn.networks import SegmentationNet
-from training.methods.tcsm import EMATeacher, TCSMConfig, tcsm_train_step
+from training.stages.task import AutocastForward, StageTask, StepRandom, trainable
 
 log = logging.getLogger(__name__)
 
@@ -61,21 +62,6 @@ class LinkedTeacher(EMATeacher):
         return super().update(self._source[0], step)
 
 
-def tcsm_config(config: TrainConfig) -> TCSMConfig:
-    """The ``training.methods.tcsm`` settings of the stage (noise in HU: the network's input is HU)."""
-    cfg = config.tcsm
-    return TCSMConfig(
-        ema_decay=cfg.ema_decay,
-        consistency_weight=cfg.consistency_weight,
-        rampup_steps=cfg.rampup_steps,
-        noise_std=cfg.noise_std_hu,
-        max_scale_delta=cfg.max_scale_delta,
-        image_padding=cfg.image_padding,
-        consistency_on_labeled=cfg.consistency_on_labeled,
-        consistency_target=cfg.consistency_target,
-    )
-
-
 def build_tcsm_task(
     config: TrainConfig,
     model: SegmentationNet,
@@ -85,7 +71,6 @@ def build_tcsm_task(
 ) -> StageTask:
     """Student = ``model`` (wrapped for autocast/DDP); teacher = an EMA copy of it."""
     cfg = config.tcsm
-    params = tcsm_config(config)
     source = data_source(config)
     sup_sampler = source.labeled_batches(labeled)
     unl_sampler: ImageBatches | None = None
@@ -112,7 +97,7 @@ def build_tcsm_task(
             x_u,
             loss_fn,
             index,
-            params,
+            cfg,
             generator=rnd.torch,
         )
 

@@ -1,11 +1,11 @@
-"""The UniMatch stage: the method of ``training.methods.unimatch`` wired to the run's config, data and
+"""The UniMatch stage: the method of ``training.methods.unimatch`` wired to the run's data and
 loop (the counterpart of ``training.stages.tcsm``).
 
 Each step draws a labeled batch (supervised loss, ``unimatch.loss``) and an unlabeled batch
 (weak view → the model's own thresholded pseudo-labels; two strong views with intensity
 perturbations and CutMix, and a feature-perturbed decode of the weak view, all trained
-towards them: :func:`training.methods.unimatch.unimatch_train_step`). The unlabeled pool is the run's
-unlabeled items: the unlabeled folder plus, with ``data.labeled_count``, the training slices
+towards them: :func:`training.methods.unimatch.unimatch_train_step`). The unlabeled pool is the
+run's unlabeled items: the unlabeled folder plus, with ``data.labeled_count``, the training slices
 whose labels were dropped. Without unlabeled data the stage is plain supervised training.
 
 There is no teacher: the single model is validated each epoch and ``best.pt`` holds it (per
@@ -26,41 +26,12 @@ from torch import Tensor
 from training.config import TrainConfig
 from training.data.sources import ImageBatches, Item, data_source
 from training.distributed import DistContext
-from training.loop import StageTask, StepRandom, trainable
+from training.methods.unimatch import UniMatchNet, unimatch_train_step
 from training.nn.losses import build_supervised_loss
 from training.nn.networks import SegmentationNet
-from training.methods.unimatch import StrongPerturbation, UniMatchConfig, UniMatchNet, unimatch_train_step
+from training.stages.task import StageTask, StepRandom, trainable
 
 log = logging.getLogger(__name__)
-
-
-def unimatch_config(config: TrainConfig) -> UniMatchConfig:
-    """The ``training.methods.unimatch`` settings of the stage (intensities in the model's input
-    units: the HU window's range, 0..255 for 8-bit slices)."""
-    cfg = config.unimatch
-    lo, hi = config.model.hu_window
-    return UniMatchConfig(
-        confidence_threshold=cfg.confidence_threshold,
-        unlabeled_weight=cfg.unlabeled_weight,
-        fp_weight=cfg.fp_weight,
-        rampup_steps=cfg.rampup_steps,
-        feature_dropout=cfg.feature_dropout,
-        weak_rotation_deg=cfg.weak_rotation_deg,
-        weak_scale_delta=cfg.weak_scale_delta,
-        strong=StrongPerturbation(
-            value_range=(float(lo), float(hi)),
-            intensity_prob=cfg.intensity_prob,
-            brightness=cfg.brightness,
-            contrast=cfg.contrast,
-            gamma_range=tuple(cfg.gamma_range),  # type: ignore[arg-type]
-            blur_prob=cfg.blur_prob,
-            blur_sigma=tuple(cfg.blur_sigma),  # type: ignore[arg-type]
-            noise_prob=cfg.noise_prob,
-            noise_std=cfg.noise_std_hu,
-            cutmix_prob=cfg.cutmix_prob,
-            cutmix_area=tuple(cfg.cutmix_area),  # type: ignore[arg-type]
-        ),
-    )
 
 
 def build_unimatch_task(
@@ -73,7 +44,10 @@ def build_unimatch_task(
     """One model (wrapped for autocast, feature perturbation and DDP) trained on labeled and
     unlabeled batches."""
     cfg = config.unimatch
-    params = unimatch_config(config)
+    # Strong views perturb intensities within the model's input range: the HU window (0..255
+    # for 8-bit slices).
+    lo, hi = config.model.hu_window
+    value_range = (float(lo), float(hi))
     source = data_source(config)
     sup_sampler = source.labeled_batches(labeled)
     unl_sampler: ImageBatches | None = None
@@ -98,7 +72,8 @@ def build_unimatch_task(
             x_u,
             loss_fn,
             index,
-            params,
+            cfg,
+            value_range=value_range,
             generator=rnd.torch,
         )
 

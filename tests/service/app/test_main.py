@@ -12,14 +12,20 @@ import pytest
 
 from service.app.__main__ import main, resolve_model_path
 from service.core.errors import ModelError
+from tests.service.dicom.test_study_folder import write_fileset
 
 REPO = Path(__file__).resolve().parents[3]
 
 
 def test_python_dash_m_service_app(exported_model: Path, held_out_study, tmp_path: Path) -> None:
+    """A CD-style export (a real DICOMDIR over the series, plus a README) is segmented, and
+    what the study-folder rule skipped is printed and listed in summary.json."""
+    study = tmp_path / "export"
+    write_fileset(sorted(held_out_study.dicom_dir.iterdir()), study)
+    (study / "README").write_text("Exported by the PACS on Monday.\n")
     out = tmp_path / "out"
     process = subprocess.run(
-        [sys.executable, "-m", "service.app", "-i", str(held_out_study.dicom_dir), "-o", str(out),
+        [sys.executable, "-m", "service.app", "-i", str(study), "-o", str(out),
          "-m", str(exported_model.parent)],
         cwd=REPO, env={**os.environ, "HOLOSCAN_LOG_LEVEL": "WARN"},
         capture_output=True, text=True, timeout=600,
@@ -28,11 +34,18 @@ def test_python_dash_m_service_app(exported_model: Path, held_out_study, tmp_pat
     assert sorted(p.name for p in out.iterdir()) == ["seg.dcm", "summary.json"]
     assert (out / "seg.dcm").read_bytes()[128:132] == b"DICM"
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["instances"] == len(list(held_out_study.dicom_dir.iterdir()))
-    assert list(summary["seconds"]) == [
+    assert summary["num_instances"] == len(list(held_out_study.dicom_dir.iterdir()))
+    assert list(summary["stage_seconds"]) == [
         "parsing", "selecting", "volume", "inference", "writing", "total"
     ]  # fmt: skip
     assert summary["provider"] == "CPUExecutionProvider"
+    assert summary["skipped"] == [
+        {"path": "DICOMDIR", "reason": "DICOMDIR index"},
+        {"path": "README", "reason": "not DICOM"},
+    ]
+    assert "skipped 2 file(s):\n  DICOMDIR (DICOMDIR index)\n  README (not DICOM)\n" in (
+        process.stdout
+    )
 
 
 def test_errors_are_one_line_and_exit_1(
@@ -47,7 +60,10 @@ def test_errors_are_one_line_and_exit_1(
     (tmp_path / "bad" / "a.txt").write_text("not DICOM")
     assert main(["-i", str(tmp_path / "bad"), "-o", str(out), "-m", str(exported_model)]) == 1
     err = capsys.readouterr().err
-    assert "service.app: error: Study folder" in err and "not DICOM: a.txt" in err
+    assert err.strip() == (
+        f"service.app: error: Study folder '{tmp_path / 'bad'}' holds no DICOM instances; "
+        "skipped 1 item: a.txt (not DICOM)."
+    )
     assert not out.exists() or not any(out.iterdir())
 
 

@@ -25,9 +25,9 @@ from service.core.classes import DEFAULT_CLASSES
 from service.core.errors import InvalidStudyError
 from service.core.manifest import ModelManifest
 from service.core.progress import ProgressStage
+from service.dicom.seg_reader import read_seg_labels
 from service.dicom.study_input import StudySource
 from service.predictor import InferenceBackend, InputGeometry, Predictor
-from service.dicom.seg_reader import read_seg_labels
 from training.phantom import write_ct_series
 
 SHAPE = (6, 24, 28)
@@ -212,7 +212,10 @@ def test_application_hands_the_result_to_its_callback(runner: StudyRunner, study
 @pytest.mark.parametrize(
     ("make_study", "message"),
     [
-        (lambda d, tmp: [b"definitely not a DICOM file"], r"instance #0.* not DICOM"),
+        (
+            lambda d, tmp: [b"definitely not a DICOM file"],
+            r"The upload holds no DICOM instances; skipped 1 item: instance #0 \(not DICOM\)",
+        ),
         (lambda d, tmp: [], "No DICOM instances were sent"),
         (
             lambda d, tmp: blobs(

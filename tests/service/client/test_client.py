@@ -12,6 +12,7 @@ import pydicom
 import pytest
 
 from service.client.client import ClientError, SegmentationClient, study_files, upload_requests
+from service.client.retry import RetryPolicy
 from service.grpc_api import segmentation_pb2 as pb2
 from service.serving.server import build_server
 from service.serving.settings import load_settings
@@ -59,9 +60,11 @@ def test_upload_requests_chunks_every_instance_below_the_message_limit(tmp_path:
 
 def test_upload_requests_rejects_bad_arguments() -> None:
     with pytest.raises(
-        ValueError, match="'segmentation_type' must be BINARY or LABELMAP, got 'RGB'"
+        ValueError, match="'segmentation_type' must be one of 'BINARY', 'LABELMAP', got 'RGB'."
     ):
         next(upload_requests([b"x"], segmentation_type="RGB"))
+    with pytest.raises(ValueError, match="got 'labelmpa'. Did you mean 'LABELMAP'"):
+        next(upload_requests([b"x"], segmentation_type="labelmpa"))
     with pytest.raises(ValueError, match="'chunk_bytes' must be 1..3145728, got 0"):
         next(upload_requests([b"x"], chunk_bytes=0))
 
@@ -91,9 +94,11 @@ def _tiny_dicom(path: Path, series_uid: str = "1.2.3.4") -> Path:
 
 
 def test_unreachable_server_is_one_clear_sentence(tmp_path: Path) -> None:
+    """Also after the study's retries (UNAVAILABLE is retried, whatever its wording)."""
     port = _closed_port()
     _tiny_dicom(tmp_path / "a.dcm")
-    with SegmentationClient(f"127.0.0.1:{port}", timeout_s=5) as client:
+    fast = RetryPolicy(max_attempts=3, initial_backoff_s=0.01, max_backoff_s=0.02)
+    with SegmentationClient(f"127.0.0.1:{port}", timeout_s=5, retry=fast) as client:
         for call in (client.model_info, client.health, lambda: client.segment_directory(tmp_path)):
             with pytest.raises(ClientError) as info:
                 call()

@@ -21,11 +21,12 @@ from PIL import Image
 from pydicom.uid import generate_uid
 
 from service.cli.main import main
-from service.client.client import ClientError, SegmentationClient, backoff_seconds, retry_method_config
+from service.client.client import ClientError, SegmentationClient, method_config
 from service.client.progress_bar import ProgressBar, render_bar
+from service.client.retry import RetryPolicy
+from service.dicom.study_folder import scan_study_folder
 from service.serving.server import build_server
 from service.serving.settings import load_settings
-from service.dicom.study_folder import scan_study_folder
 from tests.dicom_validation import dciodvfy_errors
 from training.phantom import write_ct_series
 
@@ -101,15 +102,18 @@ def test_progress_bar_lines_follow_the_events() -> None:
 
 
 def test_retry_configuration() -> None:
-    config = retry_method_config(5, wait_for_ready=False)
-    assert config["retryPolicy"]["retryableStatusCodes"] == ["RESOURCE_EXHAUSTED"]
-    config = retry_method_config(5, wait_for_ready=True)
-    assert config["waitForReady"] is True
-    assert config["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE", "RESOURCE_EXHAUSTED"]
-    delays = [backoff_seconds(a) for a in (1, 2, 3, 4, 10)]
-    assert 0.25 <= delays[0] <= 0.5 and 4.0 <= delays[-1] <= 8.0
+    # gRPC's own retries stay off: the client's RetryPolicy is the only layer.
+    for wait in (False, True):
+        config = method_config(wait_for_ready=wait)
+        assert config["waitForReady"] is wait and "retryPolicy" not in config
+    assert SegmentationClient("127.0.0.1:1").retry == RetryPolicy()
+    fast = RetryPolicy(initial_backoff_s=0.01, max_backoff_s=0.01)
+    client = SegmentationClient("127.0.0.1:1", retry=fast, max_attempts=2)
+    assert client.retry == RetryPolicy(max_attempts=2, initial_backoff_s=0.01, max_backoff_s=0.01)
     with pytest.raises(ValueError, match="'max_attempts' must be 1..10, got 0"):
         SegmentationClient("127.0.0.1:1", max_attempts=0)
+    with pytest.raises(TypeError, match="'retry' must be a RetryPolicy, got int"):
+        SegmentationClient("127.0.0.1:1", retry=3)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="'tls_cert' and 'tls_key' go together"):
         SegmentationClient("127.0.0.1:1", tls_cert="c.pem")
 

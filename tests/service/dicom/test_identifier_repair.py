@@ -11,9 +11,9 @@ import pydicom
 import pytest
 
 from service.app.study_runner import StudyRunner
-from service.dicom.study_input import load_instances_from_dir, select_ct_series
 from service.dicom.identifier_repair import repair_identifiers, uuid_as_uid
 from service.dicom.seg_reader import read_seg_labels
+from service.dicom.study_input import load_instances_from_dir, select_ct_series
 from service.dicom.volume import series_to_volume
 from tests.dicom_validation import dciodvfy_errors
 from tests.service.dicom.test_study_input import make_series
@@ -41,13 +41,13 @@ def test_uuid_strings_map_to_the_standard_2_25_form() -> None:
 
 def test_repairs_are_valid_reproducible_and_distinct(tmp_path) -> None:
     paths, study, series = _anonymised_like_covid_ct_md(tmp_path)
-    first = [pydicom.dcmread(p) for p in paths]
-    second = [pydicom.dcmread(p) for p in reversed(paths)]
-    counts = repair_identifiers(first)
+    repaired = repair_identifiers([pydicom.dcmread(p) for p in paths])
+    counts = repaired.counts
     assert counts["StudyInstanceUID (UUID form)"] == len(paths)
     assert counts["SOPInstanceUID (empty)"] == len(paths)
     assert counts["FrameOfReferenceUID (empty)"] == len(paths)
-    repair_identifiers(second)
+    first = repaired.datasets
+    second = repair_identifiers([pydicom.dcmread(p) for p in reversed(paths)]).datasets
     assert {ds.StudyInstanceUID for ds in first} == {uuid_as_uid(study)}
     assert {ds.SeriesInstanceUID for ds in first} == {uuid_as_uid(series)}
     assert len({ds.FrameOfReferenceUID for ds in first}) == 1
@@ -66,10 +66,35 @@ def test_valid_uids_are_never_touched(tmp_path) -> None:
     paths = make_series(tmp_path / "ok", 3)
     datasets = [pydicom.dcmread(p) for p in paths]
     before = [(ds.StudyInstanceUID, ds.SOPInstanceUID, ds.FrameOfReferenceUID) for ds in datasets]
-    assert not repair_identifiers(datasets)
+    repaired = repair_identifiers(datasets)
+    assert not repaired.counts
+    assert all(a is b for a, b in zip(repaired.datasets, datasets, strict=True))  # not copied
     assert before == [
         (ds.StudyInstanceUID, ds.SOPInstanceUID, ds.FrameOfReferenceUID) for ds in datasets
     ]
+
+
+def test_repair_returns_copies_and_leaves_the_callers_datasets_as_received(tmp_path) -> None:
+    """The PACS worker keeps its spooled headers: selecting a series must not rewrite them."""
+    paths, study, _ = _anonymised_like_covid_ct_md(tmp_path)
+    datasets = [pydicom.dcmread(p) for p in paths]
+    received = [ds.to_json() for ds in datasets]
+    series = select_ct_series(datasets)
+    assert {ds.StudyInstanceUID for ds in series} == {uuid_as_uid(study)}
+    assert all(ds.SOPInstanceUID for ds in series)
+    for ds in series:
+        assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+    for ds, as_json in zip(datasets, received, strict=True):
+        assert ds.to_json() == as_json
+        assert ds.StudyInstanceUID == study and ds.SOPInstanceUID == ""
+        assert ds.file_meta.MediaStorageSOPInstanceUID == ""
+    # The copies share what they do not change: no second copy of the pixels.
+    by_instance = {int(ds.InstanceNumber): ds for ds in datasets}
+    for copy in series:
+        original = by_instance[int(copy.InstanceNumber)]
+        assert copy is not original
+        assert copy["PixelData"] is original["PixelData"]
+        assert copy.filename == original.filename
 
 
 def test_empty_study_uid_is_still_refused_by_name(tmp_path) -> None:

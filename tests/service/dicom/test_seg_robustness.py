@@ -18,11 +18,11 @@ from pydicom.uid import generate_uid
 from service.core.classes import DEFAULT_CLASSES
 from service.core.errors import InvalidStudyError
 from service.core.manifest import ModelManifest
-from service.dicom.study_input import parse_instances, select_ct_series
-from service.serving.errors import status_for
 from service.dicom.seg_reader import read_seg_labels
 from service.dicom.seg_writer import write_study_seg
+from service.dicom.study_input import parse_instances, select_ct_series
 from service.dicom.volume import series_to_volume
+from service.serving.errors import status_for
 from tests.dicom_validation import dciodvfy_errors
 from tests.service.dicom.dicom_mutations import (
     CHARSETS,

@@ -14,7 +14,12 @@ from pydicom.uid import generate_uid
 from service.core.classes import DEFAULT_CLASSES
 from service.core.errors import InvalidStudyError
 from service.core.manifest import ModelManifest
-from service.dicom.seg_writer import SEG_FILE_NAME, build_segmentation, check_seg_source, write_study_seg
+from service.dicom.seg_writer import (
+    SEG_FILE_NAME,
+    build_segmentation,
+    check_seg_source,
+    write_study_seg,
+)
 from service.dicom.volume import CTVolume, series_to_volume
 from training.phantom import write_ct_series
 

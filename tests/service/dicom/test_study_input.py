@@ -19,6 +19,8 @@ from service.dicom.study_input import (
     load_study,
     parse_instance,
     parse_instances,
+    read_folder_study,
+    read_uploaded_study,
     select_ct_series,
 )
 from training.phantom import write_ct_series
@@ -131,23 +133,47 @@ def test_load_dir_reads_files_without_suffix_and_nested(tmp_path, ct_paths):
     ct_paths[1].rename(root / "sub" / "IM00002.img")
     (root / "DICOMDIR").write_bytes(b"index that is not an image")
     (root / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
-    datasets = load_instances_from_dir(root)
-    assert len(datasets) == 4
-    assert {ds.InstanceNumber for ds in datasets} == {1, 2, 3, 4}
+    study = read_folder_study(root)
+    assert len(study.datasets) == 4
+    assert {ds.InstanceNumber for ds in study.datasets} == {1, 2, 3, 4}
+    assert [(s.path, s.reason) for s in study.skipped] == [
+        (".DS_Store", "hidden"),
+        ("DICOMDIR", "DICOMDIR index"),
+    ]
+    assert len(load_instances_from_dir(root)) == 4
 
 
-def test_load_dir_names_the_non_dicom_files(ct_paths):
+def test_load_dir_skips_and_lists_the_non_dicom_files(ct_paths):
     root = ct_paths[0].parent
     (root / "notes.txt").write_text("scan notes")
     (root / "b.pdf").write_bytes(b"%PDF-1.4\n" + bytes(500))
+    study = read_folder_study(root)
+    assert len(study.datasets) == 4
+    assert [(s.path, s.reason) for s in study.skipped] == [
+        ("b.pdf", "not DICOM"),
+        ("notes.txt", "not DICOM"),
+    ]
+
+
+def test_load_dir_still_fails_on_damaged_dicom_naming_the_file(ct_paths):
+    """Skipping a damaged slice would change the volume: damaged DICOM is not "not DICOM"."""
+    root = ct_paths[0].parent
+    data = ct_paths[2].read_bytes()
+    syntax = data.index(b"\x02\x00\x10\x00UI")  # (0002,0010) Transfer Syntax UID, explicit VR
+    ct_paths[2].write_bytes(data[: syntax + 4] + b"ZZ" + data[syntax + 6 :])
     with pytest.raises(
-        InvalidStudyError, match=r"holds 2 file\(s\) that are not DICOM: b.pdf, notes.txt"
+        InvalidStudyError, match=r"Instance 'IM_0003.dcm' is not a readable DICOM file .*'ZZ'"
     ):
         load_instances_from_dir(root)
 
 
 def test_load_dir_rejects_empty_and_missing_folders(tmp_path):
-    with pytest.raises(InvalidStudyError, match="holds no DICOM instances"):
+    with pytest.raises(InvalidStudyError, match=r"holds no DICOM instances\.$"):
+        load_instances_from_dir(tmp_path)
+    (tmp_path / "README").write_text("exported on Monday")
+    with pytest.raises(
+        InvalidStudyError, match=r"holds no DICOM instances; skipped 1 item: README \(not DICOM\)"
+    ):
         load_instances_from_dir(tmp_path)
     with pytest.raises(InvalidStudyError, match="does not exist or is not a folder"):
         load_instances_from_dir(tmp_path / "nope")
@@ -241,20 +267,29 @@ def test_parse_instances_reports_progress_to_one(tmp_path):
     assert fractions == sorted(fractions) and fractions[-1] == 1.0 and len(fractions) >= 3
 
 
-def test_parse_instances_stops_when_cancelled_and_names_bad_instances(tmp_path):
+def test_parse_instances_stops_when_cancelled_and_skips_non_dicom_instances(tmp_path):
     blobs = [p.read_bytes() for p in make_series(tmp_path / "s", 2)]
     with pytest.raises(CancelledError):
         parse_instances(blobs, is_cancelled=lambda: True)
-    with pytest.raises(InvalidStudyError, match="Instance 'instance #2' is not DICOM"):
-        parse_instances([*blobs, b"not dicom at all"])
+    study = read_uploaded_study([*blobs, b"not dicom at all", b""])
+    assert len(study.datasets) == 2
+    assert [(s.path, s.reason) for s in study.skipped] == [
+        ("instance #2", "not DICOM"),
+        ("instance #3", "not DICOM"),
+    ]
+    with pytest.raises(
+        InvalidStudyError,
+        match=r"The upload holds no DICOM instances; skipped 1 item: instance #0 \(not DICOM\)",
+    ):
+        parse_instances([b"not dicom at all"])
     with pytest.raises(InvalidStudyError, match="No DICOM instances were sent"):
         parse_instances([])
 
 
 def test_study_source_from_bytes_or_folder(tmp_path):
     paths = make_series(tmp_path / "s", 3)
-    from_folder = load_study(StudySource.from_folder(tmp_path / "s"))
-    from_bytes = load_study(StudySource.from_bytes([p.read_bytes() for p in paths]))
+    from_folder = load_study(StudySource.from_folder(tmp_path / "s")).datasets
+    from_bytes = load_study(StudySource.from_bytes([p.read_bytes() for p in paths])).datasets
     uids = sorted(ds.SOPInstanceUID for ds in from_folder)
     assert sorted(ds.SOPInstanceUID for ds in from_bytes) == uids
     with pytest.raises(ValueError, match="exactly one of 'instances' or 'folder', got both"):

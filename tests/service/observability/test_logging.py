@@ -109,7 +109,9 @@ def test_serve_passes_the_log_settings_on(
     import service.serving.server
 
     seen = []
-    monkeypatch.setattr(service.serving.server, "serve", lambda settings: seen.append(settings) or 0)
+    monkeypatch.setattr(
+        service.serving.server, "serve", lambda settings: seen.append(settings) or 0
+    )
     monkeypatch.setenv("PULMOSEG_LOG_LEVEL", env_level)
     monkeypatch.setenv("PULMOSEG_LOG_FORMAT", "json")
     assert main([*argv, "serve", "--model", "m.onnx"]) == 0

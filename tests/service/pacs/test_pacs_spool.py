@@ -13,11 +13,14 @@ import pytest
 from pacs_peers import free_port
 from pydicom.uid import generate_uid
 
+from service.client.retry import RetryPolicy
 from service.core.identifiers import uid_hash
 from service.pacs.metrics import PacsMetrics
 from service.pacs.settings import load_pacs_settings
 from service.pacs.spool import REASON_FILE, Spool, SpoolFullError
-from service.pacs.worker import Worker, backoff_delay, series_key
+from service.pacs.worker import Worker, retry_policy, series_key
+from service.serving.server import build_server
+from service.serving.settings import load_settings
 
 
 class Clock:
@@ -122,11 +125,18 @@ def test_the_duplicate_ledger_forgets_after_its_window(tmp_path, clock) -> None:
     assert not entry.exists()
 
 
-@pytest.mark.parametrize(
-    ("attempt", "expected"), [(1, 5.0), (2, 10.0), (3, 20.0), (4, 40.0), (5, 60.0), (9, 60.0)]
-)
-def test_backoff_doubles_up_to_the_cap(attempt: int, expected: float) -> None:
-    assert backoff_delay(attempt, initial_s=5.0, max_s=60.0) == expected
+def test_the_worker_retries_by_the_clients_policy_with_the_settings_budget() -> None:
+    settings = load_pacs_settings(
+        env={},
+        destinations=["NOWHERE@127.0.0.1:9"],
+        max_attempts=4,
+        retry_initial_delay_s=5,
+        retry_max_delay_s=60,
+    )
+    policy = retry_policy(settings)
+    assert policy == RetryPolicy(max_attempts=4, initial_backoff_s=5.0, max_backoff_s=60.0)
+    steps = [policy.backoff_s(n, rng=lambda: 0.0) for n in (1, 2, 3, 4, 5, 9)]
+    assert steps == [5.0, 10.0, 20.0, 40.0, 60.0, 60.0]
 
 
 def test_series_key_ignores_order_and_tells_series_apart() -> None:
@@ -204,7 +214,8 @@ def test_an_unreachable_segmentation_server_is_retried_then_dead_lettered(
     clock.now += 2
     worker.run_once()
     (batch,) = spool.batches()
-    assert (batch.segment_attempts, batch.next_attempt_at) == (1, clock.now + 10)
+    assert batch.segment_attempts == 1
+    assert clock.now + 5 < batch.next_attempt_at <= clock.now + 10  # 10 s, jittered down
     worker.run_once()  # too early: no new attempt
     assert spool.batches()[0].segment_attempts == 1
     for _ in range(2):
@@ -218,6 +229,45 @@ def test_an_unreachable_segmentation_server_is_retried_then_dead_lettered(
         metrics.registry.get_sample_value("pulmoseg_pacs_segment_calls_total", {"result": "retry"})
         == 2
     )
+
+
+def test_a_server_that_always_answers_unavailable_gets_exactly_max_attempts_calls(
+    tmp_path, clock, held_out_study
+) -> None:
+    """One layer of retries: the worker's budget is the number of calls the server sees (the
+    worker's client does not retry on its own, which would multiply them)."""
+    server = build_server(
+        load_settings(env={}, port=0, metrics_enabled=False, model_path=tmp_path / "none.onnx"),
+        autoload=False,  # never loads its model: every SegmentStudy is UNAVAILABLE
+    )
+    try:
+        worker, spool, metrics = _worker(
+            tmp_path,
+            clock,
+            grpc_target=server.address,
+            grpc_timeout_s=30,
+            max_attempts=3,
+            retry_initial_delay_s=10,
+            retry_max_delay_s=10,
+        )
+        _spool_study(spool, held_out_study.dicom_dir)
+        clock.now += 2
+        for _ in range(5):  # more passes than the budget: the last ones find nothing to do
+            worker.run_once()
+            clock.now += 10
+        calls = server.metrics.registry.get_sample_value(
+            "pulmoseg_requests_total", {"method": "SegmentStudy", "code": "UNAVAILABLE"}
+        )
+    finally:
+        server.stop(grace=0)
+    assert calls == 3
+    (reason,) = (tmp_path / "dead").glob("*/reason.txt")
+    assert "segmentation failed after 3 attempt(s)" in reason.read_text()
+    assert "still loading" in reason.read_text()
+    retries = metrics.registry.get_sample_value(
+        "pulmoseg_pacs_segment_calls_total", {"result": "retry"}
+    )
+    assert retries == 2
 
 
 def _spool_study(spool: Spool, study_dir: Path) -> list[pydicom.Dataset]:

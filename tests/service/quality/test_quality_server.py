@@ -35,9 +35,9 @@ from service.core.classes import DEFAULT_CLASSES
 from service.core.loopback import free_port
 from service.core.segmentation_metrics import dice
 from service.dicom.seg_reader import read_seg_labels
+from service.dicom.volume import series_to_volume
 from service.serving.server import RunningServer, build_server
 from service.serving.settings import load_settings
-from service.dicom.volume import series_to_volume
 from tests.dicom_validation import dciodvfy_errors
 
 CLASSES = {c.name: c for c in DEFAULT_CLASSES}
@@ -420,7 +420,7 @@ def test_map_entry_point_writes_the_sr_with_quality(hu_model, studies, tmp_path)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["clinical"]["severity_grade"] in {"CT-0", "CT-1", "CT-2", "CT-3", "CT-4"}
     assert set(summary["consistency"]["voldice"]) == {"lung", "ggo", "consolidation"}
-    assert "quality" in summary["seconds"]
+    assert "quality" in summary["stage_seconds"]
 
 
 def test_quality_service_requires_the_token_like_segmentation(hu_model):

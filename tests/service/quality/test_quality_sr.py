@@ -10,9 +10,9 @@ import pytest
 from conftest import study_labels
 
 from service.core.segmentation_metrics import class_volumes_ml
+from service.dicom.seg_writer import write_study_seg
 from service.quality.clinical import clinical_summary
 from service.quality.sr_writer import build_summary_sr
-from service.dicom.seg_writer import write_study_seg
 from tests.dicom_validation import dciodvfy_errors
 
 

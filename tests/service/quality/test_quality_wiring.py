@@ -16,8 +16,8 @@ from service.core.errors import (
     StudyNotFoundError,
 )
 from service.observability.gpu_metrics import GpuMemoryCollector
-from service.serving.errors import error_reason, status_for
 from service.quality.assessment import QualityConfig
+from service.serving.errors import error_reason, status_for
 from service.serving.settings import load_settings, redacted
 
 

@@ -501,7 +501,7 @@ def _serve_process(model_path: Path) -> subprocess.Popen:
         env=env,
         stderr=subprocess.PIPE,
         text=True,
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=Path(__file__).resolve().parents[3],  # the repository root
     )
 
 

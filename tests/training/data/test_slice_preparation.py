@@ -12,10 +12,10 @@ from PIL import Image
 
 from tests.service.core.test_lung_field import chest_slice
 from training.config import config_from_dict
-from training.data.sources import SliceSource
-from training.nn.networks import build_network
 from training.data.slice_folders import LoadedSlice, SliceRecord
 from training.data.slice_preparation import pixels_to_hu, prepare_slice
+from training.data.sources import SliceSource
+from training.nn.networks import build_network
 
 WINDOW = (-1140.0, 256.0)
 CLASSES = ["background", "lung", "ggo", "consolidation"]

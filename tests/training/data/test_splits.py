@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from training.data.volumes import StudyRecord
 from training.data.slice_folders import group_of
 from training.data.splits import check_fold, held_out, natural_key, split_by_group, split_studies
+from training.data.volumes import StudyRecord
 
 
 @pytest.mark.parametrize(("n", "folds"), [(50, 5), (13, 4), (3, 3)])

@@ -1,5 +1,5 @@
-"""Tests for training.evaluation.evaluate and ``pulmoseg evaluate`` (training.cli.commands): metrics of
-exported ONNX models against hand-computed values.
+"""Tests for training.evaluation.evaluate and ``pulmoseg evaluate`` (training.cli.commands):
+metrics of exported ONNX models against hand-computed values.
 
 The models are real exports of a tiny BasicUNet whose weights are all zero except the final
 bias, so they predict one class everywhere with known constant probabilities; every Dice and

@@ -1,4 +1,4 @@
-"""Tests for training.evaluation.paired_stats: bootstrap intervals and paired per-item differences."""
+"""Tests for training.evaluation.paired_stats: bootstrap intervals, paired per-item differences."""
 
 from __future__ import annotations
 

@@ -14,10 +14,15 @@ import torch
 
 from service.core.manifest import MANIFEST_KEY, read_model_manifest
 from training.config import config_from_dict
-from training.export.onnx_export import ExportParityError, export_ensemble, export_onnx, load_checkpoint
+from training.export.onnx_export import (
+    ExportParityError,
+    export_ensemble,
+    export_onnx,
+    load_checkpoint,
+)
 from training.nn.networks import SegmentationEnsemble, build_network
 
-SCHEMA = Path(__file__).resolve().parents[2] / "protos/pulmoseg/v1/model_manifest.schema.json"
+SCHEMA = Path(__file__).resolve().parents[3] / "protos/pulmoseg/v1/model_manifest.schema.json"
 
 
 def _tiny_checkpoint(

@@ -15,8 +15,8 @@ from google.protobuf import text_format
 from service.cli.main import main as pulmoseg_main
 from service.core.manifest import MANIFEST_KEY
 from training.config import config_from_dict
-from training.nn.networks import build_network
 from training.export.triton import export_triton_repository
+from training.nn.networks import build_network
 
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
 

@@ -1,4 +1,5 @@
-"""Tests for training.methods.contrastive: NT-Xent values, G^D positives, local loss, BasicUNet helpers."""
+"""Tests for training.methods.contrastive: NT-Xent values, G^D positives, local loss and the
+BasicUNet helpers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Tests for training.methods.tcsm: EMA math, gradient flow of the consistency term, ramp-up, steps."""
+"""Tests for training.methods.tcsm: EMA math, gradient flow of the consistency term, ramp-up,
+steps."""
 
 from __future__ import annotations
 
@@ -8,16 +9,16 @@ import pytest
 import torch
 from torch import nn
 
+from training.config import TCSMStageConfig, config_from_dict
 from training.methods.invertible_transforms import SpatialTransform, apply
-from training.nn.losses import build_supervised_loss
 from training.methods.tcsm import (
     EMATeacher,
-    TCSMConfig,
     consistency_loss,
     ema_alpha,
     sigmoid_rampup,
     tcsm_train_step,
 )
+from training.nn.losses import build_supervised_loss
 
 
 def _tiny_net(seed: int = 0, in_ch: int = 1, classes: int = 3) -> nn.Module:
@@ -115,7 +116,7 @@ def test_reference_code_bug_would_be_caught() -> None:
     buggy = NoGradStudent()
     opt = torch.optim.SGD(buggy.parameters(), lr=0.1)
     with pytest.raises(RuntimeError, match="consistency loss carries no gradient"):
-        tcsm_train_step(buggy, EMATeacher(buggy), opt, None, x, None, 0, TCSMConfig())
+        tcsm_train_step(buggy, EMATeacher(buggy), opt, None, x, None, 0, TCSMStageConfig())
 
 
 def test_consistency_loss_values() -> None:
@@ -152,7 +153,7 @@ def test_unlabeled_only_step_updates_student_and_teacher() -> None:
     teacher = EMATeacher(student, decay=0.99)
     opt = torch.optim.SGD(student.parameters(), lr=0.5)
     x_u = torch.randn(3, 1, 16, 16, generator=torch.Generator().manual_seed(5))
-    cfg = TCSMConfig(rampup_steps=0, consistency_weight=10.0, noise_std=0.05)
+    cfg = TCSMStageConfig(rampup_steps=0, consistency_weight=10.0, noise_std_hu=0.05)
     before = _params(student)
     out = tcsm_train_step(
         student, teacher, opt, None, x_u, None, 0, cfg, torch.Generator().manual_seed(6)
@@ -191,7 +192,7 @@ def test_labeled_and_unlabeled_step_with_basic_unet() -> None:
     x_l = torch.randn(2, 3, 32, 32, generator=g)
     y = torch.randint(0, 4, (2, 32, 32), generator=g)
     x_u = torch.randn(2, 3, 32, 32, generator=g)
-    cfg = TCSMConfig(rampup_steps=10)
+    cfg = TCSMStageConfig(rampup_steps=10, noise_std_hu=0.03)
     out = tcsm_train_step(
         student, teacher, opt, (x_l, y), x_u, build_supervised_loss("dice_ce"), 5, cfg, g
     )
@@ -203,16 +204,30 @@ def test_labeled_and_unlabeled_step_with_basic_unet() -> None:
     assert out["ema_alpha"] == pytest.approx(5 / 6)
 
 
-def test_step_and_config_validation() -> None:
+def test_step_validation() -> None:
     student = _tiny_net()
     opt = torch.optim.SGD(student.parameters(), lr=0.1)
     with pytest.raises(ValueError, match="needs 'labeled_batch' or 'unlabeled_x'"):
-        tcsm_train_step(student, EMATeacher(student), opt, None, None, None, 0, TCSMConfig())
-    with pytest.raises(ValueError, match=r"'ema_decay' must be in \[0, 1\), got 1.5"):
-        TCSMConfig(ema_decay=1.5)
+        tcsm_train_step(student, EMATeacher(student), opt, None, None, None, 0, TCSMStageConfig())
+
+
+def test_the_step_takes_the_tcsm_section_of_the_run_config() -> None:
+    """The method reads the config section as loaded (validated there, once): the section's
+    ramp-up and weight drive the step."""
+    section = config_from_dict(
+        {"tcsm": {"rampup_steps": 4, "consistency_weight": 2.0, "noise_std_hu": 0.0}}
+    ).tcsm
+    student = _tiny_net(seed=1)
+    opt = torch.optim.SGD(student.parameters(), lr=0.0)
+    x_u = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    out = tcsm_train_step(
+        student, EMATeacher(student), opt, None, x_u, None, 2, section, torch.Generator()
+    )
+    assert out["consistency_weight"] == pytest.approx(2.0 * math.exp(-5 * 0.25))
+    with pytest.raises(ValueError, match=r"'tcsm\.ema_decay' must be in \[0, 1\), got 1\.5"):
+        TCSMStageConfig(ema_decay=1.5)
     with pytest.raises(ValueError, match="Did you mean 'border'"):
-        TCSMConfig(image_padding="boarder")
-    assert TCSMConfig().to_dict()["ema_decay"] == 0.99
+        TCSMStageConfig(image_padding="boarder")
 
 
 def test_consistency_on_logits_compares_logits() -> None:
@@ -227,7 +242,7 @@ def test_consistency_on_logits_compares_logits() -> None:
     assert consistency_loss(s, s + 2.0, ident).item() == pytest.approx(0.0, abs=1e-12)
     assert consistency_loss(s, s + 2.0, ident, target="logits").item() == pytest.approx(4.0)
     with pytest.raises(ValueError, match="Did you mean 'logits'"):
-        TCSMConfig(consistency_target="logit")
+        TCSMStageConfig(consistency_target="logit")
 
 
 def test_diagnostics_are_taken_on_the_unlabeled_slices() -> None:
@@ -237,8 +252,8 @@ def test_diagnostics_are_taken_on_the_unlabeled_slices() -> None:
     g = torch.Generator().manual_seed(9)
     x_l, y = torch.randn(2, 1, 8, 8, generator=g), torch.randint(0, 3, (2, 8, 8), generator=g)
     x_u = torch.randn(2, 1, 8, 8, generator=g)
-    cfg = TCSMConfig(
-        rampup_steps=0, noise_std=0.0, max_scale_delta=0.0, consistency_on_labeled=False
+    cfg = TCSMStageConfig(
+        rampup_steps=0, noise_std_hu=0.0, max_scale_delta=0.0, consistency_on_labeled=False
     )
 
     class Equivariant(nn.Module):  # per-pixel network: rot/flip commute with it exactly

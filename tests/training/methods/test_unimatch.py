@@ -11,14 +11,10 @@ import pytest
 import torch
 
 from tests.slice_images import write_image, write_palette_mask
-from training.config import ModelConfig, config_from_dict
+from training.config import ModelConfig, UniMatchStageConfig, config_from_dict
 from training.experiment import run_experiment
 from training.export.onnx_export import export_onnx
-from training.nn.losses import build_supervised_loss
-from training.nn.networks import build_network
 from training.methods.unimatch import (
-    StrongPerturbation,
-    UniMatchConfig,
     UniMatchNet,
     cutmix_boxes,
     intensity_perturbation,
@@ -26,8 +22,11 @@ from training.methods.unimatch import (
     unimatch_train_step,
     weak_view,
 )
+from training.nn.losses import build_supervised_loss
+from training.nn.networks import build_network
 
 CLASSES = ["background", "ggo", "consolidation"]
+PIXELS = (0.0, 255.0)  # the input range of the 8-bit slices these tests feed
 LEVELS = (30, 130, 220)
 
 
@@ -69,7 +68,7 @@ def test_unlabeled_loss_alone_trains_the_model() -> None:
     net = UniMatchNet(model, dropout=0.5)
     before = [p.detach().clone() for p in model.parameters()]
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    cfg = UniMatchConfig(confidence_threshold=0.0)  # every pixel counts
+    cfg = UniMatchStageConfig(confidence_threshold=0.0)  # every pixel counts
     parts = unimatch_train_step(
         net,
         opt,
@@ -79,6 +78,7 @@ def test_unlabeled_loss_alone_trains_the_model() -> None:
         0,
         cfg,
         torch.Generator().manual_seed(0),
+        value_range=PIXELS,
     )
     assert parts["supervised"] == 0.0 and parts["unlabeled"] > 0
     assert parts["confident_fraction"] == 1.0
@@ -105,8 +105,9 @@ def test_a_threshold_nothing_reaches_leaves_only_the_supervised_loss() -> None:
         _images(2, 3),
         build_supervised_loss("dice_ce"),
         0,
-        UniMatchConfig(confidence_threshold=1.0),
+        UniMatchStageConfig(confidence_threshold=1.0),
         torch.Generator().manual_seed(0),
+        value_range=PIXELS,
     )
     assert parts["confident_fraction"] == 0.0
     assert parts["unlabeled"] == 0.0 and parts["loss"] == pytest.approx(parts["supervised"])
@@ -128,8 +129,8 @@ def test_feature_perturbation_changes_only_the_perturbed_rows() -> None:
 def test_strong_perturbations_stay_in_range_and_cutmix_boxes_have_their_area() -> None:
     g = torch.Generator().manual_seed(5)
     x = _images(6, 5)
-    cfg = StrongPerturbation(intensity_prob=1.0, blur_prob=1.0, noise_prob=1.0)
-    y = intensity_perturbation(x, cfg, g)
+    cfg = UniMatchStageConfig(intensity_prob=1.0, blur_prob=1.0, noise_prob=1.0)
+    y = intensity_perturbation(x, cfg, PIXELS, g)
     assert y.shape == x.shape and y.min() >= 0 and y.max() <= 255
     assert not torch.allclose(x, y)
     boxes = cutmix_boxes(200, (40, 40), 0.5, (0.02, 0.4), g)
@@ -140,6 +141,17 @@ def test_strong_perturbations_stay_in_range_and_cutmix_boxes_have_their_area() -
     assert not cutmix_boxes(4, (8, 8), 0.0, (0.1, 0.2), g).any()
     w = weak_view(x, 0.0, 0.0, torch.Generator().manual_seed(0))
     assert torch.equal(w, x) or torch.equal(w, x.flip(-1)) or w.shape == x.shape
+
+
+def test_perturbations_follow_the_unimatch_section_of_the_run_config() -> None:
+    """The method reads the section as loaded: with every perturbation switched off there, the
+    strong view is the weak one."""
+    off = config_from_dict(
+        {"unimatch": {"intensity_prob": 0.0, "blur_prob": 0.0, "noise_prob": 0.0}}
+    ).unimatch
+    x = _images(4, 6)
+    y = intensity_perturbation(x, off, PIXELS, torch.Generator().manual_seed(0))
+    assert torch.allclose(y, x, atol=1e-3)
 
 
 # ---------------------------------------------------------------------------- staged run
