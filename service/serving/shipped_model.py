@@ -12,7 +12,7 @@ from pathlib import Path
 
 SHIPPED_MODEL_NAME = "pulmoseg-real-ct.onnx"
 #: Where a source checkout keeps the shipped model.
-SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "models" / SHIPPED_MODEL_NAME
+SHIPPED_MODEL = Path(__file__).resolve().parents[2] / "models" / SHIPPED_MODEL_NAME
 
 
 def shipped_model_path() -> Path:

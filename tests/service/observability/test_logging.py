@@ -27,7 +27,7 @@ from service.client.client import SegmentationClient
 from service.core.identifiers import uid_hash
 from service.observability.logging_config import LogFormat, configure_logging
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 #: Distinctive patient attributes written into the uploaded copies of the phantom study.
 PATIENT = {
     "PatientName": "Quixote^Zebulon",
