@@ -17,6 +17,9 @@ Specific Character Set empty or unknown      none when the text is ASCII, else U
 Slice Thickness missing, empty or <= 0       the slice spacing the volume was built with
 SOP Class UID empty (tolerated on input)     CT Image Storage
 a referenced UID broken                      derived reproducibly (service.dicom.identifier_repair)
+Patient Identity Removed YES, no method      method copied, else "... method not recorded"
+species given (an animal)                    its Type 2C attributes written, empty if absent
+a condition's companion or enum value wrong  left out (see repair_conditional_attributes)
 ===========================================  ================================================
 
 The caller's datasets are never modified: highdicom gets element-level copies. Messages name
@@ -323,6 +326,212 @@ def _drop_invalid_optional(ds: Dataset) -> None:
             )
 
 
+#: Enumerated values of copied coded-string attributes (empty allowed where the attribute is
+#: Type 2C); another value is left out of the SEG, like any copied value that breaks its VR.
+_ENUMERATED = {
+    "PatientIdentityRemoved": frozenset({"YES", "NO"}),
+    "QualityControlSubject": frozenset({"YES", "NO"}),
+    "PatientSexNeutered": frozenset({"ALTERED", "UNALTERED", ""}),
+    "ResponsiblePersonRole": frozenset(
+        {
+            "OWNER",
+            "PARENT",
+            "CHILD",
+            "SPOUSE",
+            "SIBLING",
+            "RELATIVE",
+            "GUARDIAN",
+            "CUSTODIAN",
+            "AGENT",
+            "INVESTIGATOR",
+            "VETERINARIAN",
+        }
+    ),
+}
+_ENUMERATED_NUMBERS = {"PregnancyStatus": frozenset({1, 2, 3, 4})}
+#: What the SEG says when its source is marked de-identified but does not say how (LO, <= 64).
+DEIDENTIFICATION_NOT_RECORDED = "Source marked identity removed; method not recorded"
+_CODE_VALUES = ("CodeValue", "LongCodeValue", "URNCodeValue")
+#: Left out whatever they hold: dciodvfy (dicom3tools 2022) rejects even a well-formed
+#: Referenced Patient Photo Sequence (it wants an HL7 Instance Identifier whatever the Type of
+#: Instances), and a photo of the patient is nothing a SEG or its SR needs.
+_NOT_COPIED = ("ReferencedPatientPhotoSequence",)
+#: Attributes that describe an animal: without a species (Type 1C for animals) they go.
+_NON_HUMAN_ONLY = (
+    "PatientBreedDescription",
+    "PatientBreedCodeSequence",
+    "BreedRegistrationSequence",
+    "StrainDescription",
+    "StrainNomenclature",
+    "StrainStockSequence",
+    "StrainAdditionalInformation",
+    "StrainCodeSequence",
+    "GeneticModificationsSequence",
+)
+#: Type 2C attributes required (possibly empty) once the patient is an animal.
+_NON_HUMAN_TYPE2C = {
+    "PatientBreedDescription": "",
+    "PatientBreedCodeSequence": [],
+    "BreedRegistrationSequence": [],
+    "ResponsiblePerson": "",
+    "ResponsibleOrganization": "",
+    "PatientSexNeutered": "",
+}
+_ALTERNATIVE_CALENDAR_DATES = (
+    "PatientBirthDateInAlternativeCalendar",
+    "PatientDeathDateInAlternativeCalendar",
+)
+
+
+def _text(ds: Dataset, keyword: str) -> str:
+    return "\\".join(v.strip() for v in _values(ds.get(keyword))).strip("\\")
+
+
+def _has_items(ds: Dataset, keyword: str) -> bool:
+    if keyword not in ds or ds[keyword].VR != "SQ":
+        return False
+    return len(ds[keyword].value or []) > 0
+
+
+def _code_item_ok(item: Dataset) -> bool:
+    if not _text(item, "CodeMeaning") or not any(_text(item, k) for k in _CODE_VALUES):
+        return False
+    return bool(_text(item, "CodingSchemeDesignator") or _text(item, "URNCodeValue"))
+
+
+def _sop_item_ok(item: Dataset) -> bool:
+    return bool(_text(item, "ReferencedSOPClassUID") and _text(item, "ReferencedSOPInstanceUID"))
+
+
+def _hl7_item_ok(item: Dataset) -> bool:
+    universal = _text(item, "UniversalEntityID") and _text(item, "UniversalEntityIDType")
+    return bool(_text(item, "LocalNamespaceEntityID") or universal)
+
+
+def _person_item_ok(item: Dataset) -> bool:
+    codes = item.get("PersonIdentificationCodeSequence") or []
+    institution = _text(item, "InstitutionName") or _has_items(item, "InstitutionCodeSequence")
+    return bool(codes) and all(_code_item_ok(c) for c in codes) and bool(institution)
+
+
+def _other_id_item_ok(item: Dataset) -> bool:
+    return bool(_text(item, "PatientID") and _text(item, "TypeOfPatientID"))
+
+
+#: Copied sequences of the Patient and study modules, with what each item must hold.
+_SEQUENCE_ITEMS: dict[str, Callable[[Dataset], bool]] = {
+    **dict.fromkeys(
+        (
+            "AdmittingDiagnosesCodeSequence",
+            "DeidentificationMethodCodeSequence",
+            "EthnicGroupCodeSequence",
+            "PatientBreedCodeSequence",
+            "PatientSizeCodeSequence",
+            "PatientSpeciesCodeSequence",
+            "ProcedureCodeSequence",
+            "ReasonForPerformedProcedureCodeSequence",
+            "ReasonForVisitCodeSequence",
+            "RequestingServiceCodeSequence",
+            "StrainCodeSequence",
+        ),
+        _code_item_ok,
+    ),
+    **dict.fromkeys(("ReferencedPatientSequence", "ReferencedStudySequence"), _sop_item_ok),
+    **dict.fromkeys(
+        (
+            "IssuerOfAccessionNumberSequence",
+            "IssuerOfAdmissionIDSequence",
+            "IssuerOfServiceEpisodeIDSequence",
+        ),
+        _hl7_item_ok,
+    ),
+    **dict.fromkeys(
+        (
+            "ReferringPhysicianIdentificationSequence",
+            "ConsultingPhysicianIdentificationSequence",
+            "PhysiciansOfRecordIdentificationSequence",
+            "PhysiciansReadingStudyIdentificationSequence",
+        ),
+        _person_item_ok,
+    ),
+    "OtherPatientIDsSequence": _other_id_item_ok,
+}
+#: Type 1C sequences: present means at least one item.
+_NON_EMPTY_SEQUENCES = ("DeidentificationMethodCodeSequence", "PatientSpeciesCodeSequence")
+
+
+def _leave_out(ds: Dataset, keyword: str, why: str) -> None:
+    if keyword in ds:
+        del ds[keyword]
+        logger.warning("source %s %s: left out", keyword, why)
+
+
+def repair_conditional_attributes(ds: Dataset) -> None:
+    """Make the copied Patient and study modules meet their conditions (Type 1C/2C), in place.
+
+    Values outside an attribute's enumerated values and sequence items missing what their
+    macro requires are left out (a warning names the keyword); a source marked de-identified
+    keeps or gets a De-identification Method; an animal's Type 2C attributes are written empty;
+    attributes that need a missing companion (breed without species, Responsible Person without
+    its role, a date in an alternative calendar without the calendar) are left out.
+    """
+    for keyword, allowed in _ENUMERATED.items():
+        if keyword in ds and any(v.strip() not in allowed for v in _values(ds[keyword].value)):
+            _leave_out(ds, keyword, "holds a value outside its enumerated values")
+    for keyword, numbers in _ENUMERATED_NUMBERS.items():
+        value = ds[keyword].value if keyword in ds else None
+        numbers_held = value if isinstance(value, MultiValue | list) else [value]
+        if value is not None and any(v not in numbers for v in numbers_held):
+            _leave_out(ds, keyword, "holds a value outside its enumerated values")
+    for keyword, item_ok in _SEQUENCE_ITEMS.items():
+        if keyword not in ds:
+            continue
+        items = ds[keyword].value or []
+        if not all(isinstance(i, Dataset) and item_ok(i) for i in items):
+            _leave_out(ds, keyword, "holds an item missing what its macro requires")
+        elif not items and keyword in _NON_EMPTY_SEQUENCES:
+            _leave_out(ds, keyword, "is an empty sequence where one item is required")
+    for keyword in _NOT_COPIED:
+        _leave_out(ds, keyword, "is not carried into derived objects")
+    _repair_deidentification(ds)
+    animal = bool(_text(ds, "PatientSpeciesDescription")) or _has_items(
+        ds, "PatientSpeciesCodeSequence"
+    )
+    if "PatientSpeciesDescription" in ds and not _text(ds, "PatientSpeciesDescription"):
+        _leave_out(ds, "PatientSpeciesDescription", "is empty (Type 1C)")
+    if not animal:
+        for keyword in _NON_HUMAN_ONLY:
+            _leave_out(ds, keyword, "describes an animal but the source names no species")
+    if _text(ds, "ResponsiblePerson") and not _text(ds, "ResponsiblePersonRole"):
+        _leave_out(ds, "ResponsiblePerson", "has no Responsible Person Role")
+    if not _text(ds, "ResponsiblePerson"):
+        _leave_out(ds, "ResponsiblePersonRole", "has no Responsible Person")
+    if animal:
+        for keyword, empty in _NON_HUMAN_TYPE2C.items():
+            if keyword not in ds:
+                _replace(ds, keyword, empty)
+    if not _text(ds, "PatientAlternativeCalendar"):
+        for keyword in _ALTERNATIVE_CALENDAR_DATES:
+            _leave_out(ds, keyword, "needs a Patient Alternative Calendar")
+    if not any(_text(ds, keyword) for keyword in _ALTERNATIVE_CALENDAR_DATES):
+        _leave_out(ds, "PatientAlternativeCalendar", "names the calendar of no date")
+
+
+def _repair_deidentification(ds: Dataset) -> None:
+    """Patient Identity Removed YES requires a De-identification Method or its code sequence."""
+    if _text(ds, "PatientIdentityRemoved") != "YES":
+        return
+    if "DeidentificationMethod" in ds and not _text(ds, "DeidentificationMethod"):
+        del ds.DeidentificationMethod  # Type 1C: present means a value
+    if "DeidentificationMethod" in ds or _has_items(ds, "DeidentificationMethodCodeSequence"):
+        return
+    _replace(ds, "DeidentificationMethod", DEIDENTIFICATION_NOT_RECORDED)
+    logger.warning(
+        "source PatientIdentityRemoved is YES without a de-identification method: the SEG says "
+        "the method was not recorded"
+    )
+
+
 def seg_source_images(datasets: Sequence[Dataset], slice_spacing_mm: float) -> list[Dataset]:
     """Copies of a volume's sorted source datasets that highdicom can turn into a valid SEG.
 
@@ -354,6 +563,7 @@ def seg_source_images(datasets: Sequence[Dataset], slice_spacing_mm: float) -> l
                 setattr(clone, keyword, value)
             _repair_charset(clone)
             _drop_invalid_optional(clone)
+            repair_conditional_attributes(clone)
         sources.append(clone)
     return sources
 
@@ -376,3 +586,4 @@ def check_seg_dataset(seg: pydicom.Dataset) -> None:
     from the source; this sweep catches what :func:`seg_source_images` did not foresee.
     """
     _drop_invalid_optional(seg)
+    repair_conditional_attributes(seg)

@@ -20,6 +20,7 @@ from pydicom.sr.codedict import codes
 
 from service.core.classes import ClassInfo
 from service.core.manifest import ModelManifest
+from service.dicom.seg_source import repair_conditional_attributes
 from service.quality.clinical import LUNG, ClinicalSummary
 
 logger = logging.getLogger(__name__)
@@ -136,6 +137,9 @@ def build_summary_sr(
         is_complete=True,
         series_description=f"pulmoseg summary {manifest.version}"[:_LO_MAX],
     )
+    # highdicom copies the SEG's Patient module; its conditions (e.g. a de-identification
+    # method when Patient Identity Removed is YES) hold for the SR too, whatever SEG came in.
+    repair_conditional_attributes(sr)
     sr.CodingSchemeIdentificationSequence = [_scheme_identification()]
     sr.SoftwareVersions = software_version[:_LO_MAX]
     buffer = io.BytesIO()

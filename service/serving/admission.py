@@ -8,6 +8,9 @@ upload is read, so a queued study holds a connection and a thread, not its bytes
 
 The queue is a plain object (no gRPC): the servicer polls :meth:`Ticket.wait` so it can relay
 the queue position as progress events and notice a client that went away.
+
+:class:`DrainGate` sits in front of the queue: once the server starts draining it refuses new
+calls (UNAVAILABLE) itself, while the calls it already let in — running or queued — finish.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections import deque
+from collections.abc import Iterator
 
-from service.core.errors import ResourceLimitError
+from service.core.errors import ResourceLimitError, ServiceNotReadyError
 
 
 class Ticket:
@@ -96,3 +100,74 @@ class AdmissionQueue:
             while self._active < self.max_active and self._waiting:
                 self._active += 1
                 self._waiting.popleft()._admitted.set()
+
+
+class ServerDrainingError(ServiceNotReadyError):
+    """A call that arrived after draining started; UNAVAILABLE, so clients retry elsewhere."""
+
+
+#: What a caller refused during a drain is told (UNAVAILABLE: the client retries it elsewhere).
+DRAINING_DETAILS = "The server is draining; retry on another replica."
+
+
+class DrainGate:
+    """Admits calls until draining starts, then refuses them; counts the calls it let in.
+
+    The servicers call :meth:`admit` at the start of every call that does work and
+    :meth:`leave` when it ends. :meth:`start_draining` makes every later :meth:`admit` raise
+    :class:`ServerDrainingError` (the service itself answers UNAVAILABLE, so gRPC's own shutdown
+    never races a new call), and :meth:`wait_idle` returns once every admitted call (running or
+    queued) has ended. The check and the count share one lock: a call is either counted before
+    draining starts, and waited for, or refused.
+    """
+
+    def __init__(self) -> None:
+        self._idle = threading.Condition()
+        self._active = 0
+        self._draining = threading.Event()
+
+    @property
+    def draining(self) -> bool:
+        return self._draining.is_set()
+
+    @property
+    def active(self) -> int:
+        """Calls admitted and not yet ended."""
+        return self._active
+
+    def admit(self) -> None:
+        """Count one more call; ServerDrainingError once draining has started."""
+        with self._idle:
+            if self._draining.is_set():
+                raise ServerDrainingError(DRAINING_DETAILS)
+            self._active += 1
+
+    def leave(self) -> None:
+        """The end of a call that :meth:`admit` let in."""
+        with self._idle:
+            self._active -= 1
+            if self._active <= 0:
+                self._idle.notify_all()
+
+    @contextlib.contextmanager
+    def call(self) -> Iterator[None]:
+        """``admit`` on entry, ``leave`` on exit (however the call ends)."""
+        self.admit()
+        try:
+            yield
+        finally:
+            self.leave()
+
+    def start_draining(self) -> None:
+        """Refuse every call from now on; calls already admitted go on. Idempotent."""
+        with self._idle:
+            self._draining.set()
+
+    def wait_idle(self, timeout_s: float | None = None) -> bool:
+        """True once no admitted call is left; False when ``timeout_s`` passed first."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._active <= 0, timeout_s)
+
+    def wait_draining(self, timeout_s: float | None = None) -> bool:
+        """True once draining has started (lets tests and embedders wait without polling)."""
+        return self._draining.wait(timeout_s)

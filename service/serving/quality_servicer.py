@@ -66,7 +66,8 @@ class QualityServicer(pb2_grpc.QualityServiceServicer):
     def _call(self, method: str, context: grpc.ServicerContext, work: Callable[[], T]) -> T:
         code = grpc.StatusCode.OK
         try:
-            return work()
+            with self._state.drain.call():  # refused (UNAVAILABLE) once the server drains
+                return work()
         except Exception as exc:
             code, details = status_for(exc)
             log_failure(method, exc, code)

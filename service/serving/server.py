@@ -10,6 +10,9 @@ Model loading runs in a background thread after the port is bound, so probes see
 while the model loads and SERVING once it is ready. If loading fails, the server logs why and
 stays NOT_SERVING (calls get UNAVAILABLE); :func:`serve` then stops and returns exit code 1 so an
 orchestrator shows the failure instead of a pod that is never ready.
+
+Stopping drains (:meth:`RunningServer.stop`): the servicers refuse new work with UNAVAILABLE
+while running and queued studies finish, and only then does gRPC's own shutdown run.
 """
 
 from __future__ import annotations
@@ -48,6 +51,9 @@ logger = logging.getLogger(__name__)
 
 #: How often the main thread checks whether a model load replaced its signal handlers.
 ARM_POLL_S = 0.1
+#: After a drain, how long gRPC's own stop waits (at most) for calls it still holds: the final
+#: status of studies that just ended and quick calls the drain does not count.
+FINISH_S = 5.0
 
 
 class _TokenAuthInterceptor(grpc.ServerInterceptor):
@@ -225,10 +231,31 @@ class RunningServer:
         return thread
 
     def stop(self, grace: float | None = None) -> None:
-        """Report NOT_SERVING, let in-flight calls finish for ``grace`` seconds, then stop."""
-        self.health.enter_graceful_shutdown()
+        """Drain for up to ``grace`` seconds, then stop the gRPC server.
+
+        From the first moment the service itself refuses new work (UNAVAILABLE, "draining;
+        retry on another replica", which clients retry elsewhere) and health reports
+        NOT_SERVING; health and reflection keep answering. Running and queued studies finish.
+        Only when they have (or the grace period ends) is gRPC's ``server.stop`` called, so its
+        shutdown never races a new call into a CANCELLED that a client would treat as final.
+        """
         grace = self.settings.grace_period_s if grace is None else grace
-        self.server.stop(grace).wait()
+        deadline = time.monotonic() + grace
+        drain = self.state.drain
+        drain.start_draining()  # before NOT_SERVING: whoever sees NOT_SERVING is refused
+        self.health.enter_graceful_shutdown()
+        if drain.wait_idle(grace):
+            logger.info("drained: no call in flight")
+        else:
+            logger.warning(
+                "grace period of %g s ended with %d call(s) in flight; they are cancelled",
+                grace,
+                drain.active,
+            )
+        # What is left: trailers of calls that just ended, quick untracked calls (health,
+        # reflection, model info) and open health watches, which only the stop ends.
+        remaining = max(0.0, deadline - time.monotonic())
+        self.server.stop(min(remaining, FINISH_S)).wait()
         self.servicer.shutdown()
         if self.metrics_server is not None:
             self.metrics_server.stop()

@@ -40,7 +40,7 @@ from service.grpc_api import segmentation_pb2_grpc as pb2_grpc
 from service.grpc_api.progress import ProgressRelay, stage_to_proto
 from service.grpc_api.quality_messages import clinical_from_summary, consistency_message
 from service.observability.metrics import ServiceMetrics
-from service.serving.admission import AdmissionQueue, Ticket
+from service.serving.admission import AdmissionQueue, DrainGate, Ticket
 from service.serving.errors import (
     ResourceLimitError,
     UnsupportedRequestError,
@@ -86,6 +86,8 @@ class ServingState:
         #: Name of the served version in the model directory, and why a reload kept it.
         self.serving_version = ""
         self.reload_error = ""
+        #: Refuses new work (UNAVAILABLE) once the server drains; counts the calls still going.
+        self.drain = DrainGate()
 
     def require(self) -> SegmentationPipeline:
         if self.pipeline is None:
@@ -161,7 +163,9 @@ class SegmentationServicer(pb2_grpc.SegmentationServiceServicer):
     ) -> Iterator[pb2.SegmentStudyResponse]:
         code = grpc.StatusCode.OK
         try:
-            yield from self._segment_study(request_iterator, context)
+            # Draining: refused here (UNAVAILABLE); admitted calls are waited for by the stop.
+            with self._state.drain.call():
+                yield from self._segment_study(request_iterator, context)
         except GeneratorExit:  # gRPC closed the stream: the client went away
             code = grpc.StatusCode.CANCELLED
             raise

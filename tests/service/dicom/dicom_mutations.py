@@ -24,12 +24,29 @@ DELETE = None
 PIXEL_WORDS = ("pixel data", "PixelData")
 
 
+#: A sequence item as (keyword, value) pairs; a value that is a tuple of items is a sequence.
+Item = tuple[tuple[str, object], ...]
+
+
+def _dataset(item: Item) -> Dataset:
+    ds = Dataset()
+    for keyword, value in item:
+        if isinstance(value, tuple):
+            setattr(ds, keyword, [_dataset(i) for i in value])
+        else:
+            setattr(ds, keyword, value)
+    return ds
+
+
 @dataclass(frozen=True)
 class Mutation:
     keyword: str
     raw: bytes | None  # None deletes the attribute
     slice_index: int | None = None  # None: every slice
     private: bool = False
+    #: Sequence items, each (keyword, value) pairs (nested sequences as items): set, with raw
+    #: ``b""``, on a keyword whose VR is SQ.
+    items: tuple[Item, ...] = ()
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -52,6 +69,9 @@ class Mutation:
             block.add_new(0x03, "DS", "1.5")
             return
         tag = Tag(self.keyword)
+        if dictionary_VR(tag) == "SQ" and self.raw is not None:
+            setattr(ds, self.keyword, [_dataset(item) for item in self.items])
+            return
         if self.raw is None:
             if tag in ds:
                 del ds[tag]
@@ -62,6 +82,8 @@ class Mutation:
     def __str__(self) -> str:
         where = "all slices" if self.slice_index is None else f"slice {self.slice_index}"
         what = "private block" if self.private else f"{self.keyword}={self.raw!r}"
+        if self.items or (self.raw is not None and dictionary_VR(Tag(self.keyword)) == "SQ"):
+            what = f"{self.keyword}={len(self.items)} items {self.items!r}"
         return f"{what} on {where}"
 
     __repr__ = __str__
@@ -126,6 +148,73 @@ OTHER_VALUES: dict[str, list[bytes | None]] = {
     "PositionReferenceIndicator": [DELETE],
     "SliceLocation": [DELETE, b"abc"],
     "WindowCenter": [DELETE, b"abc"],
+}
+
+
+def _code(value: str, scheme: str, meaning: str) -> Item:
+    return (("CodeValue", value), ("CodingSchemeDesignator", scheme), ("CodeMeaning", meaning))
+
+
+_PHOTO: Item = (
+    ("TypeOfInstances", "DICOM"),
+    ("StudyInstanceUID", "1.2.826.0.1.3680043.8.498.1"),
+    ("SeriesInstanceUID", "1.2.826.0.1.3680043.8.498.2"),
+    (
+        "ReferencedSOPSequence",
+        (
+            (
+                ("ReferencedSOPClassUID", "1.2.840.10008.5.1.4.1.1.7"),
+                ("ReferencedSOPInstanceUID", "1.2.826.0.1.3680043.8.498.3"),
+            ),
+        ),
+    ),
+    ("DICOMRetrievalSequence", ((("RetrieveAETitle", "ARCHIVE"),),)),
+    ("HL7InstanceIdentifier", "photo-1"),
+)
+#: Attributes whose presence triggers a condition (Type 1C/2C) of the Patient, General Study
+#: and Patient Study modules: the SEG must meet it (dciodvfy checks), or leave the trigger out.
+CONDITION_VALUES: dict[str, list[bytes | None]] = {
+    # the phantom writes YES with a method: these take the method away or break the flag
+    "PatientIdentityRemoved": [b"YES", b"NO", b"MAYBE", b"yes", DELETE],
+    "DeidentificationMethod": [DELETE, b"", b"M" * 70, b"CTP\\manual review"],
+    "PatientSpeciesDescription": [b"Canis lupus familiaris", b""],
+    "PatientBreedDescription": [b"Beagle"],
+    "StrainDescription": [b"C57BL/6"],
+    "ResponsiblePerson": [b"Owner^Jo", b""],
+    "ResponsiblePersonRole": [b"OWNER", b"BOSS"],
+    "ResponsibleOrganization": [b"City Zoo"],
+    "PatientSexNeutered": [b"ALTERED", b"X", b""],
+    "QualityControlSubject": [b"YES", b"MAYBE"],
+    "PatientBirthDateInAlternativeCalendar": [b"5730"],
+    "PatientAlternativeCalendar": [b"I"],
+    "TypeOfPatientID": [b"TEXT"],
+    "PregnancyStatus": [_us(4), _us(9)],
+}
+#: Sequences (name -> item lists) of those modules: well-formed, empty, or an item that lacks
+#: what its macro requires.
+CONDITION_SEQUENCES: dict[str, list[tuple[Item, ...]]] = {
+    "DeidentificationMethodCodeSequence": [
+        (_code("113100", "DCM", "Basic Application Confidentiality Profile"),),
+        (),
+        ((("CodeMeaning", "no code"),),),
+    ],
+    "PatientSpeciesCodeSequence": [(_code("448771007", "SCT", "Canis lupus familiaris"),), ()],
+    "PatientBreedCodeSequence": [(_code("1", "99X", "Beagle"),)],
+    "OtherPatientIDsSequence": [
+        ((("PatientID", "X1"), ("TypeOfPatientID", "TEXT")),),
+        ((("PatientID", "X1"),),),
+    ],
+    "IssuerOfPatientIDQualifiersSequence": [
+        ((("UniversalEntityID", "1.2.3"), ("UniversalEntityIDType", "ISO")),),
+        ((),),
+    ],
+    "ReferencedPatientPhotoSequence": [(_PHOTO,), ((("TypeOfInstances", "DICOM"),),)],
+    "ReferencedPatientSequence": [((),)],
+    "ReferencedStudySequence": [((),)],
+    "AdmittingDiagnosesCodeSequence": [(_code("J18.9", "I10", "Pneumonia"),), ((),)],
+    "ProcedureCodeSequence": [((("CodeValue", "CT"),),)],
+    "IssuerOfAccessionNumberSequence": [((("LocalNamespaceEntityID", "RIS"),),), ((),)],
+    "ReferringPhysicianIdentificationSequence": [((("InstitutionName", "H"),),)],
 }
 CHARSETS: list[bytes | None] = [
     DELETE,
@@ -206,6 +295,17 @@ def mutations(n_slices: int) -> st.SearchStrategy[Mutation]:
         _from_table(GEOMETRY_VALUES),
         per_slice,
         st.just(Mutation("PrivateBlock", b"", private=True)),
+        _from_table(CONDITION_VALUES),
+        condition_sequences(),
+    )
+
+
+def condition_sequences() -> st.SearchStrategy[Mutation]:
+    """A sequence of :data:`CONDITION_SEQUENCES` set to one of its listed item lists."""
+    return st.sampled_from(sorted(CONDITION_SEQUENCES)).flatmap(
+        lambda k: st.sampled_from(CONDITION_SEQUENCES[k]).map(
+            lambda items: Mutation(k, b"", items=items)
+        )
     )
 
 

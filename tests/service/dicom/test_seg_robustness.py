@@ -19,6 +19,7 @@ from service.core.classes import DEFAULT_CLASSES
 from service.core.errors import InvalidStudyError
 from service.core.manifest import ModelManifest
 from service.dicom.seg_reader import read_seg_labels
+from service.dicom.seg_source import DEIDENTIFICATION_NOT_RECORDED
 from service.dicom.seg_writer import write_study_seg
 from service.dicom.study_input import parse_instances, select_ct_series
 from service.dicom.volume import series_to_volume
@@ -26,6 +27,8 @@ from service.serving.errors import status_for
 from tests.dicom_validation import dciodvfy_errors
 from tests.service.dicom.dicom_mutations import (
     CHARSETS,
+    CONDITION_SEQUENCES,
+    CONDITION_VALUES,
     GEOMETRY_VALUES,
     OTHER_VALUES,
     PER_SLICE_VALUES,
@@ -145,7 +148,7 @@ def test_mutated_series_is_segmented_cleanly_or_refused_by_name(
 def _every_single_mutation() -> list[tuple[int, Mutation]]:
     """(slices, mutation): every listed value on a 3-slice series, geometry also on one slice."""
     out = [(3, Mutation("SpecificCharacterSet", raw)) for raw in CHARSETS]
-    for table in (TYPE2_VALUES, OTHER_VALUES, GEOMETRY_VALUES):
+    for table in (TYPE2_VALUES, OTHER_VALUES, GEOMETRY_VALUES, CONDITION_VALUES):
         out += [(3, Mutation(k, raw)) for k, values in table.items() for raw in values]
     out += [
         (1, Mutation(k, raw))
@@ -154,6 +157,11 @@ def _every_single_mutation() -> list[tuple[int, Mutation]]:
     ]
     out += [
         (3, Mutation(k, raw, slice_index=1)) for k, vs in PER_SLICE_VALUES.items() for raw in vs
+    ]
+    out += [
+        (3, Mutation(k, b"", items=items))
+        for k, lists in CONDITION_SEQUENCES.items()
+        for items in lists
     ]
     return out
 
@@ -257,3 +265,66 @@ def test_source_datasets_are_not_modified(
     write_study_seg(volume, pattern_labels(volume.shape, 4), manifest, software_version="1")
     assert [(e.tag, e.value) for e in volume.datasets[0] if e.tag != 0x7FE00010] == before
     assert "SliceThickness" not in volume.datasets[0]
+
+
+# -- conditional attributes: Patient Identity Removed YES needs a method (Type 1C) -----------------
+_DEID_CODE = CONDITION_SEQUENCES["DeidentificationMethodCodeSequence"][0]
+
+
+@pytest.mark.parametrize(
+    ("mutations", "method", "with_code"),
+    [
+        ([Mutation("DeidentificationMethod", None)], DEIDENTIFICATION_NOT_RECORDED, False),
+        ([Mutation("DeidentificationMethod", b"")], DEIDENTIFICATION_NOT_RECORDED, False),
+        ([Mutation("DeidentificationMethod", b"M" * 70)], DEIDENTIFICATION_NOT_RECORDED, False),
+        ([Mutation("DeidentificationMethod", b"CTP")], "CTP", False),
+        (
+            [
+                Mutation("DeidentificationMethod", None),
+                Mutation("DeidentificationMethodCodeSequence", b"", items=_DEID_CODE),
+            ],
+            None,
+            True,
+        ),
+        (
+            [
+                Mutation("DeidentificationMethod", None),
+                Mutation("DeidentificationMethodCodeSequence", b"", items=((("CodeValue", "1"),),)),
+            ],
+            DEIDENTIFICATION_NOT_RECORDED,
+            False,
+        ),
+    ],
+    ids=["no-method", "empty-method", "too-long-method", "method", "code-only", "broken-code"],
+)
+def test_identity_removed_source_gives_seg_with_a_method(
+    series: Series,
+    manifest: ModelManifest,
+    mutations: list[Mutation],
+    method: str | None,
+    with_code: bool,
+) -> None:
+    import io
+
+    import pydicom
+
+    mutations = [Mutation("PatientIdentityRemoved", b"YES"), *mutations]
+    blobs = mutate_series(series[3], mutations)
+    assert check_outcome(blobs, mutations, manifest, "BINARY") == "segmented"
+    seg, _, _ = segment_without_network(blobs, manifest, "BINARY")
+    written = pydicom.dcmread(io.BytesIO(seg))
+    assert written.PatientIdentityRemoved == "YES"
+    assert written.get("DeidentificationMethod") == method
+    assert ("DeidentificationMethodCodeSequence" in written) == with_code
+
+
+def test_invalid_identity_removed_flag_is_left_out(series: Series, manifest: ModelManifest) -> None:
+    import io
+
+    import pydicom
+
+    mutations = [Mutation("PatientIdentityRemoved", b"MAYBE")]
+    blobs = mutate_series(series[3], mutations)
+    assert check_outcome(blobs, mutations, manifest, "BINARY") == "segmented"
+    seg, _, _ = segment_without_network(blobs, manifest, "BINARY")
+    assert "PatientIdentityRemoved" not in pydicom.dcmread(io.BytesIO(seg))

@@ -59,3 +59,48 @@ def test_sr_references_each_segment_and_holds_volumes_involvement_grade(seg_and_
     assert float(involvement.value) == pytest.approx(round(summary.involvement_percent, 2))
     grade = lung.get_qualitative_evaluations()[0]
     assert grade.value.value == summary.grade.value == "CT-1"
+
+
+def _seg_marked_deidentified(seg_bytes: bytes, method: str | None, with_code: bool) -> bytes:
+    """The SEG as a SEG from elsewhere could come: identity removed, the method as given."""
+    seg = pydicom.dcmread(io.BytesIO(seg_bytes))
+    seg.PatientIdentityRemoved = "YES"
+    for keyword in ("DeidentificationMethod", "DeidentificationMethodCodeSequence"):
+        if keyword in seg:
+            delattr(seg, keyword)
+    if method is not None:
+        seg.DeidentificationMethod = method
+    if with_code:
+        item = pydicom.Dataset()
+        item.CodeValue = "113100"
+        item.CodingSchemeDesignator = "DCM"
+        item.CodeMeaning = "Basic Application Confidentiality Profile"
+        seg.DeidentificationMethodCodeSequence = [item]
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, seg, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("method", "with_code", "expected"),
+    [
+        (None, False, "Source marked identity removed; method not recorded"),
+        ("", False, "Source marked identity removed; method not recorded"),
+        ("CTP DICOM Anonymizer", False, "CTP DICOM Anonymizer"),
+        (None, True, None),
+        ("CTP DICOM Anonymizer", True, "CTP DICOM Anonymizer"),
+    ],
+    ids=["no-method", "empty-method", "method", "code-only", "method-and-code"],
+)
+def test_sr_of_deidentified_patient_carries_the_method(
+    seg_and_sr, manifest, method, with_code, expected
+):
+    """Patient Identity Removed YES makes the method (or its code sequence) Type 1C."""
+    seg_bytes, summary, _ = seg_and_sr
+    seg = _seg_marked_deidentified(seg_bytes, method, with_code)
+    sr_bytes = build_summary_sr(seg, summary, manifest, "0.1.0")
+    assert dciodvfy_errors(sr_bytes) == []
+    sr = pydicom.dcmread(io.BytesIO(sr_bytes))
+    assert sr.PatientIdentityRemoved == "YES"
+    assert sr.get("DeidentificationMethod") == expected
+    assert ("DeidentificationMethodCodeSequence" in sr) == with_code

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import threading
 
+import grpc
 import pytest
 
+from service.client.retry import RETRYABLE_CODES
 from service.core.errors import ResourceLimitError
-from service.serving.admission import AdmissionQueue
+from service.serving.admission import (
+    DRAINING_DETAILS,
+    AdmissionQueue,
+    DrainGate,
+    ServerDrainingError,
+)
+from service.serving.errors import status_for
 
 
 def test_admits_up_to_the_slots_then_queues_in_order_then_refuses() -> None:
@@ -69,3 +77,26 @@ def test_waiters_wake_in_arrival_order_across_threads() -> None:
 def test_arguments_are_checked(active: int, length: int) -> None:
     with pytest.raises(ValueError, match="must be >= "):
         AdmissionQueue(active, length)
+
+
+def test_drain_gate_refuses_after_draining_starts_and_waits_for_admitted_calls() -> None:
+    gate = DrainGate()
+    gate.admit()  # a running study
+    with gate.call():  # a queued one, ending first
+        gate.start_draining()
+        assert gate.draining and gate.active == 2
+        with pytest.raises(ServerDrainingError, match="draining; retry on another replica"):
+            gate.admit()
+        with pytest.raises(ServerDrainingError), gate.call():
+            pass  # never runs
+    assert gate.active == 1 and not gate.wait_idle(0)
+    done = threading.Thread(target=gate.leave)
+    done.start()
+    assert gate.wait_idle(30) and gate.active == 0
+    done.join(10)
+
+
+def test_drain_refusal_is_unavailable_so_clients_retry_elsewhere() -> None:
+    code, details = status_for(ServerDrainingError(DRAINING_DETAILS))
+    assert code is grpc.StatusCode.UNAVAILABLE and details == DRAINING_DETAILS
+    assert grpc.StatusCode.UNAVAILABLE in RETRYABLE_CODES

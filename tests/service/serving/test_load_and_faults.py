@@ -14,7 +14,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from service.client.client import ClientError, SegmentationClient, upload_requests
 from service.grpc_api import SERVICE_NAME
@@ -48,7 +48,8 @@ def _count(running: RunningServer, code: str) -> float:
 
 
 def _health(running: RunningServer) -> int:
-    """The health servicer's own answer (a drained server rejects new calls, probes included)."""
+    """The health servicer's own answer (it keeps answering while draining; a stopped server
+    rejects every call, probes included)."""
     request = health_pb2.HealthCheckRequest(service=SERVICE_NAME)
     return running.health.Check(request, None).status
 
@@ -176,27 +177,104 @@ def test_queue_wait_limit_ends_in_resource_exhausted(pipeline, held_out_study) -
         running.stop(grace=0)
 
 
+class GatedStudy:
+    """A real study whose upload stops after the header until :meth:`release`: it holds the
+    study slot for as long as a test needs, then finishes like any other."""
+
+    def __init__(self, address: str, files: list[Path]) -> None:
+        self._gate = threading.Event()
+        self._channel = grpc.insecure_channel(address)
+        stub = pb2_grpc.SegmentationServiceStub(self._channel)
+        self._call = stub.SegmentStudy(self._requests(files), timeout=300)
+        next(self._call)  # the first answer: admitted, header read (an event, no polling)
+
+    def _requests(self, files: list[Path]) -> Iterator[pb2.SegmentStudyRequest]:
+        requests = upload_requests(files, client_name="gated", expected_count=len(files))
+        yield next(requests)  # the header
+        assert self._gate.wait(300), "the gated study was never released"
+        yield from requests
+
+    def release(self) -> pb2.StudySummary:
+        """Send the rest of the study and return its summary."""
+        self._gate.set()
+        try:
+            summaries = [r.summary for r in self._call if r.WhichOneof("payload") == "summary"]
+        finally:
+            self._channel.close()
+        assert len(summaries) == 1
+        return summaries[0]
+
+    def abandon(self) -> None:
+        """Let the upload go on and close the channel (a failed test's clean-up)."""
+        self._gate.set()
+        self._channel.close()
+
+
 def test_draining_server_finishes_running_and_queued_studies_and_refuses_new_ones(
     pipeline, held_out_study
 ) -> None:
+    """Every wait is on an event or a bounded condition with a generous deadline (no sleeps),
+    so the outcome does not depend on how fast a loaded machine runs the studies."""
     running = _server(pipeline, max_concurrent_studies=1, queue_length=4)
     files = _files(held_out_study)
     admission = running.servicer._admission
+    drain = running.state.drain
+    queued = [threading.Event(), threading.Event()]
 
-    def one_study(_: int) -> int:
-        with SegmentationClient(running.address, timeout_s=120, max_attempts=1) as client:
-            return client.segment_files(files).summary["num_instances"]
+    def queued_study(index: int) -> int:
+        with SegmentationClient(running.address, timeout_s=300, max_attempts=1) as client:
+            summary = client.segment_files(
+                files, on_queue_position=lambda position: queued[index].set()
+            ).summary
+        return summary["num_instances"]
 
-    with ThreadPoolExecutor(3) as pool:
-        studies = [pool.submit(one_study, i) for i in range(3)]
-        _wait_for(lambda: admission.active + admission.waiting == 3)
-        stopper = threading.Thread(target=running.stop, kwargs={"grace": 120})
+    stopper = threading.Thread(target=running.stop, kwargs={"grace": 300}, daemon=True)
+    pool = ThreadPoolExecutor(2)
+    first: GatedStudy | None = None
+    try:
+        first = GatedStudy(running.address, files)  # runs: holds the only study slot
+        studies = [pool.submit(queued_study, i) for i in range(2)]
+        for event in queued:  # each was told its queue position: both wait behind it
+            assert event.wait(120), "a study was never queued"
+        assert (admission.active, admission.waiting, drain.active) == (1, 2, 3)
+
         stopper.start()
-        _wait_for(lambda: _health(running) == health_pb2.HealthCheckResponse.NOT_SERVING, 10)
-        late = SegmentationClient(running.address, timeout_s=10, max_attempts=1)
-        with late, pytest.raises(ClientError) as info:
+        _wait_for(lambda: _health(running) == health_pb2.HealthCheckResponse.NOT_SERVING, 120)
+        assert drain.draining
+
+        # New work is refused by the service itself, UNAVAILABLE (retryable elsewhere).
+        late = SegmentationClient(running.address, timeout_s=120, max_attempts=1)
+        with late, pytest.raises(ClientError, match="draining; retry on another") as info:
             late.segment_files(files)
         assert info.value.code is grpc.StatusCode.UNAVAILABLE
-        assert [s.result(timeout=180) for s in studies] == [len(files)] * 3
-        stopper.join(60)
-    assert not stopper.is_alive()
+        with grpc.insecure_channel(running.address) as channel:
+            quality = pb2_grpc.QualityServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as refused:
+                quality.ListStudyQuality(pb2.ListStudyQualityRequest(), timeout=120)
+            assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+            assert "draining" in refused.value.details()
+            # Health keeps answering over the network while the server drains.
+            probe = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=120
+            )
+            assert probe.status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+        # Nothing admitted was dropped and gRPC has not been stopped under it.
+        assert stopper.is_alive()
+        assert (admission.active, admission.waiting, drain.active) == (1, 2, 3)
+
+        assert first.release().num_instances == len(files)
+        assert [s.result(timeout=300) for s in studies] == [len(files)] * 2
+        stopper.join(300)
+        assert not stopper.is_alive()
+        assert _count(running, "OK") == 3 and _count(running, "UNAVAILABLE") == 1
+        assert (admission.active, admission.waiting, drain.active) == (0, 0, 0)
+    finally:  # on a failure: free the gated upload and end every call before leaving
+        if first is not None:
+            first.abandon()
+        if not stopper.is_alive() and not drain.draining:
+            running.stop(grace=0)
+        elif stopper.is_alive():
+            running.server.stop(0)
+            stopper.join(60)
+        pool.shutdown(wait=True, cancel_futures=True)
