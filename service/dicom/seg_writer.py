@@ -28,7 +28,6 @@ from service.dicom.volume import CTVolume
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED_TYPES = (hd.seg.SegmentationTypeValues.BINARY, hd.seg.SegmentationTypeValues.LABELMAP)
 CONTENT_LABEL = "PULMOSEG"
 CONTENT_DESCRIPTION = "Lung and lesion segmentation"
 _LO_MAX = 64  # DICOM LO value representation: at most 64 characters
