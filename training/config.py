@@ -16,7 +16,11 @@ from typing import Any, ClassVar
 import yaml
 from pydantic import Field, StrictBool, field_validator, model_validator
 
-from service.core.classes import DEFAULT_CLASS_NAMES, LESION_MASK_CLASS_NAMES
+from service.core.classes import (
+    DEFAULT_CLASS_NAMES,
+    LESION_CLASS_NAMES,
+    LESION_MASK_CLASS_NAMES,
+)
 from service.core.settings_base import (
     Layer,
     SettingsModel,
@@ -506,6 +510,59 @@ class ExportConfig(ConfigSection):
     parity_tolerance: float = 1e-4
 
 
+class WeakConfig(ConfigSection):
+    """Whole DICOM slices in HU with slice-level labels (``bench/real_ct_weak_slices.py``).
+
+    Three uses of one folder of studies, each switchable: (1) lesion-free slices with synthetic
+    lesions inserted (``training.data.synthetic_lesions``) join every labeled batch as dense
+    labels in true HU with real anatomy; (2) slices with a slice-level label feed the weak
+    (multiple-instance) loss of ``training.nn.weak_losses``: a negative slice's strongest
+    lesion evidence is pushed to 0, a positive slice's to 1; (3) every slice joins the
+    unlabeled pool of the semi-supervised stages. Used by ``data.kind: slices2d`` runs.
+    """
+
+    key_prefix: ClassVar[str] = "weak."
+
+    #: Folder of ``<study>.npz`` files (None: off). Relative to the working directory.
+    studies: str | None = None
+    #: Study names kept out of training (leave-study-out folds).
+    exclude: tuple[str, ...] = ()
+    #: Share of each labeled batch drawn from the studies' lesion-free slices.
+    synthetic_share: float = 0.5
+    #: Chance that such a slice gets synthetic lesions (else it stays a lesion-free example).
+    lesion_prob: float = 0.6
+    #: Slices this close (in slices) to a positive one never count as lesion-free.
+    guard: int = 1
+    #: Slices per step for the weak loss (half positive, half negative); 0 = no weak loss.
+    batch_size: int = 4
+    #: Weight of the weak loss against the supervised one.
+    weight: float = 0.5
+    #: The weak loss scores a slice by the mean of its ``top_k`` strongest lesion pixels
+    #: (16 pixels at 160² ≈ 60 mm², about the 50 mm² slice rule of the real-CT bench).
+    top_k: int = 16
+    #: Pixels of the dilated lung field outside which a weak slice is background for sure.
+    field_margin_px: int = 5
+    #: Add every slice of the studies to the unlabeled pool of tcsm/unimatch.
+    unlabeled: StrictBool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> WeakConfig:
+        for name in ("synthetic_share", "lesion_prob"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0 + (name == "lesion_prob"):
+                raise ValueError(f"Config key 'weak.{name}' must be in [0, 1), got {value}.")
+        for name in ("guard", "batch_size", "field_margin_px"):
+            if getattr(self, name) < 0:
+                raise ValueError(
+                    f"Config key 'weak.{name}' must be >= 0, got {getattr(self, name)}."
+                )
+        if self.top_k < 1:
+            raise ValueError(f"Config key 'weak.top_k' must be >= 1, got {self.top_k}.")
+        if self.weight < 0:
+            raise ValueError(f"Config key 'weak.weight' must be >= 0, got {self.weight}.")
+        return self
+
+
 class TrainConfig(ConfigSection):
     """One experiment: data, model, optimisation, export and where outputs go."""
 
@@ -522,6 +579,7 @@ class TrainConfig(ConfigSection):
     pretrain_local: LocalPretrainConfig = Field(default_factory=LocalPretrainConfig)
     tcsm: TCSMStageConfig = Field(default_factory=TCSMStageConfig)
     unimatch: UniMatchStageConfig = Field(default_factory=UniMatchStageConfig)
+    weak: WeakConfig = Field(default_factory=WeakConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
 
@@ -539,6 +597,20 @@ class TrainConfig(ConfigSection):
                 f"Config key 'model.hu_window' ({list(self.model.hu_window)}) must equal "
                 f"'data.pixel_window' ({list(window)}): the exported graph must map HU to the "
                 "intensities the network was trained on."
+            )
+        if self.weak.studies is not None and (
+            self.data.kind != "slices2d" or self.data.pixel_window is None
+        ):
+            raise ValueError(
+                "Config key 'weak.studies' needs data.kind 'slices2d' with a 'data.pixel_window'"
+                " (the studies' HU slices go through the same intensity contract)."
+            )
+        if self.weak.studies is not None and not set(LESION_CLASS_NAMES) <= set(
+            self.model.class_names
+        ):
+            raise ValueError(
+                f"Config key 'weak.studies' needs the classes {list(LESION_CLASS_NAMES)} and "
+                f"'lung' in 'model.class_names', got {list(self.model.class_names)}."
             )
         if self.data.lung_labels and "lung" not in self.model.class_names:
             raise ValueError(

@@ -2,6 +2,8 @@
 
 * ``application`` — :class:`LungSegmentationApp`, the Application that composes the operators;
 * ``operators`` — the operators, passing data through declared ports;
+* ``applicability_operator`` — the input checks before inference (flag or refuse a study outside
+  the model's declared range; ``service.quality.applicability``);
 * ``study_result`` — what a study yields (SEG bytes, per-class volumes, timings);
 * ``study_runner`` — :class:`StudyRunner`: the warm predictor plus one graph per study, the plain
   call behind both the gRPC server and the command line;

@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Any
 from monai.deploy.core import RuntimeEnv
 
 from service.core.errors import ModelError, PulmosegError
-from service.core.options import SegmentationType
+from service.core.options import ApplicabilityPolicy, SegmentationType
 from service.core.study_summary import (
     SUMMARY_FILE_NAME,
+    applicability_fields,
     clinical_fields,
     consistency_fields,
     study_summary,
@@ -55,7 +56,15 @@ def _summary(result: StudyResult, runner: StudyRunner) -> dict[str, Any]:
     """The study in the one summary.json schema (:mod:`service.core.study_summary`), the same
     as ``pulmoseg segment --summary-json`` writes; ``total`` is the graph's wall time."""
     quality = result.quality
-    clinical = consistency = None
+    clinical = consistency = applicability = None
+    if result.applicability is not None:
+        a = result.applicability
+        applicability = applicability_fields(
+            reasons=a.reason_values,
+            details=a.details,
+            measurements=a.measurements,
+            contrast_agent=a.contrast_agent,
+        )
     if quality is not None:
         c = quality.clinical
         clinical = clinical_fields(
@@ -83,6 +92,7 @@ def _summary(result: StudyResult, runner: StudyRunner) -> dict[str, Any]:
         clinical=clinical,
         consistency=consistency,
         flagged=quality.flagged if quality is not None else False,
+        applicability=applicability,
     )
 
 
@@ -120,6 +130,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--require-gpu", action="store_true")
     parser.add_argument(
+        "--applicability-policy",
+        default=ApplicabilityPolicy.SEGMENT_AND_FLAG.value,
+        choices=[p.value for p in ApplicabilityPolicy],
+        help="a study outside the model's declared range is segmented and flagged in "
+        "summary.json (segment_and_flag) or refused with exit status 1 (refuse)",
+    )
+    parser.add_argument(
         "--quality",
         action="store_true",
         help="also run the quality step: sr.dcm (clinical summary SR) and consistency VolDice "
@@ -140,6 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             resolve_model_path(args.model),
             require_gpu=args.require_gpu,
             quality=QualityConfig(consistency_fraction=1.0) if args.quality else None,
+            applicability_policy=args.applicability_policy,
         )
         result = runner.segment_directory(
             args.input, args.output, segmentation_type=args.segmentation_type

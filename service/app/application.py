@@ -18,7 +18,9 @@ os.environ.setdefault("HOLOSCAN_LOG_LEVEL", "WARN")
 from holoscan.conditions import CountCondition  # noqa: E402
 from monai.deploy.core import Application  # noqa: E402
 
+from service.app.applicability_operator import ApplicabilityOperator  # noqa: E402
 from service.app.operators import (  # noqa: E402
+    APPLICABILITY,
     DATASETS,
     LABELS,
     QUALITY,
@@ -37,7 +39,7 @@ from service.app.operators import (  # noqa: E402
 from service.app.quality_operator import QualityOperator  # noqa: E402
 from service.app.study_result import StudyResult  # noqa: E402
 from service.core.errors import ModelError  # noqa: E402
-from service.core.options import SegmentationType  # noqa: E402
+from service.core.options import ApplicabilityPolicy, SegmentationType  # noqa: E402
 from service.dicom.study_input import StudySource  # noqa: E402
 from service.predictor import Predictor  # noqa: E402
 from service.quality.assessment import QualityConfig  # noqa: E402
@@ -63,6 +65,7 @@ class LungSegmentationApp(Application):
         output_folder: Path | None = None,
         hooks: ProgressHooks | None = None,
         quality: QualityConfig | None = None,
+        applicability_policy: ApplicabilityPolicy | str = ApplicabilityPolicy.SEGMENT_AND_FLAG,
         **kwargs: Any,
     ) -> None:
         if predictor.manifest is None:
@@ -76,6 +79,9 @@ class LungSegmentationApp(Application):
         self.output_folder = output_folder
         self.hooks = hooks if hooks is not None else ProgressHooks()
         self.quality = quality
+        self.applicability_policy = ApplicabilityPolicy.parse(
+            applicability_policy, "Argument 'applicability_policy'"
+        )
         # Holoscan parses argv when given none; the study, not the command line, is the input.
         kwargs.setdefault("argv", ["pulmoseg"])
         super().__init__(**kwargs)
@@ -91,6 +97,13 @@ class LungSegmentationApp(Application):
         )
         selector = CTSeriesSelectorOperator(self, hooks=hooks, name="series_selector")
         to_volume = SeriesToVolumeOperator(self, hooks=hooks, name="series_to_volume")
+        check = ApplicabilityOperator(
+            self,
+            manifest=manifest,
+            policy=self.applicability_policy,
+            hooks=hooks,
+            name="applicability",
+        )
         infer = OnnxSegmentationOperator(
             self, predictor=self.predictor, hooks=hooks, name="onnx_inference"
         )
@@ -112,7 +125,10 @@ class LungSegmentationApp(Application):
         self.add_flow(loader, selector, {(DATASETS.name, DATASETS.name)})
         self.add_flow(loader, sink, {(SKIPPED.name, SKIPPED.name)})
         self.add_flow(selector, to_volume, {(SERIES.name, SERIES.name)})
-        self.add_flow(to_volume, infer, {(VOLUME.name, VOLUME.name)})
+        # Inference takes the checked volume, so it runs after the applicability checks.
+        self.add_flow(to_volume, check, {(VOLUME.name, VOLUME.name)})
+        self.add_flow(check, infer, {(VOLUME.name, VOLUME.name)})
+        self.add_flow(check, sink, {(APPLICABILITY.name, APPLICABILITY.name)})
         self.add_flow(to_volume, writer, {(VOLUME.name, VOLUME.name)})
         self.add_flow(to_volume, sink, {(VOLUME.name, VOLUME.name)})
         self.add_flow(infer, writer, {(LABELS.name, LABELS.name)})
@@ -131,4 +147,5 @@ class LungSegmentationApp(Application):
             self.add_flow(to_volume, quality, {(VOLUME.name, VOLUME.name)})
             self.add_flow(infer, quality, {(LABELS.name, LABELS.name)})
             self.add_flow(writer, quality, {(SEG.name, SEG.name)})
+            self.add_flow(check, quality, {(APPLICABILITY.name, APPLICABILITY.name)})
             self.add_flow(quality, sink, {(QUALITY.name, QUALITY.name)})

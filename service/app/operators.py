@@ -7,7 +7,9 @@ names as ``LungSegmentationApp`` gives them)::
     datasets  list        dicom_loader       series_selector
     skipped   list        dicom_loader       study_result  (items the study-folder rule left out)
     series    list        series_selector    series_to_volume
-    volume    CTVolume    series_to_volume   onnx_inference, seg_writer, study_result
+    volume    CTVolume    series_to_volume   applicability, seg_writer, study_result
+    volume    CTVolume    applicability      onnx_inference  (the checked volume: inference waits)
+    applicability Applicability applicability study_result, quality
     labels    np.ndarray  onnx_inference     seg_writer, study_result
     seg       bytes       seg_writer         quality, study_result
     quality   StudyQuality quality           study_result  (when built with a QualityConfig)
@@ -43,7 +45,7 @@ from monai.deploy.core import Operator, OperatorSpec
 
 from service import __version__
 from service.app.study_result import StudyResult, summarise_study
-from service.core.lung_field import confine_as_manifest_says
+from service.core.lung_field import manifest_confinement
 from service.core.manifest import ModelManifest
 from service.core.options import SegmentationType
 from service.core.progress import ProgressStage
@@ -51,6 +53,7 @@ from service.dicom.seg_writer import write_study_seg
 from service.dicom.study_input import StudySource, load_study, select_ct_series
 from service.dicom.volume import CTVolume, release_encoded_pixels, series_to_volume
 from service.predictor import Predictor
+from service.quality.applicability import Applicability
 from service.quality.assessment import StudyQuality
 
 log = logging.getLogger(__name__)
@@ -89,6 +92,8 @@ LABELS: Port[np.ndarray] = Port("labels", np.ndarray)
 SEG: Port[bytes] = Port("seg", bytes)
 #: Output of ``service.app.quality_operator.QualityOperator`` (when the graph has one).
 QUALITY: Port[StudyQuality] = Port("quality", StudyQuality)
+#: Output of ``service.app.applicability_operator.ApplicabilityOperator`` (checks before inference).
+APPLICABILITY: Port[Applicability] = Port("applicability", Applicability)
 
 
 @dataclass(frozen=True)
@@ -222,9 +227,12 @@ class OnnxSegmentationOperator(Operator):
             labels = self.predictor.predict_labels(
                 volume.hu, on_progress=report, is_cancelled=self.hooks.is_cancelled
             )
-            labels = confine_as_manifest_says(
-                labels, volume.hu, volume.spacing_zyx, self.predictor.manifest
+            # Found once per study: the consistency check confines with the same field.
+            volume.lung_field = manifest_confinement(
+                volume.hu, volume.spacing_zyx, self.predictor.manifest
             )
+            if volume.lung_field is not None:
+                labels = volume.lung_field.confine(labels)
         LABELS.emit(op_output, labels)
 
 
@@ -289,6 +297,7 @@ class StudyResultOperator(Operator):
         spec.input(LABELS.name)
         spec.input(SEG.name)
         spec.input(SKIPPED.name)
+        spec.input(APPLICABILITY.name)
         if self.with_quality:
             spec.input(QUALITY.name)
 
@@ -297,5 +306,8 @@ class StudyResultOperator(Operator):
         labels = LABELS.receive(op_input)
         seg = SEG.receive(op_input)
         skipped = SKIPPED.receive(op_input)
+        applicability = APPLICABILITY.receive(op_input)
         quality = QUALITY.receive(op_input) if self.with_quality else None
-        self.on_result(summarise_study(volume, labels, seg, self.manifest, quality, skipped))
+        self.on_result(
+            summarise_study(volume, labels, seg, self.manifest, quality, skipped, applicability)
+        )

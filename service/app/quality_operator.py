@@ -19,9 +19,17 @@ from typing import Any
 from monai.deploy.core import Operator, OperatorSpec
 
 from service import __version__
-from service.app.operators import LABELS, NO_HOOKS, QUALITY, SEG, VOLUME, ProgressHooks
+from service.app.operators import (
+    APPLICABILITY,
+    LABELS,
+    NO_HOOKS,
+    QUALITY,
+    SEG,
+    VOLUME,
+    ProgressHooks,
+)
 from service.core.identifiers import uid_hash
-from service.core.lung_field import confine_as_manifest_says
+from service.core.lung_field import manifest_confinement
 from service.core.manifest import ModelManifest
 from service.core.segmentation_metrics import class_volumes_ml
 from service.predictor import Predictor
@@ -56,15 +64,20 @@ class QualityOperator(Operator):
         spec.input(VOLUME.name)
         spec.input(LABELS.name)
         spec.input(SEG.name)
+        spec.input(APPLICABILITY.name)
         spec.output(QUALITY.name)
 
     def compute(self, op_input: Any, op_output: Any, context: Any) -> None:
         volume = VOLUME.receive(op_input)
         labels = LABELS.receive(op_input)
         seg = SEG.receive(op_input)
+        applicability = APPLICABILITY.receive(op_input)
         self.hooks.check_cancelled()
         classes = self.manifest.foreground_classes
         volumes = class_volumes_ml(labels, volume.spacing_zyx, [c.index for c in classes])
+        lung_field = volume.lung_field or manifest_confinement(
+            volume.hu, volume.spacing_zyx, self.manifest
+        )
         quality = assess_study(
             study_hash=uid_hash(str(volume.datasets[0].StudyInstanceUID)),
             volume=volume,
@@ -72,18 +85,16 @@ class QualityOperator(Operator):
             seg_bytes=seg,
             class_volumes_ml={c.name: float(volumes[c.index]) for c in classes},
             manifest=self.manifest,
-            # The served labels are confined to the lung field when the model says so; the
-            # transformed prediction they are compared with must be too (in-plane spacing is
-            # taken as isotropic for the 90-degree turns).
-            predict=lambda hu: confine_as_manifest_says(
-                self.predictor.predict_labels(hu, is_cancelled=self.hooks.is_cancelled),
-                hu,
-                volume.spacing_zyx,
-                self.manifest,
+            predict=lambda hu: self.predictor.predict_labels(
+                hu, is_cancelled=self.hooks.is_cancelled
             ),
+            # The served labels are confined to the study's lung field when the model says so;
+            # the transformed prediction, mapped back, is confined by the same field.
+            confine=None if lung_field is None else lung_field.confine,
             provider=self.predictor.provider,
             config=self.config,
             software_version=__version__,
+            applicability=applicability,
         )
         if self.output_folder is not None and quality.sr_bytes:
             folder = Path(self.output_folder)

@@ -12,6 +12,7 @@ from service.core.manifest import ModelManifest
 from service.core.segmentation_metrics import class_volumes_ml
 from service.dicom.study_folder import SkippedFile
 from service.dicom.volume import CTVolume
+from service.quality.applicability import Applicability
 from service.quality.assessment import StudyQuality
 
 
@@ -35,6 +36,8 @@ class StudyResult:
     quality: StudyQuality | None = field(default=None, repr=False)
     #: Items of the study the study-folder rule left out (hidden, DICOMDIR, not DICOM).
     skipped: tuple[SkippedFile, ...] = ()
+    #: The applicability checks run before inference (reasons empty: inside the model's range).
+    applicability: Applicability | None = field(default=None, repr=False)
 
 
 def summarise_study(
@@ -44,6 +47,7 @@ def summarise_study(
     manifest: ModelManifest,
     quality: StudyQuality | None = None,
     skipped: Sequence[SkippedFile] = (),
+    applicability: Applicability | None = None,
 ) -> StudyResult:
     """Per-class volumes (mL, by class name) and the identifiers a log may show.
 
@@ -65,4 +69,5 @@ def summarise_study(
         volume=volume,
         quality=quality,
         skipped=tuple(skipped),
+        applicability=applicability,
     )

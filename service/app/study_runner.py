@@ -35,7 +35,7 @@ from service.app.operators import ProgressCallback, ProgressHooks
 from service.app.study_result import StudyResult
 from service.core.errors import PulmosegError
 from service.core.manifest import ModelManifest
-from service.core.options import SegmentationType
+from service.core.options import ApplicabilityPolicy, SegmentationType
 from service.core.progress import ProgressStage
 from service.dicom.study_input import StudySource
 from service.predictor import Predictor
@@ -74,7 +74,13 @@ class StageClock:
 class StudyRunner:
     """The loaded model plus a graph per study; thread-safe."""
 
-    def __init__(self, predictor: Predictor, *, quality: QualityConfig | None = None) -> None:
+    def __init__(
+        self,
+        predictor: Predictor,
+        *,
+        quality: QualityConfig | None = None,
+        applicability_policy: ApplicabilityPolicy | str = ApplicabilityPolicy.SEGMENT_AND_FLAG,
+    ) -> None:
         if not isinstance(predictor, Predictor):
             raise TypeError(
                 f"Argument 'predictor' must be a Predictor, got {type(predictor).__name__}."
@@ -87,6 +93,10 @@ class StudyRunner:
         self.model_path: Path | None = getattr(predictor.backend, "model_path", None)
         #: The quality step's configuration; None runs the graph without it.
         self.quality = quality
+        #: What a study outside the model's range gets: segmented and flagged, or refused.
+        self.applicability_policy = ApplicabilityPolicy.parse(
+            applicability_policy, "Argument 'applicability_policy'"
+        )
         keep_large_buffers_mmapped()  # a finished study's memory goes back to the system
 
     @classmethod
@@ -97,14 +107,17 @@ class StudyRunner:
         require_gpu: bool = False,
         quality: QualityConfig | None = None,
         intra_op_threads: int = 0,
+        applicability_policy: ApplicabilityPolicy | str = ApplicabilityPolicy.SEGMENT_AND_FLAG,
     ) -> StudyRunner:
         """``intra_op_threads``: ONNX Runtime's threads per inference (0: one per core)."""
+        from service.dicom.volume import warm_decode_pool
         from service.predictor.onnx_backend import load_onnx_predictor
 
         predictor = load_onnx_predictor(
             model_path, require_gpu=require_gpu, intra_op_threads=intra_op_threads
         )
-        return cls(predictor, quality=quality)
+        warm_decode_pool()  # the slice-decoding processes start now, not in the first study
+        return cls(predictor, quality=quality, applicability_policy=applicability_policy)
 
     def segment(
         self,
@@ -113,15 +126,19 @@ class StudyRunner:
         segmentation_type: SegmentationType | str = SegmentationType.BINARY,
         on_progress: ProgressCallback | None = None,
         is_cancelled: Callable[[], bool] | None = None,
+        applicability_policy: ApplicabilityPolicy | str | None = None,
     ) -> StudyResult:
         """Segment uploaded DICOM instances; raises the pipeline's domain exceptions.
 
         ``on_progress(stage, fraction)`` gets each stage's own fraction, stages in order.
+        ``applicability_policy`` overrides the runner's for this study (the warm-up study is
+        no chest CT and must not be refused).
         """
         return self._run(
             StudySource.from_bytes(instances),
             segmentation_type=segmentation_type,
             hooks=ProgressHooks(on_progress, is_cancelled),
+            applicability_policy=applicability_policy,
         )
 
     def segment_directory(
@@ -147,6 +164,7 @@ class StudyRunner:
         segmentation_type: SegmentationType | str,
         hooks: ProgressHooks,
         output_folder: Path | None = None,
+        applicability_policy: ApplicabilityPolicy | str | None = None,
     ) -> StudyResult:
         clock = StageClock(hooks.on_progress)
         results: list[StudyResult] = []
@@ -158,6 +176,7 @@ class StudyRunner:
             output_folder=output_folder,
             hooks=dataclasses.replace(hooks, on_progress=clock),
             quality=self.quality,
+            applicability_policy=applicability_policy or self.applicability_policy,
         )
         started = time.perf_counter()
         app.run()  # an operator's exception comes out here, unchanged (see the module docstring)

@@ -26,6 +26,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from service.core.dicom_uids import CT_IMAGE_STORAGE
 from service.core.errors import ModelError
+from service.core.options import ApplicabilityPolicy
 
 if TYPE_CHECKING:
     from service.app.study_runner import StudyRunner
@@ -86,7 +87,10 @@ def warm_up(runner: StudyRunner) -> float:
     """Segment the synthetic study with ``runner``; seconds taken. ModelError if it fails."""
     started = time.perf_counter()
     try:
-        runner.segment(warm_up_instances())
+        # The synthetic study is no chest CT; it tests the model, not the input: never refused.
+        runner.segment(
+            warm_up_instances(), applicability_policy=ApplicabilityPolicy.SEGMENT_AND_FLAG
+        )
     except Exception as exc:
         raise ModelError(
             f"The model could not segment the warm-up study ({WARM_UP_SLICES} synthetic "

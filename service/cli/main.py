@@ -13,7 +13,7 @@ from importlib.metadata import EntryPoint, PackageNotFoundError, entry_points
 from importlib.metadata import version as package_version
 from pathlib import Path
 
-from service.core.options import SegmentationType
+from service.core.options import ApplicabilityPolicy, SegmentationType
 from service.core.study_summary import write_summary_json
 from service.observability.logging_config import configure_logging
 
@@ -41,6 +41,13 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="fail at start unless ONNX Runtime runs on a GPU provider",
     )
+    p.add_argument(
+        "--applicability-policy",
+        choices=[choice.value for choice in ApplicabilityPolicy],
+        help="a study outside the model's declared range (head CT, few slices, thick slices, "
+        "HU off) is segmented and flagged (segment_and_flag, the default) or refused with "
+        "FAILED_PRECONDITION (refuse); env PULMOSEG_APPLICABILITY_POLICY",
+    )
     p.add_argument("--settings", type=Path, help="YAML settings file (env PULMOSEG_* override it)")
     p.set_defaults(func=_cmd_serve)
 
@@ -56,6 +63,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         "metrics_port": args.metrics_port,
         "metrics_host": args.metrics_host,
         "require_gpu": args.require_gpu,
+        "applicability_policy": args.applicability_policy,
     }
     settings = load_settings(args.settings, **{k: v for k, v in overrides.items() if v is not None})
     if args.debug:
@@ -193,6 +201,15 @@ def _print_quality(summary: dict) -> None:
         scores = ", ".join(f"{k} {v:.3f}" for k, v in sorted(consistency["voldice"].items()))
         flag = " -> FLAGGED for review" if summary.get("flagged") else ""
         print(f"consistency VolDice ({consistency['transform']}): {scores}{flag}")
+    applicability = summary.get("applicability")
+    if applicability and not applicability["applicable"]:
+        print(
+            "OUTSIDE the model's declared range, do not trust this result: "
+            + "; ".join(
+                f"{reason} ({applicability['details'].get(reason, '')})"
+                for reason in applicability["reasons"]
+            )
+        )
 
 
 def _add_pacs(sub: argparse._SubParsersAction) -> None:

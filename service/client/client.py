@@ -30,7 +30,12 @@ from service.client.errors import ClientError
 from service.client.retry import RetryPolicy
 from service.core.options import Option, SegmentationType
 from service.core.progress import ProgressStage
-from service.core.study_summary import clinical_fields, consistency_fields, study_summary
+from service.core.study_summary import (
+    applicability_fields,
+    clinical_fields,
+    consistency_fields,
+    study_summary,
+)
 from service.dicom.study_folder import (
     SkippedFile,
     is_dicomdir_name,
@@ -478,7 +483,15 @@ class SegmentationClient:
 def _summary_dict(summary: pb2.StudySummary, seg: bytes, sr: bytes) -> dict[str, Any]:
     """The summary in the one summary.json schema (:mod:`service.core.study_summary`), from the
     proto and the (verified) SEG and SR bytes."""
-    clinical = consistency = None
+    clinical = consistency = applicability = None
+    if summary.HasField("applicability"):
+        a = summary.applicability
+        applicability = applicability_fields(
+            reasons=a.reasons,
+            details=a.details,
+            measurements=a.measurements,
+            contrast_agent=a.contrast_agent,
+        )
     if summary.HasField("clinical"):
         c = summary.clinical
         clinical = clinical_fields(
@@ -508,6 +521,7 @@ def _summary_dict(summary: pb2.StudySummary, seg: bytes, sr: bytes) -> dict[str,
         clinical=clinical,
         consistency=consistency,
         flagged=summary.flagged,
+        applicability=applicability,
     )
 
 

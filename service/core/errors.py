@@ -60,3 +60,17 @@ class StudyNotFoundError(PulmosegError):
 
 class InvalidArgumentError(PulmosegError, ValueError):
     """A request field is malformed (a study hash, a page token …); maps to INVALID_ARGUMENT."""
+
+
+class StudyNotApplicableError(PulmosegError):
+    """The study is a valid CT but outside what the model was made for (a head CT, a few
+    slices, HU off), and the server's applicability policy is ``refuse``.
+
+    Maps to FAILED_PRECONDITION: the input is well formed, the model is not for it.
+    ``applicability`` is the check's result (``service.quality.applicability.Applicability``),
+    so the server can count the refusal by reason.
+    """
+
+    def __init__(self, message: str, applicability: object = None) -> None:
+        super().__init__(message)
+        self.applicability = applicability

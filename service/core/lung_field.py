@@ -40,12 +40,15 @@ from scipy import ndimage
 from service.core.manifest import ModelManifest
 
 __all__ = [
+    "LungFieldConfinement",
     "LungFieldParams",
     "aerated_lung_volume",
     "confine_as_manifest_says",
     "confine_to_lung_field",
+    "lung_field_confinement",
     "lung_field_slice",
     "lung_field_volume",
+    "manifest_confinement",
 ]
 
 
@@ -193,6 +196,75 @@ def _fill_small_holes(mask: np.ndarray, max_hole_px: float | None) -> np.ndarray
     return np.asarray(mask | np.isin(holes, small))
 
 
+@dataclass(frozen=True)
+class LungFieldConfinement:
+    """Where a study's lung and lesion labels may be: computed once per study, applied to any
+    label volume on the study's grid (the served labels, and the consistency check's
+    prediction once mapped back to that grid).
+
+    ``allowed`` is the (D, ⌈H/stride⌉, ⌈W/stride⌉) mask on every ``stride``-th pixel;
+    :meth:`confine` sets ``confined_classes`` to background where it is False, pixel (y, x)
+    taking the value of coarse pixel (y // stride, x // stride).
+    """
+
+    allowed: np.ndarray
+    stride: int
+    shape: tuple[int, int, int]
+    confined_classes: tuple[int, ...]
+
+    def confine(self, labels: np.ndarray) -> np.ndarray:
+        """A copy of ``labels`` (on this study's grid) with the confined classes outside the
+        field set to background (0)."""
+        if tuple(labels.shape) != self.shape:
+            raise ValueError(
+                f"Argument 'labels' has shape {labels.shape}; this lung field was found on a "
+                f"study of shape {self.shape}."
+            )
+        out = labels.copy()
+        if not self.confined_classes:
+            return out
+        confined = np.zeros(max(256, int(labels.max(initial=0)) + 1), dtype=bool)
+        confined[list(self.confined_classes)] = True
+        stride, (_, height, width) = self.stride, self.shape
+        for z in range(self.shape[0]):
+            allowed = self.allowed[z]
+            if allowed.all():
+                continue
+            plane = out[z]
+            drop = confined[plane]
+            if allowed.any():
+                full = np.repeat(np.repeat(allowed, stride, axis=0), stride, axis=1)
+                drop &= ~full[:height, :width]
+            plane[drop] = 0
+        return out
+
+
+def lung_field_confinement(
+    hu: np.ndarray,
+    spacing_zyx: tuple[float, float, float],
+    margin_mm: float,
+    confined_classes: Sequence[int],
+    *,
+    stride: int = 4,
+    max_hole_mm2: float | None = 400.0,
+) -> LungFieldConfinement:
+    """The field of :func:`confine_to_lung_field` for the study ``hu``, to apply later."""
+    if hu.ndim != 3:
+        raise ValueError(f"Argument 'hu' must be a (D, H, W) volume, got shape {hu.shape}.")
+    if margin_mm < 0:
+        raise ValueError(f"Argument 'margin_mm' must be >= 0, got {margin_mm}.")
+    coarse = hu[:, ::stride, ::stride]
+    sampling = (spacing_zyx[1] * stride, spacing_zyx[2] * stride)
+    max_hole_px = None if max_hole_mm2 is None else max_hole_mm2 / (sampling[0] * sampling[1])
+    lungs = aerated_lung_volume(coarse, max_hole_px=max_hole_px)
+    allowed = np.zeros(coarse.shape, dtype=bool)
+    for z in range(coarse.shape[0]):
+        if lungs[z].any():
+            allowed[z] = ndimage.distance_transform_edt(~lungs[z], sampling=sampling) <= margin_mm
+    shape = (int(hu.shape[0]), int(hu.shape[1]), int(hu.shape[2]))
+    return LungFieldConfinement(allowed, stride, shape, tuple(int(c) for c in confined_classes))
+
+
 def confine_to_lung_field(
     labels: np.ndarray,
     hu: np.ndarray,
@@ -212,25 +284,29 @@ def confine_to_lung_field(
     ``max_hole_mm2`` (the liver dome or the heart seen inside the lung outline near the
     diaphragm) is not lung; smaller holes (vessels, nodules) are. The field is found on every
     ``stride``-th pixel (a 512² slice at 128², about 1/16 of the work) and the distance is
-    measured in millimetres there.
+    measured in millimetres there. To apply one study's field to several label volumes, use
+    :func:`lung_field_confinement` once.
     """
     if labels.shape != hu.shape:
         raise ValueError(f"labels {labels.shape} and hu {hu.shape} must have the same shape.")
-    if margin_mm < 0:
-        raise ValueError(f"Argument 'margin_mm' must be >= 0, got {margin_mm}.")
-    coarse = hu[:, ::stride, ::stride]
-    sampling = (spacing_zyx[1] * stride, spacing_zyx[2] * stride)
-    max_hole_px = None if max_hole_mm2 is None else max_hole_mm2 / (sampling[0] * sampling[1])
-    lungs = aerated_lung_volume(coarse, max_hole_px=max_hole_px)
-    allowed = np.zeros(coarse.shape, dtype=bool)
-    for z in range(coarse.shape[0]):
-        if lungs[z].any():
-            allowed[z] = ndimage.distance_transform_edt(~lungs[z], sampling=sampling) <= margin_mm
-    full = np.repeat(np.repeat(allowed, stride, axis=1), stride, axis=2)
-    full = full[:, : labels.shape[1], : labels.shape[2]]
-    out = labels.copy()
-    out[~full & np.isin(labels, list(confined_classes))] = 0
-    return out
+    field = lung_field_confinement(
+        hu, spacing_zyx, margin_mm, confined_classes, stride=stride, max_hole_mm2=max_hole_mm2
+    )
+    return field.confine(labels)
+
+
+def manifest_confinement(
+    hu: np.ndarray,
+    spacing_zyx: tuple[float, float, float],
+    manifest: ModelManifest | None,
+) -> LungFieldConfinement | None:
+    """The lung field the model's ``lung_field_margin_mm`` asks for; None when it asks none."""
+    if manifest is None or manifest.lung_field_margin_mm is None:
+        return None
+    confined = [c.index for c in manifest.classes if c.name in LUNG_FIELD_CLASSES]
+    if not confined:
+        return None
+    return lung_field_confinement(hu, spacing_zyx, manifest.lung_field_margin_mm, confined)
 
 
 def confine_as_manifest_says(
@@ -240,9 +316,5 @@ def confine_as_manifest_says(
     manifest: ModelManifest | None,
 ) -> np.ndarray:
     """Apply the model's ``lung_field_margin_mm`` (if any) to its lung and lesion classes."""
-    if manifest is None or manifest.lung_field_margin_mm is None:
-        return labels
-    confined = [c.index for c in manifest.classes if c.name in LUNG_FIELD_CLASSES]
-    if not confined:
-        return labels
-    return confine_to_lung_field(labels, hu, spacing_zyx, manifest.lung_field_margin_mm, confined)
+    field = manifest_confinement(hu, spacing_zyx, manifest)
+    return labels if field is None else field.confine(labels)

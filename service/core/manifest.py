@@ -18,6 +18,11 @@ from service.core.errors import ModelError
 
 MANIFEST_KEY = "pulmoseg.manifest"
 MANIFEST_SCHEMA_VERSION = 1
+#: Slice thickness (mm) a model is taken to be made for when its manifest does not say:
+#: chest CT reconstructions from thin (0.5-1.25 mm) to standard (5 mm).
+DEFAULT_SLICE_THICKNESS_MM_RANGE = (0.5, 5.0)
+#: In-plane pixel spacing (mm) likewise: a 512² matrix over a 200-500 mm field of view.
+DEFAULT_PIXEL_SPACING_MM_RANGE = (0.4, 1.0)
 
 
 @dataclass
@@ -43,6 +48,11 @@ class ModelManifest:
     #: (``service.core.lung_field.confine_to_lung_field``); for models trained on lung slices
     #: only, which never saw the abdomen or the table. None: no confinement.
     lung_field_margin_mm: float | None = None
+    #: Slice thickness (mm, [min, max]) the model was trained for; studies outside are flagged
+    #: (``service.quality.applicability``). None: DEFAULT_SLICE_THICKNESS_MM_RANGE.
+    slice_thickness_mm_range: tuple[float, float] | None = None
+    #: In-plane pixel spacing (mm, [min, max]) likewise. None: DEFAULT_PIXEL_SPACING_MM_RANGE.
+    pixel_spacing_mm_range: tuple[float, float] | None = None
 
     @property
     def foreground_classes(self) -> list[ClassInfo]:
@@ -92,6 +102,8 @@ class ModelManifest:
                     if raw.get("lung_field_margin_mm") is None
                     else float(raw["lung_field_margin_mm"])
                 ),
+                slice_thickness_mm_range=_optional_range(raw.get("slice_thickness_mm_range")),
+                pixel_spacing_mm_range=_optional_range(raw.get("pixel_spacing_mm_range")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"Model manifest is incomplete or malformed: {exc!r}") from exc
@@ -120,6 +132,22 @@ class ModelManifest:
                 "Manifest field 'lung_field_margin_mm' must be >= 0 or absent, "
                 f"got {self.lung_field_margin_mm}."
             )
+        for name in ("slice_thickness_mm_range", "pixel_spacing_mm_range"):
+            value = getattr(self, name)
+            if value is not None and not 0 < value[0] <= value[1]:
+                raise ModelError(
+                    f"Manifest field '{name}' must be [min, max] mm with 0 < min <= max, or "
+                    f"absent, got {list(value)}."
+                )
+
+
+def _optional_range(value: Any) -> tuple[float, float] | None:
+    """A [min, max] pair from JSON, or None when absent."""
+    if value is None:
+        return None
+    if len(value) != 2:
+        raise ValueError(f"a [min, max] range needs 2 numbers, got {value!r}")
+    return (float(value[0]), float(value[1]))
 
 
 def read_model_manifest(model_path: str | Path) -> ModelManifest:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Self
 
-__all__ = ["Option", "SegmentationType"]
+__all__ = ["ApplicabilityPolicy", "Option", "SegmentationType"]
 
 
 class Option(StrEnum):
@@ -65,3 +65,11 @@ class SegmentationType(Option):
 
 def _snake_case(name: str) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
+
+
+class ApplicabilityPolicy(Option):
+    """What the service does with a study outside the model's declared range
+    (``service.quality.applicability``): segment it and flag it, or refuse it."""
+
+    SEGMENT_AND_FLAG = "segment_and_flag"
+    REFUSE = "refuse"

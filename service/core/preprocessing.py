@@ -90,10 +90,48 @@ def nearest_indices(src: int, dst: int) -> np.ndarray:
     return indices
 
 
+@lru_cache(maxsize=64)
+def interpolation_taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The two non-zero entries of every row of :func:`interpolation_matrix`.
+
+    Returns ``(lo, hi, w_lo, w_hi)``: output sample i is ``w_lo[i] * x[lo[i]] + w_hi[i] *
+    x[hi[i]]`` (``hi = lo + 1`` except at the last source sample, where ``hi = lo``). The
+    matrix has ``src`` columns of which at most two are non-zero per row; multiplying by it
+    costs ``src / 2`` times more than these two taps. Read-only (cached).
+    """
+    _check_sizes(src, dst)
+    position = (np.arange(dst) + 0.5) * (src / dst) - 0.5
+    position = np.clip(position, 0.0, src - 1)
+    lo = np.floor(position).astype(np.int64)
+    hi = np.minimum(lo + 1, src - 1)
+    frac = position - lo
+    w_lo = (1.0 - frac).astype(np.float32)
+    w_hi = frac.astype(np.float32)
+    for array in (lo, hi, w_lo, w_hi):
+        array.setflags(write=False)
+    return lo, hi, w_lo, w_hi
+
+
+def _resize_axis(data: np.ndarray, size: int, axis: int) -> np.ndarray:
+    """Linear resize of one axis (-2 or -1) of a float32 array by its two taps."""
+    lo, hi, w_lo, w_hi = interpolation_taps(data.shape[axis], size)
+    shape = (-1, 1) if axis == -2 else (-1,)
+    low = np.take(data, lo, axis=axis)
+    low *= w_lo.reshape(shape)
+    high = np.take(data, hi, axis=axis)
+    high *= w_hi.reshape(shape)
+    low += high
+    return low
+
+
 def resize_planes(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Bilinear resize of the last two axes of ``array`` to ``size`` (float32 out).
 
-    A no-op (the same array, as float32) when the size already matches.
+    The same numbers as ``rows @ array @ cols.T`` with the matrices of
+    :func:`interpolation_matrix` (up to float32 rounding), computed with the two taps of
+    :func:`interpolation_taps`: rows first, then columns. The dense product cost 2·src
+    multiply-adds per output sample where two suffice (P002, 133 slices: 25 s of a 47 s study
+    on a loaded 2-core CPU). A no-op (the same array, as float32) when the size already matches.
     """
     if array.ndim < 2:
         raise ValueError(f"Argument 'array' must have at least 2 axes, got shape {array.shape}.")
@@ -101,11 +139,11 @@ def resize_planes(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     data = np.asarray(array, dtype=np.float32)
     if data.shape[-2:] == (height, width):
         return data
-    rows = interpolation_matrix(data.shape[-2], height)
-    cols = interpolation_matrix(data.shape[-1], width)
-    # (…, h, w) -> (…, H, w) -> (…, H, W)
-    resized: np.ndarray = np.matmul(np.matmul(rows, data), cols.T).astype(np.float32, copy=False)
-    return resized
+    if data.shape[-2] != height:
+        data = _resize_axis(data, height, -2)
+    if data.shape[-1] != width:
+        data = _resize_axis(data, width, -1)
+    return data
 
 
 def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 __all__ = [
     "SUMMARY_FILE_NAME",
     "Skipped",
+    "applicability_fields",
     "clinical_fields",
     "consistency_fields",
     "study_summary",
@@ -69,6 +70,26 @@ def consistency_fields(
     }
 
 
+def applicability_fields(
+    *,
+    reasons: Iterable[str],
+    details: Mapping[str, str],
+    measurements: Mapping[str, float | None],
+    contrast_agent: str = "",
+) -> dict[str, Any]:
+    """The ``applicability`` entry: the failed input checks (``reasons``, empty when the study
+    is inside the model's range), one sentence each, and what was measured (a value that could
+    not be measured is left out, as the gRPC map leaves it out)."""
+    names = [str(r) for r in reasons]
+    return {
+        "applicable": not names,
+        "reasons": names,
+        "details": {str(k): str(v) for k, v in details.items()},
+        "measurements": {str(k): float(v) for k, v in measurements.items() if v is not None},
+        "contrast_agent": str(contrast_agent),
+    }
+
+
 def study_summary(
     *,
     study_uid_hash: str,
@@ -83,12 +104,14 @@ def study_summary(
     clinical: Mapping[str, Any] | None = None,
     consistency: Mapping[str, Any] | None = None,
     flagged: bool = False,
+    applicability: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The study's summary in plain Python types (``json.dumps`` takes it as it is).
 
     Sizes and SHA-256 digests are computed here from the bytes, so both writers state them
     the same way; ``clinical`` and ``consistency`` come from :func:`clinical_fields` and
-    :func:`consistency_fields` (None when the quality step did not run).
+    :func:`consistency_fields` (None when the quality step did not run), ``applicability``
+    from :func:`applicability_fields` (None when the checks did not run).
     """
     return {
         "study_uid_hash": str(study_uid_hash),
@@ -105,6 +128,7 @@ def study_summary(
         "flagged": bool(flagged),
         "sr_size_bytes": len(sr_bytes),
         "sr_sha256": hashlib.sha256(sr_bytes).hexdigest() if sr_bytes else "",
+        "applicability": dict(applicability) if applicability is not None else None,
     }
 
 

@@ -8,17 +8,25 @@ decoded, so a broken series fails fast with a message that names the attribute a
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
+import sys
+import threading
+import types
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.pixels import pixel_array
 
 from service.core.errors import InvalidStudyError
+from service.core.lung_field import LungFieldConfinement
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +65,9 @@ class CTVolume:
     slice_normal: np.ndarray
     frame_of_reference_uid: str = ""
     slice_positions: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    #: The lung field the model's manifest confines labels to, found once per study by the
+    #: inference step and reused by the consistency check (None: not found yet, or not asked).
+    lung_field: LungFieldConfinement | None = field(default=None, repr=False)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -204,26 +215,15 @@ def _rescale(ds: Dataset, index: int, keyword: str, tag: str, default: float) ->
     return number
 
 
-def _decode(ds: Dataset, index: int, out: np.ndarray) -> None:
+def _decode(ds: Dataset, index: int, out: np.ndarray, pixels: np.ndarray | None = None) -> None:
     """Decode one slice into ``out`` (a float32 row of the volume) as Hounsfield units.
 
     ``pydicom.pixels.pixel_array`` does not cache the decoded array on the dataset (as
     ``ds.pixel_array`` does), so the datasets kept for the SEG's references stay small.
+    ``pixels``: the slice already decoded (by a decoding process), converted here.
     """
-    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    try:
-        pixels = pixel_array(ds)
-    except Exception as exc:  # pydicom raises NotImplementedError/RuntimeError/ValueError …
-        if syntax is not None and syntax.is_compressed:
-            raise InvalidStudyError(
-                f"Cannot decode the pixel data of instance {_name(ds, index)}: transfer syntax "
-                f"'{syntax.name}' ({syntax}) needs a decoder plugin that is missing or failed; "
-                f"{_DECODER_HINT}. Decoder said: {type(exc).__name__}: {exc}"
-            ) from exc
-        raise InvalidStudyError(
-            f"Cannot decode the pixel data of instance {_name(ds, index)} (transfer syntax "
-            f"{syntax.name if syntax is not None else 'unknown'}): {type(exc).__name__}: {exc}"
-        ) from exc
+    if pixels is None:
+        pixels = _pixels(ds, index)
     if pixels.shape != out.shape:
         raise InvalidStudyError(
             f"Instance {_name(ds, index)} decodes to pixel array shape {pixels.shape}, expected "
@@ -240,6 +240,167 @@ def _decode(ds: Dataset, index: int, out: np.ndarray) -> None:
         np.add(pixels, np.float32(intercept), out=out, casting="unsafe")
     else:
         out[:] = pixels.astype(np.float64) * slope + intercept
+
+
+def _pixels(ds: Dataset, index: int) -> np.ndarray:
+    """The decoded pixel array of one instance, or an InvalidStudyError that says why not."""
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    try:
+        pixels: np.ndarray = pixel_array(ds)
+    except Exception as exc:  # pydicom raises NotImplementedError/RuntimeError/ValueError …
+        if syntax is not None and syntax.is_compressed:
+            raise InvalidStudyError(
+                f"Cannot decode the pixel data of instance {_name(ds, index)}: transfer syntax "
+                f"'{syntax.name}' ({syntax}) needs a decoder plugin that is missing or failed; "
+                f"{_DECODER_HINT}. Decoder said: {type(exc).__name__}: {exc}"
+            ) from exc
+        raise InvalidStudyError(
+            f"Cannot decode the pixel data of instance {_name(ds, index)} (transfer syntax "
+            f"{syntax.name if syntax is not None else 'unknown'}): {type(exc).__name__}: {exc}"
+        ) from exc
+    return pixels
+
+
+# --- decoding compressed slices in parallel --------------------------------------------------
+#
+# pylibjpeg's JPEG (lossless) decoder holds the GIL, so threads decode no faster than one; the
+# slices go to a small pool of processes instead (``forkserver``: safe beside the server's
+# threads). Each task carries only what decoding needs (the Image Pixel attributes and the
+# encoded frame), and returns the decoded array; rescaling to HU stays here. A new process
+# would re-run the caller's main script (multiprocessing's "safe importing of main module"
+# rule); the decoding processes need nothing from it, so they are started without it.
+
+#: At most this many decoding processes (each holds pydicom and the decoder, ~60 MB).
+MAX_DECODE_WORKERS = 4
+#: Fewer compressed slices than this are decoded in this process (a pool costs more).
+MIN_SLICES_FOR_WORKERS = 16
+#: Slices per task sent to a decoding process.
+_DECODE_CHUNK = 8
+_PIXEL_MODULE = (
+    "SamplesPerPixel",
+    "PhotometricInterpretation",
+    "Rows",
+    "Columns",
+    "BitsAllocated",
+    "BitsStored",
+    "HighBit",
+    "PixelRepresentation",
+    "PlanarConfiguration",
+    "NumberOfFrames",
+    "PixelData",
+)
+_pool_lock = threading.Lock()
+_pool: tuple[int, ProcessPoolExecutor] | None = None
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def default_decode_workers(datasets: Sequence[Dataset]) -> int:
+    """Processes to decode ``datasets`` with: 0 (here) for uncompressed or small series and on
+    one CPU, else one per usable CPU up to :data:`MAX_DECODE_WORKERS`."""
+    if len(datasets) < MIN_SLICES_FOR_WORKERS or not _compressed(datasets[0]):
+        return 0
+    cpus = usable_cpus()
+    return 0 if cpus < 2 else min(cpus, MAX_DECODE_WORKERS)
+
+
+def _compressed(ds: Dataset) -> bool:
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    return bool(syntax is not None and syntax.is_compressed)
+
+
+def _decode_payload(ds: Dataset) -> Dataset:
+    """A copy of what decoding ``ds`` needs: the Image Pixel module and the transfer syntax."""
+    payload = Dataset()
+    for keyword in _PIXEL_MODULE:
+        if keyword in ds:
+            payload[keyword] = ds[keyword]
+    payload.file_meta = FileMetaDataset()
+    payload.file_meta.TransferSyntaxUID = ds.file_meta.TransferSyntaxUID
+    return payload
+
+
+def _decode_in_worker(payload: Dataset) -> np.ndarray | None:
+    """Runs in a decoding process; None when decoding fails (the caller decodes the slice
+    again itself, to report the failure with the instance's name)."""
+    try:
+        decoded: np.ndarray = pixel_array(payload)
+    except Exception:
+        return None
+    return decoded
+
+
+@contextmanager
+def _processes_without_main() -> Iterator[None]:
+    """While processes start: the main module hidden, so they do not import the caller's
+    script (which may lack an ``if __name__ == "__main__"`` guard). Called with the pool lock.
+    """
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
+
+
+def _decode_pool(workers: int) -> ProcessPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool[0] != workers:
+            if _pool is not None:
+                _pool[1].shutdown(wait=False, cancel_futures=True)
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["service.dicom.volume"])
+            _pool = (workers, ProcessPoolExecutor(max_workers=workers, mp_context=context))
+        return _pool[1]
+
+
+def _drop_pool(pool: Executor) -> None:
+    global _pool
+    with _pool_lock:
+        if _pool is not None and _pool[1] is pool:
+            _pool = None
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+def warm_decode_pool(workers: int | None = None) -> None:
+    """Start the decoding processes now (the server calls it while it loads the model), so the
+    first study does not pay for their start."""
+    count = min(usable_cpus(), MAX_DECODE_WORKERS) if workers is None else workers
+    if count >= 2:
+        pool = _decode_pool(count)
+        with _pool_lock, _processes_without_main():
+            results = pool.map(_decode_in_worker, [Dataset()] * count)
+        list(results)
+
+
+def _decode_slices(
+    datasets: Sequence[Dataset], order: np.ndarray, hu: np.ndarray, workers: int
+) -> None:
+    """Decode every slice into ``hu``: in ``workers`` processes when 2 or more, else here."""
+    if workers >= 2:
+        pool = _decode_pool(workers)
+        try:
+            payloads = [_decode_payload(ds) for ds in datasets]
+            with _pool_lock, _processes_without_main():  # the pool starts processes on demand
+                decoded = pool.map(_decode_in_worker, payloads, chunksize=_DECODE_CHUNK)
+            for k, (ds, pixels) in enumerate(zip(datasets, decoded, strict=True)):
+                _decode(ds, int(order[k]), hu[k], pixels)
+            return
+        except InvalidStudyError:
+            raise
+        except Exception as exc:  # a broken pool (a process killed): decode here instead
+            logger.warning("parallel decoding failed (%s); decoding in this process", exc)
+            _drop_pool(pool)
+    for k, ds in enumerate(datasets):
+        _decode(ds, int(order[k]), hu[k])
 
 
 #: Where a dataset keeps its pixels (only ``PixelData`` for CT; the others for completeness).
@@ -259,12 +420,14 @@ def release_encoded_pixels(volume: CTVolume) -> None:
                 del ds[keyword]
 
 
-def series_to_volume(datasets: Sequence[Dataset]) -> CTVolume:
+def series_to_volume(datasets: Sequence[Dataset], *, decode_workers: int | None = None) -> CTVolume:
     """Build the HU volume of one CT series (as returned by ``select_ct_series``).
 
     Oblique acquisitions are accepted as long as every slice has the same orientation; sheared
     stacks (gantry tilt), duplicate positions and non-uniform spacing are rejected because the
-    model and the SEG writer assume a regular grid.
+    model and the SEG writer assume a regular grid. ``decode_workers``: processes that decode
+    compressed slices (None: :func:`default_decode_workers`; 0 or 1: this process only); the
+    volume is the same either way.
     """
     if not isinstance(datasets, Sequence):
         raise TypeError(
@@ -327,8 +490,8 @@ def series_to_volume(datasets: Sequence[Dataset]) -> CTVolume:
             )
 
     hu = np.empty((len(sorted_ds), rows[0], cols[0]), dtype=np.float32)
-    for k, ds in enumerate(sorted_ds):
-        _decode(ds, int(order[k]), hu[k])
+    workers = default_decode_workers(sorted_ds) if decode_workers is None else decode_workers
+    _decode_slices(sorted_ds, order, hu, workers)
 
     dy, dx = float(spacings[0][0]), float(spacings[0][1])
     volume = CTVolume(

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from service.grpc_api import segmentation_pb2 as pb2
+from service.quality.applicability import Applicability
 from service.quality.clinical import ClinicalSummary
 from service.quality.consistency import ConsistencyResult
 from service.quality.records import StudyRecord
@@ -59,6 +60,31 @@ def consistency_message(result: ConsistencyResult) -> pb2.ConsistencyQuality:
     )
 
 
+def applicability_message(
+    reasons: list[str],
+    measurements: dict[str, float | None],
+    details: dict[str, str] | None = None,
+    contrast_agent: str = "",
+) -> pb2.Applicability:
+    """The checks as a message; unmeasured values (None) are left out of the map."""
+    return pb2.Applicability(
+        applicable=not reasons,
+        reasons=reasons,
+        details=details or {},
+        measurements={k: float(v) for k, v in measurements.items() if v is not None},
+        contrast_agent=contrast_agent,
+    )
+
+
+def applicability_from_result(result: Applicability) -> pb2.Applicability:
+    return applicability_message(
+        result.reason_values,
+        dict(result.measurements),
+        dict(result.details),
+        result.contrast_agent,
+    )
+
+
 def reference_message(
     study_hash: str, scores: ReferenceScores, record: StudyRecord
 ) -> pb2.ReferenceQuality:
@@ -99,6 +125,12 @@ def record_message(record: StudyRecord) -> pb2.StudyQualityRecord:
                 transform=record.consistency_transform or "",
                 voldice=record.consistency_voldice,
                 flagged=record.flagged,
+            )
+        )
+    if record.applicability_reasons is not None:
+        message.applicability.CopyFrom(
+            applicability_message(
+                list(record.applicability_reasons), dict(record.applicability_measurements or {})
             )
         )
     if record.reference_voldice is not None:

@@ -87,7 +87,7 @@ class SegChunk(_message.Message):
     def __init__(self, data: _Optional[bytes] = ..., offset: _Optional[int] = ...) -> None: ...
 
 class StudySummary(_message.Message):
-    __slots__ = ("study_uid_hash", "class_volumes_ml", "num_instances", "model_name", "model_version", "provider", "stage_seconds", "seg_size_bytes", "seg_sha256", "clinical", "consistency", "flagged", "sr_size_bytes", "sr_sha256")
+    __slots__ = ("study_uid_hash", "class_volumes_ml", "num_instances", "model_name", "model_version", "provider", "stage_seconds", "seg_size_bytes", "seg_sha256", "clinical", "consistency", "flagged", "sr_size_bytes", "sr_sha256", "applicability")
     class ClassVolumesMlEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -116,6 +116,7 @@ class StudySummary(_message.Message):
     FLAGGED_FIELD_NUMBER: _ClassVar[int]
     SR_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     SR_SHA256_FIELD_NUMBER: _ClassVar[int]
+    APPLICABILITY_FIELD_NUMBER: _ClassVar[int]
     study_uid_hash: str
     class_volumes_ml: _containers.ScalarMap[str, float]
     num_instances: int
@@ -130,7 +131,36 @@ class StudySummary(_message.Message):
     flagged: bool
     sr_size_bytes: int
     sr_sha256: str
-    def __init__(self, study_uid_hash: _Optional[str] = ..., class_volumes_ml: _Optional[_Mapping[str, float]] = ..., num_instances: _Optional[int] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., provider: _Optional[str] = ..., stage_seconds: _Optional[_Mapping[str, float]] = ..., seg_size_bytes: _Optional[int] = ..., seg_sha256: _Optional[str] = ..., clinical: _Optional[_Union[ClinicalSummary, _Mapping]] = ..., consistency: _Optional[_Union[ConsistencyQuality, _Mapping]] = ..., flagged: _Optional[bool] = ..., sr_size_bytes: _Optional[int] = ..., sr_sha256: _Optional[str] = ...) -> None: ...
+    applicability: Applicability
+    def __init__(self, study_uid_hash: _Optional[str] = ..., class_volumes_ml: _Optional[_Mapping[str, float]] = ..., num_instances: _Optional[int] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., provider: _Optional[str] = ..., stage_seconds: _Optional[_Mapping[str, float]] = ..., seg_size_bytes: _Optional[int] = ..., seg_sha256: _Optional[str] = ..., clinical: _Optional[_Union[ClinicalSummary, _Mapping]] = ..., consistency: _Optional[_Union[ConsistencyQuality, _Mapping]] = ..., flagged: _Optional[bool] = ..., sr_size_bytes: _Optional[int] = ..., sr_sha256: _Optional[str] = ..., applicability: _Optional[_Union[Applicability, _Mapping]] = ...) -> None: ...
+
+class Applicability(_message.Message):
+    __slots__ = ("applicable", "reasons", "details", "measurements", "contrast_agent")
+    class DetailsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class MeasurementsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    APPLICABLE_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    DETAILS_FIELD_NUMBER: _ClassVar[int]
+    MEASUREMENTS_FIELD_NUMBER: _ClassVar[int]
+    CONTRAST_AGENT_FIELD_NUMBER: _ClassVar[int]
+    applicable: bool
+    reasons: _containers.RepeatedScalarFieldContainer[str]
+    details: _containers.ScalarMap[str, str]
+    measurements: _containers.ScalarMap[str, float]
+    contrast_agent: str
+    def __init__(self, applicable: _Optional[bool] = ..., reasons: _Optional[_Iterable[str]] = ..., details: _Optional[_Mapping[str, str]] = ..., measurements: _Optional[_Mapping[str, float]] = ..., contrast_agent: _Optional[str] = ...) -> None: ...
 
 class ClinicalSummary(_message.Message):
     __slots__ = ("class_volumes_ml", "lung_volume_ml", "lesion_volume_ml", "involvement_percent", "severity_grade")
@@ -334,7 +364,7 @@ class GetStudyQualityRequest(_message.Message):
     def __init__(self, study_hash: _Optional[str] = ...) -> None: ...
 
 class StudyQualityRecord(_message.Message):
-    __slots__ = ("study_hash", "created", "model_name", "model_version", "provider", "num_instances", "clinical", "consistency", "flagged", "reference", "stage_seconds")
+    __slots__ = ("study_hash", "created", "model_name", "model_version", "provider", "num_instances", "clinical", "consistency", "flagged", "reference", "stage_seconds", "applicability")
     class StageSecondsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -353,6 +383,7 @@ class StudyQualityRecord(_message.Message):
     FLAGGED_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_FIELD_NUMBER: _ClassVar[int]
     STAGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    APPLICABILITY_FIELD_NUMBER: _ClassVar[int]
     study_hash: str
     created: _timestamp_pb2.Timestamp
     model_name: str
@@ -364,7 +395,8 @@ class StudyQualityRecord(_message.Message):
     flagged: bool
     reference: ReferenceQuality
     stage_seconds: _containers.ScalarMap[str, float]
-    def __init__(self, study_hash: _Optional[str] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., provider: _Optional[str] = ..., num_instances: _Optional[int] = ..., clinical: _Optional[_Union[ClinicalSummary, _Mapping]] = ..., consistency: _Optional[_Union[ConsistencyQuality, _Mapping]] = ..., flagged: _Optional[bool] = ..., reference: _Optional[_Union[ReferenceQuality, _Mapping]] = ..., stage_seconds: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    applicability: Applicability
+    def __init__(self, study_hash: _Optional[str] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., provider: _Optional[str] = ..., num_instances: _Optional[int] = ..., clinical: _Optional[_Union[ClinicalSummary, _Mapping]] = ..., consistency: _Optional[_Union[ConsistencyQuality, _Mapping]] = ..., flagged: _Optional[bool] = ..., reference: _Optional[_Union[ReferenceQuality, _Mapping]] = ..., stage_seconds: _Optional[_Mapping[str, float]] = ..., applicability: _Optional[_Union[Applicability, _Mapping]] = ...) -> None: ...
 
 class ListStudyQualityRequest(_message.Message):
     __slots__ = ("since", "until", "model_version", "flagged_only", "page_size", "page_token")

@@ -8,7 +8,7 @@ unreadable) and involvement is a ratio 0..1, as the conventions ask for ratios.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -96,6 +96,26 @@ class QualityMetrics:
             ["model_version"],
             registry=r,
         )
+        self.applicability_checks = Counter(
+            "pulmoseg_applicability_checks_total",
+            "Studies whose input went through the applicability checks (before inference).",
+            ["model_version"],
+            registry=r,
+        )
+        self.not_applicable = Counter(
+            "pulmoseg_not_applicable_studies_total",
+            "Studies outside the model's declared range (flagged or refused), any reason.",
+            ["model_version"],
+            registry=r,
+        )
+        self.not_applicable_reasons = Counter(
+            "pulmoseg_not_applicable_reasons_total",
+            "Studies outside the model's declared range by reason (no_aerated_lung, "
+            "partial_thorax, slice_thickness_out_of_range, spacing_out_of_range, "
+            "hu_calibration); a study with two reasons counts under both.",
+            ["reason", "model_version"],
+            registry=r,
+        )
         self.references = Counter(
             "pulmoseg_references_total",
             "Reference SEGs scored against the stored prediction.",
@@ -128,6 +148,15 @@ class QualityMetrics:
         if flagged:
             self.flagged.labels(model_version=model_version).inc()
 
+    def observe_applicability(self, model_version: str, reasons: Iterable[str]) -> None:
+        """Count one checked study and, when it is outside the range, each of its reasons."""
+        self.applicability_checks.labels(model_version=model_version).inc()
+        names = list(reasons)
+        if names:
+            self.not_applicable.labels(model_version=model_version).inc()
+        for reason in names:
+            self.not_applicable_reasons.labels(reason=reason, model_version=model_version).inc()
+
     def observe_reference(self, model_version: str, voldice: Mapping[str, float]) -> None:
         self.references.labels(model_version=model_version).inc()
         for name, score in voldice.items():
@@ -135,5 +164,12 @@ class QualityMetrics:
 
     def ensure_series(self, model_version: str, class_names: list[str]) -> None:
         """Create the zero counters of a model, so rates and ratios exist before any event."""
-        for counter in (self.assessed, self.consistency_checks, self.flagged, self.references):
+        for counter in (
+            self.assessed,
+            self.consistency_checks,
+            self.flagged,
+            self.references,
+            self.applicability_checks,
+            self.not_applicable,
+        ):
             counter.labels(model_version=model_version)

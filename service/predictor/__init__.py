@@ -7,6 +7,6 @@ except to evaluate an export.
 """
 
 from service.predictor.backend import InferenceBackend
-from service.predictor.predictor import InputGeometry, Predictor, softmax
+from service.predictor.predictor import InputGeometry, LabelResampling, Predictor, softmax
 
-__all__ = ["InferenceBackend", "InputGeometry", "Predictor", "softmax"]
+__all__ = ["InferenceBackend", "InputGeometry", "LabelResampling", "Predictor", "softmax"]

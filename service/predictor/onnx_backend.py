@@ -4,9 +4,17 @@ ORT lists CUDA as *available* even where CUDA cannot load and then silently runs
 the provider actually in use is read back from the session and reported; ``require_gpu`` turns
 that silent fallback into an immediate error.
 
-ORT's CPU memory arena is off by default: it grows in powers of two and never returns memory,
-so one 512² study left the process about 0.4 GB larger than the same run without it (batch of
-4 slices: 1.07 vs 0.66 GB peak) for no measurable gain in speed on the CPU.
+ORT's CPU memory arena grows in powers of two and never returns memory. For a network at 512²
+it stays off by default: one 512² study left the process about 0.4 GB larger than the same run
+without it (batch of 4 slices: 1.07 vs 0.66 GB peak) for no measurable gain in speed on the CPU.
+For networks of at most :data:`ARENA_MAX_INPUT_PIXELS` input pixels (the shipped model runs at
+160²) it is on by default: without it every intermediate tensor of every batch is a fresh
+``mmap`` (the service fixes glibc's mmap threshold, ``service.app.memory_release``) that the
+kernel must fault in page by page, which cost more than the network itself — on a 300-slice
+study 30 % of the inference CPU time and three times the page faults (2026-12-05,
+docs/benchmarks.md) — for a peak about 0.26 GB higher. With the arena on,
+:func:`load_onnx_predictor` runs one full batch at load time so the arena has its final size
+before the first study (a first study would otherwise grow it).
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from service.predictor.predictor import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_BATCH_PIXELS,
     InputGeometry,
+    LabelResampling,
     Predictor,
 )
 
@@ -31,6 +40,14 @@ log = logging.getLogger(__name__)
 
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 CPU_PROVIDER = "CPUExecutionProvider"
+#: Largest network input (pixels per slice) for which the CPU arena is on by default.
+ARENA_MAX_INPUT_PIXELS = 256 * 256
+
+
+def arena_by_default(manifest: ModelManifest) -> bool:
+    """Whether ORT's CPU memory arena is on when the caller does not say (see module doc)."""
+    height, width = manifest.input_size
+    return int(height) * int(width) <= ARENA_MAX_INPUT_PIXELS
 
 
 def preferred_providers(available: Sequence[str], *, use_tensorrt: bool = False) -> list[str]:
@@ -52,8 +69,10 @@ class OnnxBackend(InferenceBackend):
         require_gpu: bool = False,
         intra_op_threads: int = 0,
         cpu_only: bool = False,
-        cpu_mem_arena: bool = False,
+        cpu_mem_arena: bool | None = None,
     ) -> None:
+        """``cpu_mem_arena``: ORT's CPU memory arena; None decides by the network's input size
+        (:func:`arena_by_default`)."""
         import onnxruntime as ort
 
         self.model_path = Path(model_path)
@@ -61,6 +80,9 @@ class OnnxBackend(InferenceBackend):
         ort.set_default_logger_severity(4)  # a CUDA load failure is reported once, by us
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
+        if cpu_mem_arena is None:
+            cpu_mem_arena = arena_by_default(self.manifest)
+        self.cpu_mem_arena = cpu_mem_arena
         options.enable_cpu_mem_arena = cpu_mem_arena
         options.log_severity_level = 3
         requested = (
@@ -102,9 +124,14 @@ def load_onnx_predictor(
     max_batch_pixels: int = DEFAULT_MAX_BATCH_PIXELS,
     intra_op_threads: int = 0,
     cpu_only: bool = False,
-    cpu_mem_arena: bool = False,
+    cpu_mem_arena: bool | None = None,
+    label_resampling: LabelResampling | str = LabelResampling.EXACT,
 ) -> Predictor:
-    """A :class:`Predictor` over an exported model; geometry and classes come from its manifest."""
+    """A :class:`Predictor` over an exported model; geometry and classes come from its manifest.
+
+    With ORT's CPU arena on (the default for small networks), one full batch runs before the
+    predictor is returned, so the first study finds the arena at its final size.
+    """
     backend = OnnxBackend(
         model_path,
         require_gpu=require_gpu,
@@ -112,10 +139,14 @@ def load_onnx_predictor(
         cpu_only=cpu_only,
         cpu_mem_arena=cpu_mem_arena,
     )
-    return Predictor(
+    predictor = Predictor(
         backend,
         InputGeometry.from_manifest(backend.manifest),
         manifest=backend.manifest,
         batch_size=batch_size,
         max_batch_pixels=max_batch_pixels,
+        label_resampling=label_resampling,
     )
+    if backend.cpu_mem_arena and backend.provider == CPU_PROVIDER:
+        predictor.warm_up()
+    return predictor

@@ -5,11 +5,15 @@ with an ONNX Runtime or a torch backend behind the same preprocessing, so the va
 VolDice that picks a checkpoint is the number the service will produce on its export.
 
 Steps per batch of slices: 2.5D context stack → in-plane resize to the network's input size →
-backend → softmax → resize of the probabilities back to the slice size.
+backend → softmax → back to the slice size. Probabilities (:meth:`Predictor.predict_probabilities`)
+are resized bilinearly; labels (:meth:`Predictor.predict_labels`, what the service serves) are
+the argmax of those resized probabilities, but computed at the network's resolution wherever
+that decides it (see :class:`LabelResampling`), so K float maps at the slice size are never built.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import CancelledError
 from dataclasses import dataclass
@@ -18,7 +22,8 @@ import numpy as np
 
 from service.core.errors import ModelError
 from service.core.manifest import ModelManifest
-from service.core.preprocessing import resize_planes, slice_context_stack
+from service.core.options import Option
+from service.core.preprocessing import interpolation_taps, resize_planes, slice_context_stack
 from service.predictor.backend import InferenceBackend
 
 DEFAULT_BATCH_SIZE = 16
@@ -26,6 +31,33 @@ DEFAULT_BATCH_SIZE = 16
 #: 512². Activations grow with it; on a CPU, batches of 16 slices at 512² took 4 GB of ONNX
 #: Runtime memory and ran no faster per slice than batches of 1-4 (cache misses).
 DEFAULT_MAX_BATCH_PIXELS = 2 * 512 * 512
+
+
+#: Marks a full-size pixel whose label the low-resolution argmax does not decide.
+_UNDECIDED = np.uint8(255)
+
+
+class LabelResampling(Option):
+    """How :meth:`Predictor.predict_labels` brings labels from the network's size to the slice's.
+
+    * ``exact`` (default): the argmax of the bilinearly resized probabilities, as
+      ``probabilities`` computes it, but without resizing them: a full-size pixel interpolates
+      the probabilities of (at most) 2×2 network pixels with non-negative weights, and where
+      those pixels share their argmax class c, every convex combination of them has c as its
+      argmax too (p_c ≥ p_k at each of them, ties to the lower class included). Only pixels
+      whose 2×2 network neighbourhood holds two classes (the class boundaries) are
+      interpolated, with the same taps and order as :func:`resize_planes`. The labels equal
+      those of ``probabilities`` up to float32 rounding at exact ties.
+    * ``probabilities``: K probability maps resized to the slice size, then the argmax (the
+      path before 2026-12; kept as the reference for tests and ``bench/real_study_speed.py``).
+    * ``nearest``: the argmax at the network's size, upsampled by nearest neighbour: cheapest,
+      but it moves class boundaries by up to half a network pixel (agreement with ``exact``
+      measured by the bench; not used by the service).
+    """
+
+    EXACT = "exact"
+    PROBABILITIES = "probabilities"
+    NEAREST = "nearest"
 
 
 @dataclass(frozen=True)
@@ -97,6 +129,85 @@ def argmax_classes(scores: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
+def upsample_argmax(probs: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``resize_planes(probs, out.shape[-2:]).argmax(axis=1)`` without the resized maps.
+
+    ``probs``: (n, K, h, w) float32 probabilities (or any scores that are interpolated, not
+    logits); ``out``: (n, H, W) uint8, written and returned. See
+    :attr:`LabelResampling.EXACT` for why the low-resolution argmax decides every pixel whose
+    2×2 source neighbourhood holds one class; the others (class boundaries, a few percent of a
+    CT slice) are interpolated with the taps and order of
+    :func:`service.core.preprocessing.resize_planes` (rows, then columns) and compared.
+    """
+    n, classes, h, w = probs.shape
+    height, width = out.shape[-2:]
+    if classes >= _UNDECIDED:
+        raise ValueError(f"At most {int(_UNDECIDED) - 1} classes are supported, got {classes}.")
+    if out.dtype != np.uint8 or not out.flags.c_contiguous or out.shape[0] != n:
+        raise ValueError(
+            f"Argument 'out' must be a C-contiguous uint8 array of {n} planes, got "
+            f"{out.dtype} {out.shape}."
+        )
+    small = argmax_classes(probs, np.empty((n, h, w), dtype=np.uint8))
+    # A cell (i, j) is decided when rows i, i+1 and columns j, j+1 hold one class (the last
+    # row and column repeat themselves: their "next" is the clamped edge).
+    padded = np.pad(small, ((0, 0), (0, 1), (0, 1)), mode="edge")
+    decided = (
+        (padded[:, :-1, :-1] == padded[:, 1:, :-1])
+        & (padded[:, :-1, :-1] == padded[:, :-1, 1:])
+        & (padded[:, :-1, :-1] == padded[:, 1:, 1:])
+    )
+    cells = np.where(decided, small, _UNDECIDED)
+    row_lo, row_hi, row_w_lo, row_w_hi = interpolation_taps(h, height)
+    col_lo, col_hi, col_w_lo, col_w_hi = interpolation_taps(w, width)
+    # Output row Y interpolates source rows lo[Y] and hi[Y] (= lo[Y] + 1 or the clamped edge):
+    # the cell at (lo[Y], lo[X]) covers all four source pixels of (Y, X).
+    np.take(np.take(cells, row_lo, axis=1), col_lo, axis=2, out=out)
+    flat = out.reshape(-1)
+    undecided = np.flatnonzero(flat == _UNDECIDED)
+    if undecided.size:
+        b, pixel = np.divmod(undecided, height * width)
+        y, x = np.divmod(pixel, width)
+        r0, r1, c0, c1 = row_lo[y], row_hi[y], col_lo[x], col_hi[x]
+        # rows of (K,) class probabilities, one per network pixel
+        table = np.ascontiguousarray(probs.transpose(0, 2, 3, 1)).reshape(-1, classes)
+        base = b * (h * w)
+        wr0, wr1 = row_w_lo[y][:, None], row_w_hi[y][:, None]
+        # (m, K) each: the same products and sums as the two-tap resize, rows first
+        left = table[base + r0 * w + c0] * wr0 + table[base + r1 * w + c0] * wr1
+        right = table[base + r0 * w + c1] * wr0 + table[base + r1 * w + c1] * wr1
+        values = left * col_w_lo[x][:, None] + right * col_w_hi[x][:, None]
+        flat[undecided] = values.argmax(axis=1)
+    return out
+
+
+def _upsample_nearest(small: np.ndarray, out: np.ndarray) -> None:
+    """Nearest-neighbour upsampling of (n, h, w) labels into ``out`` (n, H, W)."""
+    from service.core.preprocessing import nearest_indices
+
+    rows = nearest_indices(small.shape[1], out.shape[1])
+    cols = nearest_indices(small.shape[2], out.shape[2])
+    np.take(np.take(small, rows, axis=1), cols, axis=2, out=out)
+
+
+class _Clock:
+    """Adds the seconds since the last lap to ``timings[stage]``; does nothing without timings."""
+
+    def __init__(self, timings: dict[str, float] | None) -> None:
+        self.timings = timings
+        self.last = 0.0
+
+    def start(self) -> None:
+        if self.timings is not None:
+            self.last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        if self.timings is not None:
+            now = time.perf_counter()
+            self.timings[stage] = self.timings.get(stage, 0.0) + now - self.last
+            self.last = now
+
+
 class Predictor:
     """Preprocessing + a backend; thread-safe when the backend is (ORT sessions are)."""
 
@@ -108,6 +219,7 @@ class Predictor:
         manifest: ModelManifest | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
         max_batch_pixels: int = DEFAULT_MAX_BATCH_PIXELS,
+        label_resampling: LabelResampling | str = LabelResampling.EXACT,
     ) -> None:
         if not isinstance(backend, InferenceBackend):
             raise TypeError(
@@ -126,10 +238,22 @@ class Predictor:
         #: Slices per network call: ``batch_size``, lowered so one batch stays within
         #: ``max_batch_pixels`` at the network's input size (never below one slice).
         self.batch_size = max(1, min(batch_size, max_batch_pixels // (height * width)))
+        self.label_resampling = LabelResampling.parse(
+            label_resampling, "Argument 'label_resampling'"
+        )
 
     @property
     def provider(self) -> str:
         return self.backend.provider
+
+    def warm_up(self) -> None:
+        """Run one full batch at the network's input size (air), so that what the backend
+        sizes by its largest batch (ORT's memory arena) is sized before the first study.
+
+        The output is not checked here: whether the model matches its manifest is the service's
+        warm-up study's question, which reports it in its own words."""
+        shape = (self.batch_size, self.geometry.slice_context, *self.geometry.input_size)
+        self.backend.run(np.full(shape, -1000.0, dtype=np.float32))
 
     def predict_probabilities(
         self,
@@ -164,16 +288,39 @@ class Predictor:
         *,
         on_progress: Callable[[float], None] | None = None,
         is_cancelled: Callable[[], bool] | None = None,
+        timings: dict[str, float] | None = None,
     ) -> np.ndarray:
         """Label volume (z, y, x) uint8: argmax of the class probabilities, batch by batch.
 
-        The same labels as ``predict_probabilities(volume).argmax(0)``, but memory grows with
-        one batch of probabilities, not with K float copies of the whole volume.
+        The same labels as ``predict_probabilities(volume).argmax(0)`` (with the default
+        :class:`LabelResampling`), but memory grows with one batch of probabilities at the
+        network's size, not with K float copies of the whole volume. ``timings``, when given,
+        gets the seconds spent in ``preprocess`` (context stack, resize to the network),
+        ``network`` (the backend) and ``postprocess`` (softmax, labels at the slice size) added.
         """
         depth, height, width = self._check_volume(volume).shape
         labels = np.empty((depth, height, width), dtype=np.uint8)
-        for z, scores in self._batches(volume, on_progress, is_cancelled, need_probs=False):
-            argmax_classes(scores, out=labels[z[0] : z[-1] + 1])
+        resize = (height, width) != tuple(self.geometry.input_size)
+        mode = self.label_resampling if resize else LabelResampling.PROBABILITIES
+        clock = _Clock(timings)
+        batches = self._batches(
+            volume,
+            on_progress,
+            is_cancelled,
+            need_probs=False,
+            resize_back=mode is LabelResampling.PROBABILITIES,
+            clock=clock,
+        )
+        for z, output in batches:
+            out = labels[z[0] : z[-1] + 1]
+            if mode is LabelResampling.PROBABILITIES:
+                argmax_classes(output, out=out)
+            elif mode is LabelResampling.NEAREST:
+                small = argmax_classes(output, np.empty((len(z), *output.shape[2:]), np.uint8))
+                _upsample_nearest(small, out)
+            else:
+                upsample_argmax(softmax(output), out)
+            clock.lap("postprocess")
         return labels
 
     @staticmethod
@@ -196,12 +343,16 @@ class Predictor:
         is_cancelled: Callable[[], bool] | None,
         *,
         need_probs: bool = True,
+        resize_back: bool = True,
+        clock: _Clock | None = None,
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(slice indices, scores (n, K, y, x)) per batch, at the volume's in-plane size.
 
         Scores are probabilities; with ``need_probs=False`` and no resize they are the raw
         network output, whose argmax is the same (softmax is monotonic) at a fraction of the cost.
+        With ``resize_back=False`` they are always the raw network output, at its size.
         """
+        clock = clock or _Clock(None)
         depth, height, width = volume.shape
         data = volume.astype(np.float32, copy=False)
         resize = (height, width) != tuple(self.geometry.input_size)
@@ -209,14 +360,19 @@ class Predictor:
             if is_cancelled is not None and is_cancelled():
                 raise CancelledError("the study was cancelled during inference")
             z = np.arange(start, min(start + self.batch_size, depth))
+            clock.start()
             batch = resize_planes(
                 slice_context_stack(data, self.geometry.slice_context, z),
                 self.geometry.input_size,
             )
-            output = self.backend.run(np.ascontiguousarray(batch))
+            batch = np.ascontiguousarray(batch)
+            clock.lap("preprocess")
+            output = self.backend.run(batch)
+            clock.lap("network")
             self._check_output(output, len(z))
-            if need_probs or resize:
+            if resize_back and (need_probs or resize):
                 output = resize_planes(softmax(output), (height, width))
+                clock.lap("postprocess")
             yield z, output
             if on_progress is not None:
                 on_progress(float(z[-1] + 1) / depth)

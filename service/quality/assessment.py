@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from service.core.manifest import ModelManifest
+from service.quality.applicability import Applicability
 from service.quality.clinical import LESIONS, LUNG, ClinicalSummary, clinical_summary
 from service.quality.consistency import ConsistencyResult, consistency_voldice, flag_study
 from service.quality.geometry import StudyGeometry
@@ -75,8 +76,13 @@ def assess_study(
     provider: str,
     config: QualityConfig,
     software_version: str,
+    applicability: Applicability | None = None,
+    confine: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> StudyQuality:
-    """Run the quality step; ``volume`` is the study's ``CTVolume`` (HU array and grid)."""
+    """Run the quality step; ``volume`` is the study's ``CTVolume`` (HU array and grid).
+
+    ``confine`` post-processes the consistency prediction once mapped back to the study's grid
+    (the lung field the served labels were confined to), see ``consistency_voldice``."""
     started = time.perf_counter()
     clinical = clinical_summary(class_volumes_ml, lesion_floor_ml=config.lesion_floor_ml)
     geometry = StudyGeometry.from_volume(volume)
@@ -90,11 +96,12 @@ def assess_study(
             labels,
             classes,
             transform,
+            confine=confine,
         )
         flagged = flag_study(scores, config.flag_threshold, flag_classes(list(classes.values())))
         consistency = ConsistencyResult(transform.value, scores, config.flag_threshold, flagged)
     sr = (
-        build_summary_sr(seg_bytes, clinical, manifest, software_version)
+        build_summary_sr(seg_bytes, clinical, manifest, software_version, applicability)
         if config.write_sr
         else b""
     )

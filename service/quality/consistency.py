@@ -40,8 +40,16 @@ def consistency_voldice(
     labels: np.ndarray,
     classes: Mapping[int, str],
     transform: ConsistencyTransform | str,
+    *,
+    confine: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> dict[str, float]:
-    """VolDice per class name between ``labels`` (the prediction on ``hu``) and T⁻¹(f(T(hu)))."""
+    """VolDice per class name between ``labels`` (the prediction on ``hu``) and T⁻¹(f(T(hu))).
+
+    ``confine`` is the post-processing the served ``labels`` got on ``hu``'s grid (the study's
+    lung field): it is applied to T⁻¹(f(T(hu))), so the field is found once per study and the
+    check measures the model, not the classical lung field's own response to T. A voxel-wise
+    mask commutes with the voxel permutation T, so this equals confining f(T(hu)) by T(field).
+    """
     t = ConsistencyTransform.parse(transform)
     if hu.shape != labels.shape:
         raise ValueError(
@@ -54,6 +62,8 @@ def consistency_voldice(
             f"The prediction on the transformed volume maps back to shape {back.shape}, "
             f"expected {labels.shape}."
         )
+    if confine is not None:
+        back = np.asarray(confine(back))
     scores = per_class_vol_dice(back, labels, list(classes))
     return {classes[k]: float(v) for k, v in scores.items()}
 

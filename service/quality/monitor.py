@@ -48,6 +48,7 @@ class QualityMonitor:
             return None
         clinical = quality.clinical
         consistency = quality.consistency
+        applicability = getattr(result, "applicability", None)
         record = StudyRecord(
             study_hash=result.study_uid_hash,
             created_at=datetime.now(UTC),
@@ -63,6 +64,10 @@ class QualityMonitor:
             consistency_voldice=dict(consistency.voldice) if consistency else None,
             flagged=quality.flagged,
             stage_seconds=dict(stage_seconds),
+            applicability_reasons=applicability.reason_values if applicability else None,
+            applicability_measurements=(
+                dict(applicability.measurements) if applicability else None
+            ),
         )
         self.store.save_study(record, result.labels, quality.geometry)
         if self.metrics is not None:

@@ -55,6 +55,9 @@ class StudyRecord:
     reference_type: str | None = None
     reference_at: datetime | None = None
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    #: Failed applicability checks ([] inside the model's range; None when they did not run).
+    applicability_reasons: list[str] | None = None
+    applicability_measurements: dict[str, float | None] | None = None
 
 
 def database_url(url: str | None, path: Path | None) -> str:
@@ -104,6 +107,10 @@ def _to_record(row: StudyQualityRow) -> StudyRecord:
         reference_type=row.reference_type,
         reference_at=_utc(row.reference_at),
         stage_seconds=dict(row.stage_seconds or {}),
+        applicability_reasons=(
+            list(row.applicability_reasons) if row.applicability_reasons is not None else None
+        ),
+        applicability_measurements=row.applicability_measurements,
     )
 
 
@@ -182,6 +189,8 @@ class QualityStore:
             "reference_type": None,
             "reference_at": None,
             "stage_seconds": record.stage_seconds,
+            "applicability_reasons": record.applicability_reasons,
+            "applicability_measurements": record.applicability_measurements,
         }
         blob = zlib.compress(np.ascontiguousarray(labels, dtype=np.uint8).tobytes(), 6)
         with self._sessions.begin() as session:

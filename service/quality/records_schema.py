@@ -42,6 +42,9 @@ class StudyQualityRow(Base):
     reference_type: Mapped[str | None] = mapped_column(String(16), nullable=True)
     reference_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     stage_seconds: Mapped[dict[str, Any]] = mapped_column(JSON)
+    #: Failed applicability checks (a list of reason names; [] = applicable; NULL = not run).
+    applicability_reasons: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    applicability_measurements: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class StudyPredictionRow(Base):

@@ -6,12 +6,18 @@ holds its volume in mL; the lung's group also carries the involvement percent an
 severity grade. Codes for involvement and grade have no standard concept, so they use the
 private scheme ``99PULMOSEG``, declared in the Coding Scheme Identification Sequence as DICOM
 requires for private schemes.
+
+The applicability checks (``service.quality.applicability``) add one measurement and
+qualitative evaluation group (TID 1501, not tied to a segment: they judge the input, not a
+label): "input within the model's declared range" Yes/No, and one coded evaluation per reason,
+so a viewer shows "this study is outside what the model was made for" beside the volumes.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+from typing import Any
 
 import highdicom as hd
 import pydicom
@@ -21,6 +27,7 @@ from pydicom.sr.codedict import codes
 from service.core.classes import ClassInfo
 from service.core.manifest import ModelManifest
 from service.dicom.seg_source import repair_conditional_attributes
+from service.quality.applicability import Applicability, ApplicabilityReason
 from service.quality.clinical import LUNG, ClinicalSummary
 
 logger = logging.getLogger(__name__)
@@ -36,6 +43,25 @@ _GRADE_MEANINGS = {
     "CT-2": "CT-2 involvement 25 to 50 percent",
     "CT-3": "CT-3 involvement 50 to 75 percent",
     "CT-4": "CT-4 involvement 75 percent or more",
+}
+APPLICABILITY = hd.sr.CodedConcept("APPLICABILITY", PRIVATE_SCHEME, "Input applicability checks")
+WITHIN_RANGE = hd.sr.CodedConcept(
+    "INRANGE", PRIVATE_SCHEME, "Input within the model's declared range"
+)
+OUTSIDE_REASON = hd.sr.CodedConcept(
+    "OUTOFRANGE", PRIVATE_SCHEME, "Reason the input is outside the model's range"
+)
+#: Code values are SH (16 characters at most), so each reason has a short code; the meaning
+#: starts with the reason's API name.
+_REASON_CODES = {
+    ApplicabilityReason.NO_AERATED_LUNG: ("NOAERATEDLUNG", "no aerated lung (not a chest CT)"),
+    ApplicabilityReason.PARTIAL_THORAX: ("PARTIALTHORAX", "partial thorax coverage"),
+    ApplicabilityReason.SLICE_THICKNESS_OUT_OF_RANGE: (
+        "SLICETHICKNESS",
+        "slice thickness out of range",
+    ),
+    ApplicabilityReason.SPACING_OUT_OF_RANGE: ("PIXELSPACING", "pixel spacing out of range"),
+    ApplicabilityReason.HU_CALIBRATION: ("HUCALIBRATION", "HU calibration implausible"),
 }
 SR_SERIES_NUMBER = 301
 _LO_MAX = 64
@@ -98,6 +124,29 @@ def _group(
     )
 
 
+def reason_code(reason: ApplicabilityReason) -> hd.sr.CodedConcept:
+    """The private code of an applicability reason (value <= 16 characters, SH)."""
+    value, meaning = _REASON_CODES[reason]
+    return hd.sr.CodedConcept(value, PRIVATE_SCHEME, f"{reason.value}: {meaning}"[:_LO_MAX])
+
+
+def _applicability_group(
+    applicability: Applicability, algorithm: hd.sr.AlgorithmIdentification
+) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    yes_no = codes.SCT.Yes if applicability.applicable else codes.SCT.No
+    evaluations = [hd.sr.QualitativeEvaluation(name=WITHIN_RANGE, value=yes_no)]
+    evaluations += [
+        hd.sr.QualitativeEvaluation(name=OUTSIDE_REASON, value=reason_code(reason))
+        for reason in applicability.reasons
+    ]
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="applicability"),
+        finding_type=APPLICABILITY,
+        algorithm_id=algorithm,
+        qualitative_evaluations=evaluations,
+    )
+
+
 def _scheme_identification() -> Dataset:
     item = Dataset()
     item.CodingSchemeDesignator = PRIVATE_SCHEME
@@ -107,9 +156,14 @@ def _scheme_identification() -> Dataset:
 
 
 def build_summary_sr(
-    seg_bytes: bytes, summary: ClinicalSummary, manifest: ModelManifest, software_version: str
+    seg_bytes: bytes,
+    summary: ClinicalSummary,
+    manifest: ModelManifest,
+    software_version: str,
+    applicability: Applicability | None = None,
 ) -> bytes:
-    """The TID 1500 SR (Part-10 bytes) for a study's SEG and its clinical summary."""
+    """The TID 1500 SR (Part-10 bytes) for a study's SEG, its clinical summary and, when
+    given, the applicability checks (one TID 1501 group)."""
     seg = pydicom.dcmread(io.BytesIO(seg_bytes))
     algorithm = hd.sr.AlgorithmIdentification(
         name=manifest.name[:_LO_MAX], version=manifest.version[:_LO_MAX]
@@ -120,7 +174,9 @@ def build_summary_sr(
             uid=hd.UID(), name="pulmoseg", model_name=manifest.name[:_LO_MAX]
         ),
     )
-    groups = [_group(c, seg, summary, algorithm) for c in manifest.foreground_classes]
+    groups: list[Any] = [_group(c, seg, summary, algorithm) for c in manifest.foreground_classes]
+    if applicability is not None:
+        groups.append(_applicability_group(applicability, algorithm))
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
         procedure_reported=codes.LN.CTUnspecifiedBodyRegion,

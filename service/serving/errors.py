@@ -21,6 +21,7 @@ from service.core.errors import (  # re-exported: servicer code imports them fro
     ModelError,
     ResourceLimitError,
     ServiceNotReadyError,
+    StudyNotApplicableError,
     StudyNotFoundError,
     UnsupportedRequestError,
 )
@@ -36,6 +37,8 @@ STATUS_TABLE: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (InvalidArgumentError, grpc.StatusCode.INVALID_ARGUMENT),
     (ServiceNotReadyError, grpc.StatusCode.UNAVAILABLE),
     (ModelError, grpc.StatusCode.FAILED_PRECONDITION),
+    # The input is a valid CT but outside the model's range, and the policy is "refuse".
+    (StudyNotApplicableError, grpc.StatusCode.FAILED_PRECONDITION),
     (concurrent.futures.CancelledError, grpc.StatusCode.CANCELLED),
     (ResourceLimitError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (AuthenticationError, grpc.StatusCode.UNAUTHENTICATED),

@@ -187,6 +187,7 @@ class RunningServer:
             chosen.path,
             require_gpu=self.settings.require_gpu,
             quality=quality_config(self.settings),
+            applicability_policy=self.settings.applicability_policy,
         )
         warm_up(runner)  # a model that cannot segment a study is refused here, with the reason
         return runner

@@ -32,13 +32,17 @@ from typing import TYPE_CHECKING, NoReturn
 
 import grpc
 
-from service.core.errors import ModelError, ServiceNotReadyError
+from service.core.errors import ModelError, ServiceNotReadyError, StudyNotApplicableError
 from service.core.options import SegmentationType
 from service.core.progress import ProgressStage
 from service.grpc_api import segmentation_pb2 as pb2
 from service.grpc_api import segmentation_pb2_grpc as pb2_grpc
 from service.grpc_api.progress import ProgressRelay, stage_to_proto
-from service.grpc_api.quality_messages import clinical_from_summary, consistency_message
+from service.grpc_api.quality_messages import (
+    applicability_from_result,
+    clinical_from_summary,
+    consistency_message,
+)
 from service.observability.metrics import ServiceMetrics
 from service.serving.admission import AdmissionQueue, DrainGate, Ticket
 from service.serving.errors import (
@@ -260,9 +264,14 @@ class SegmentationServicer(pb2_grpc.SegmentationServiceServicer):
                 len(upload.instances),
                 upload.total_bytes,
             )
-            result = yield from self._run_pipeline(
-                pipeline, upload.instances, seg_type, context, relay
-            )
+            try:
+                result = yield from self._run_pipeline(
+                    pipeline, upload.instances, seg_type, context, relay
+                )
+            except StudyNotApplicableError as exc:  # policy "refuse": counted, then mapped
+                self._observe_applicability(pipeline, exc.applicability)
+                raise
+            self._observe_applicability(pipeline, result.applicability)
             seg = result.seg_bytes
             step = self._settings.chunk_bytes
             for offset in range(0, len(seg), step):
@@ -301,6 +310,11 @@ class SegmentationServicer(pb2_grpc.SegmentationServiceServicer):
                     flagged=quality.flagged if quality is not None else False,
                     sr_size_bytes=len(sr),
                     sr_sha256=hashlib.sha256(sr).hexdigest() if sr else "",
+                    applicability=(
+                        applicability_from_result(result.applicability)
+                        if result.applicability is not None
+                        else None
+                    ),
                 )
             )
             self._metrics.record_study(total, stage_seconds)
@@ -314,6 +328,12 @@ class SegmentationServicer(pb2_grpc.SegmentationServiceServicer):
         finally:
             self._metrics.in_progress.dec()
             self._admission.release(ticket)
+
+    def _observe_applicability(self, pipeline: SegmentationPipeline, applicability: object) -> None:
+        """Count the study's applicability (flagged or refused) on /metrics, by reason."""
+        reasons = getattr(applicability, "reason_values", None)
+        if reasons is not None:
+            self._metrics.quality.observe_applicability(pipeline.manifest.version, reasons)
 
     def _record_quality(
         self, result: StudyResult, pipeline: SegmentationPipeline, stage_seconds: dict[str, float]

@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import ConfigDict, ValidationInfo, field_validator, model_validator
 
+from service.core.options import ApplicabilityPolicy
 from service.core.settings_base import (
     SettingsModel,
     check_choice,
@@ -83,6 +84,9 @@ class ServiceSettings(SettingsModel):
     severity_lesion_floor_ml: float = 1.0
     #: Send a DICOM SR (TID 1500) with the clinical summary beside the SEG.
     write_summary_sr: bool = True
+    #: A study outside the model's declared range (service.quality.applicability) is segmented
+    #: and flagged ("segment_and_flag") or refused with FAILED_PRECONDITION ("refuse").
+    applicability_policy: ApplicabilityPolicy = ApplicabilityPolicy.SEGMENT_AND_FLAG
 
     @field_validator("*", mode="before")
     @classmethod
@@ -115,6 +119,13 @@ class ServiceSettings(SettingsModel):
         if not isinstance(value, str):
             return value
         return check_choice("Setting 'log_format'", value.strip().lower(), list(LogFormat))
+
+    @field_validator("applicability_policy", mode="before")
+    @classmethod
+    def _applicability_policy(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        return ApplicabilityPolicy.parse(value, "Setting 'applicability_policy'")
 
     @model_validator(mode="after")
     def _check(self) -> ServiceSettings:

@@ -380,7 +380,12 @@ def test_image_digest_pins_the_exact_build(chart: Any) -> None:
 def test_settings_configmap_and_rollout_on_change(chart: Any) -> None:
     objects = render_objects(chart, {"config": {"max_concurrent_studies": 4}})
     settings = yaml.safe_load(one(objects, "ConfigMap")["data"]["settings.yaml"])
-    assert settings == {"log_format": "json", "max_concurrent_studies": 4, "max_workers": 8}
+    assert settings == {
+        "log_format": "json",
+        "max_concurrent_studies": 4,
+        "max_workers": 8,
+        "applicability_policy": "segment_and_flag",
+    }
     before = one(render_objects(chart), "Deployment")["spec"]["template"]["metadata"]["annotations"]
     after = one(objects, "Deployment")["spec"]["template"]["metadata"]["annotations"]
     assert before["checksum/config"] != after["checksum/config"], "pods must roll on new settings"

@@ -46,6 +46,15 @@ from training.data.volumes import (
     load_study,
     read_dataset_manifest,
 )
+from training.data.weak_studies import (
+    HU_AUGMENT,
+    SyntheticLesionSampler,
+    WeakBatch,
+    WeakSliceSampler,
+    WeakStudy,
+    load_weak_studies,
+    unlabeled_slices,
+)
 from training.nn.losses import as_option
 
 __all__ = [
@@ -58,6 +67,7 @@ __all__ = [
     "LabeledBatches",
     "SliceSource",
     "VolumeSource",
+    "WeakBatches",
     "data_source",
 ]
 
@@ -123,6 +133,15 @@ class ImageBatches(abc.ABC):
     ) -> ImageBatch: ...
 
 
+class WeakBatches(abc.ABC):
+    """Draws slices with slice-level labels for the weak loss (inputs in the network's units)."""
+
+    @abc.abstractmethod
+    def sample(
+        self, batch_size: int, rng: np.random.Generator, generator: torch.Generator
+    ) -> WeakBatch: ...
+
+
 class DataSource(abc.ABC):
     """Loads and splits a run's data, and serves batches and validation for one layout."""
 
@@ -146,6 +165,10 @@ class DataSource(abc.ABC):
     @abc.abstractmethod
     def validate(self, model: torch.nn.Module, items: Sequence[Item]) -> dict[str, float]:
         """Mean score per foreground class over the labeled validation items."""
+
+    def weak_batches(self) -> WeakBatches | None:
+        """Slices with slice-level labels for the weak loss; None when the run has none."""
+        return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -297,6 +320,24 @@ class SliceSource(DataSource):
         )
         self.scored = [n for n in config.model.class_names[1:] if n in labeled_classes]
         self._negatives: list[LoadedSlice] | None = None
+        self._weak: list[WeakStudy] | None = None
+
+    def weak_studies(self) -> list[WeakStudy]:
+        """The studies of ``weak.studies`` minus ``weak.exclude`` (read once; [] when off)."""
+        if self._weak is None:
+            weak = self.config.weak
+            self._weak = (
+                []
+                if weak.studies is None
+                else load_weak_studies(weak.studies, weak.exclude, self.config.model.input_size)
+            )
+        return self._weak
+
+    def _window(self) -> tuple[float, float]:
+        window = self.config.data.pixel_window
+        if window is None:  # TrainConfig refuses weak studies without one
+            raise ValueError("Config key 'weak.studies' needs 'data.pixel_window'.")
+        return (float(window[0]), float(window[1]))
 
     def _folder(self, sub: str) -> Path:
         return Path(self.config.data.root) / sub
@@ -313,6 +354,17 @@ class SliceSource(DataSource):
             for record in list_slice_folder(self._folder(data.unlabeled)):
                 loaded = prepare_slice(load_slice(record), data, self.config.model.class_names)
                 unlabeled.append(LoadedSlice(record, _resized_uint8(loaded.image, size), None))
+        if with_unlabeled and self.config.weak.unlabeled and self.weak_studies():
+            unlabeled += unlabeled_slices(self.weak_studies(), self._window())
+        if self.weak_studies():
+            log.info(
+                "weak studies: %s",
+                ", ".join(
+                    f"{s.name} ({(s.slice_labels == 1).sum()} positive / "
+                    f"{(s.slice_labels == 0).sum()} negative slices)"
+                    for s in self.weak_studies()
+                ),
+            )
         log.info(
             "slices: %d labeled (+ %d negatives) + %d unlabeled for training, %d for validation",
             len(labeled),
@@ -360,7 +412,7 @@ class SliceSource(DataSource):
 
     def labeled_batches(self, items: Sequence[Item]) -> LabeledBatches:
         data = self.config.data
-        return _SliceLabeledBatches(
+        batches = _SliceLabeledBatches(
             LabeledSliceSampler(
                 _slices(items),
                 input_size=self.config.model.input_size,
@@ -372,6 +424,30 @@ class SliceSource(DataSource):
             ),
             data.pixel_window,
         )
+        weak = self.config.weak
+        if not self.weak_studies() or weak.synthetic_share == 0:
+            return batches
+        synthetic = SyntheticLesionSampler(
+            self.weak_studies(),
+            window=self._window(),
+            class_names=self.config.model.class_names,
+            lesion_prob=weak.lesion_prob,
+            guard=weak.guard,
+            augment=HU_AUGMENT if data.augment else None,
+        )
+        return _WithSyntheticLesions(batches, synthetic, weak.synthetic_share, self._window())
+
+    def weak_batches(self) -> WeakBatches | None:
+        weak = self.config.weak
+        if not self.weak_studies() or weak.batch_size == 0:
+            return None
+        sampler = WeakSliceSampler(
+            self.weak_studies(),
+            window=self._window(),
+            field_margin_px=weak.field_margin_px,
+            augment=HU_AUGMENT if self.config.data.augment else None,
+        )
+        return _WeakHUBatches(sampler, self._window())
 
     def image_batches(self, items: Sequence[Item]) -> ImageBatches:
         return _SliceImageBatches(
@@ -388,6 +464,40 @@ class SliceSource(DataSource):
         if window is not None:
             slices = slices_in_hu(slices, window)
         return validate_slices(model, slices, self.config.model, self.scored)
+
+
+class _WithSyntheticLesions(LabeledBatches):
+    """A labeled batch whose last ``share`` comes from whole HU slices with synthetic lesions."""
+
+    def __init__(
+        self,
+        base: LabeledBatches,
+        synthetic: SyntheticLesionSampler,
+        share: float,
+        window: tuple[float, float],
+    ) -> None:
+        self.base, self.synthetic, self.share, self.window = base, synthetic, share, window
+
+    def sample(
+        self, batch_size: int, rng: np.random.Generator, generator: torch.Generator
+    ) -> tuple[Tensor, Tensor]:
+        count = min(int(round(batch_size * self.share)), batch_size - 1)
+        x, y = self.base.sample(batch_size - count, rng, generator)
+        if count < 1:
+            return x, y
+        xs, ys = self.synthetic.sample(count, rng, generator)
+        return torch.cat([x, _in_hu(xs, self.window)]), torch.cat([y, ys])
+
+
+class _WeakHUBatches(WeakBatches):
+    def __init__(self, sampler: WeakSliceSampler, window: tuple[float, float]) -> None:
+        self.sampler, self.window = sampler, window
+
+    def sample(
+        self, batch_size: int, rng: np.random.Generator, generator: torch.Generator
+    ) -> WeakBatch:
+        batch = self.sampler.sample(batch_size, rng, generator)
+        return WeakBatch(_in_hu(batch.x, self.window), batch.region, batch.positive)
 
 
 def _resized_uint8(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

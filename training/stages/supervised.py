@@ -18,6 +18,7 @@ from training.distributed import DistContext
 from training.nn.losses import build_supervised_loss
 from training.nn.networks import SegmentationNet
 from training.stages.task import AutocastForward, StageTask, StepRandom, trainable
+from training.stages.weak_term import LossFn, weak_term
 
 
 def build_supervised_task(
@@ -25,7 +26,9 @@ def build_supervised_task(
 ) -> StageTask:
     """Supervised stage: the configured loss (``optim.loss``) on labeled batches (2.5D stacks
     of studies or 2D slices, per ``data.kind``)."""
-    sampler = data_source(config).labeled_batches(studies)
+    source = data_source(config)
+    sampler = source.labeled_batches(studies)
+    weak = weak_term(config, source)
     opt = config.optim
     net = ctx.wrap(AutocastForward(model, opt.bf16, ctx.device.type))
     loss_fn = build_supervised_loss(opt.loss)
@@ -33,12 +36,16 @@ def build_supervised_task(
 
     def step(_: int, rnd: StepRandom) -> dict[str, float]:
         x, y = sampler.sample(opt.batch_size, rnd.numpy, rnd.torch)
+        loss_of: LossFn = loss_fn
+        parts: dict[str, float] = {}
+        if weak is not None:
+            x, loss_of, parts = weak.extend(x, loss_fn, rnd)
         net.train()
-        loss = loss_fn(net(x.to(ctx.device)), y.to(ctx.device))
+        loss = loss_of(net(x.to(ctx.device)), y.to(ctx.device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        return {"loss": float(loss.detach())}
+        return {"loss": float(loss.detach()), **parts}
 
     return StageTask(
         "supervised",

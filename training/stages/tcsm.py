@@ -42,6 +42,7 @@ from training.methods.tcsm import EMATeacher, tcsm_train_step
 from training.nn.losses import build_supervised_loss
 from training.nn.networks import SegmentationNet
 from training.stages.task import AutocastForward, StageTask, StepRandom, trainable
+from training.stages.weak_term import LossFn, weak_term
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ def build_tcsm_task(
     cfg = config.tcsm
     source = data_source(config)
     sup_sampler = source.labeled_batches(labeled)
+    weak = weak_term(config, source)
     unl_sampler: ImageBatches | None = None
     if unlabeled and cfg.unlabeled_batch_size > 0:
         unl_sampler = source.image_batches(unlabeled)
@@ -85,21 +87,26 @@ def build_tcsm_task(
 
     def step(index: int, rnd: StepRandom) -> dict[str, float]:
         x, y = sup_sampler.sample(cfg.batch_size, rnd.numpy, rnd.torch)
+        loss_of: LossFn = loss_fn
+        parts: dict[str, float] = {}
+        if weak is not None:  # weak slices ride along with the labeled ones
+            x, loss_of, parts = weak.extend(x, loss_fn, rnd)
         x_u: Tensor | None = None
         if unl_sampler is not None:
             batch = unl_sampler.sample(cfg.unlabeled_batch_size, rnd.numpy, rnd.torch)
             x_u = batch.x.to(ctx.device)
-        return tcsm_train_step(
+        result = tcsm_train_step(
             net,
             teacher,
             optimizer,
             (x.to(ctx.device), y.to(ctx.device)),
             x_u,
-            loss_fn,
+            loss_of,
             index,
             cfg,
             generator=rnd.torch,
         )
+        return {**result, **parts}
 
     return StageTask(
         "tcsm",

@@ -72,7 +72,7 @@ def test_the_client_and_the_app_write_one_summary_schema(
     assert without_map_keys(shape(client)) == without_map_keys(shape(app))
     # The same study through the same model: the same identifiers and measurements.
     for key in ("study_uid_hash", "num_instances", "model_name", "model_version", "provider",
-                "skipped", "flagged"):  # fmt: skip
+                "skipped", "flagged", "applicability"):  # fmt: skip
         assert client[key] == app[key], key
     assert client["class_volumes_ml"] == pytest.approx(app["class_volumes_ml"])
     assert client["clinical"]["severity_grade"] == app["clinical"]["severity_grade"]

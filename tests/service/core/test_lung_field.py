@@ -158,3 +158,57 @@ def test_manifest_decides_whether_to_confine() -> None:
     assert roundtrip.lung_field_margin_mm == 10.0
     with pytest.raises(ValueError, match="margin_mm"):
         confine_to_lung_field(labels, hu, (2.0, 1.0, 1.0), -1.0, [3])
+
+
+def _confine_with_isin(labels: np.ndarray, allowed: np.ndarray, stride: int, classes) -> np.ndarray:
+    """The former application of the field: full-size mask and ``np.isin``."""
+    full = np.repeat(np.repeat(allowed, stride, axis=1), stride, axis=2)
+    full = full[:, : labels.shape[1], : labels.shape[2]]
+    out = labels.copy()
+    out[~full & np.isin(labels, list(classes))] = 0
+    return out
+
+
+@pytest.mark.parametrize("stride", [1, 3, 4])
+def test_a_field_found_once_confines_like_the_full_size_mask(stride: int) -> None:
+    from service.core.lung_field import lung_field_confinement
+
+    hu, lungs, parts = _study()
+    rng = np.random.default_rng(stride)
+    labels = rng.integers(0, 4, size=hu.shape).astype(np.uint8)
+    field = lung_field_confinement(hu, (2.0, 1.0, 1.0), 10.0, [1, 3], stride=stride)
+    assert field.allowed.shape == hu[:, ::stride, ::stride].shape
+    expected = _confine_with_isin(labels, field.allowed, stride, [1, 3])
+    np.testing.assert_array_equal(field.confine(labels), expected)
+    # the same field, applied to another label volume of the study, confines it alike
+    other = rng.integers(0, 4, size=hu.shape).astype(np.uint8)
+    np.testing.assert_array_equal(
+        field.confine(other), _confine_with_isin(other, field.allowed, stride, [1, 3])
+    )
+    np.testing.assert_array_equal(
+        field.confine(labels),
+        confine_to_lung_field(labels, hu, (2.0, 1.0, 1.0), 10.0, [1, 3], stride=stride),
+    )
+    with pytest.raises(ValueError, match="shape"):
+        field.confine(labels[:, :-1])
+
+
+def test_manifest_confinement_is_none_unless_the_manifest_asks() -> None:
+    from service.core.classes import classes_for
+    from service.core.lung_field import manifest_confinement
+    from service.core.manifest import ModelManifest
+
+    hu, _, _ = _study()
+    manifest = ModelManifest(
+        name="m",
+        version="1",
+        classes=classes_for(("background", "lung", "ggo", "consolidation")),
+        slice_context=1,
+        hu_window=(-1140.0, 256.0),
+        input_size=(64, 64),
+    )
+    assert manifest_confinement(hu, (2.0, 1.0, 1.0), manifest) is None
+    assert manifest_confinement(hu, (2.0, 1.0, 1.0), None) is None
+    manifest.lung_field_margin_mm = 10.0
+    field = manifest_confinement(hu, (2.0, 1.0, 1.0), manifest)
+    assert field is not None and field.confined_classes == (1, 2, 3)

@@ -195,3 +195,52 @@ def test_missing_decoder_names_transfer_syntax(series):
         r"decoder plugin",
     ):
         series_to_volume([ds])
+
+
+def _compressed_copies(datasets, syntax=RLELossless) -> list[pydicom.Dataset]:
+    out = []
+    for ds in datasets:
+        ds.compress(syntax)
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        out.append(pydicom.dcmread(io.BytesIO(buffer.getvalue())))
+    return out
+
+
+@pytest.fixture
+def compressed_series(tmp_path) -> tuple[np.ndarray, list[pydicom.Dataset]]:
+    hu = random_hu(shape=(20, 24, 28), seed=5)
+    return hu, _compressed_copies(read_all(make_series(tmp_path / "ct", hu)))
+
+
+def test_parallel_decoding_builds_the_same_volume(compressed_series):
+    hu, datasets = compressed_series
+    rng = np.random.default_rng(1)
+    shuffled = [datasets[i] for i in rng.permutation(len(datasets))]
+    serial = series_to_volume(shuffled, decode_workers=0)
+    parallel = series_to_volume(shuffled, decode_workers=2)
+    np.testing.assert_array_equal(parallel.hu, serial.hu)
+    np.testing.assert_allclose(parallel.hu, hu, atol=0.5)
+    assert [ds.SOPInstanceUID for ds in parallel.datasets] == [
+        ds.SOPInstanceUID for ds in serial.datasets
+    ]
+
+
+def test_parallel_decoding_names_the_slice_that_fails(compressed_series):
+    _, datasets = compressed_series
+    broken = datasets[7]
+    broken.PixelData = encapsulate([b"\x00" * 16])  # not an RLE frame
+    broken.filename = "broken.dcm"
+    with pytest.raises(InvalidStudyError, match=r"broken\.dcm"):
+        series_to_volume(datasets, decode_workers=2)
+
+
+def test_decoding_processes_only_for_large_compressed_series(series, compressed_series):
+    from service.dicom.volume import MIN_SLICES_FOR_WORKERS, default_decode_workers, usable_cpus
+
+    _, plain = series
+    _, compressed = compressed_series
+    assert default_decode_workers(plain) == 0  # uncompressed: a copy, nothing to share out
+    assert default_decode_workers(compressed[: MIN_SLICES_FOR_WORKERS - 1]) == 0
+    expected = 0 if usable_cpus() < 2 else min(usable_cpus(), 4)
+    assert default_decode_workers(compressed) == expected

@@ -6,6 +6,7 @@ another K × 4 bytes per voxel; both are pinned down here on the session's real 
 
 from __future__ import annotations
 
+import dataclasses
 import tracemalloc
 from pathlib import Path
 
@@ -55,14 +56,42 @@ def test_batch_size_is_bounded_by_pixels_at_large_input_sizes(exported_model: Pa
         Predictor(backend, InputGeometry(3, (64, 64), 4), max_batch_pixels=0)
 
 
-def test_onnx_runtime_cpu_arena_is_off_unless_asked(exported_model: Path) -> None:
-    assert (
-        not OnnxBackend(exported_model, cpu_only=True)
-        .session.get_session_options()
-        .enable_cpu_mem_arena
-    )
-    arena = OnnxBackend(exported_model, cpu_only=True, cpu_mem_arena=True)
-    assert arena.session.get_session_options().enable_cpu_mem_arena
+def test_onnx_runtime_cpu_arena_follows_the_network_size_unless_asked(
+    exported_model: Path,
+) -> None:
+    from service.predictor.onnx_backend import ARENA_MAX_INPUT_PIXELS, arena_by_default
+
+    backend = OnnxBackend(exported_model, cpu_only=True)
+    height, width = backend.manifest.input_size
+    small = height * width <= ARENA_MAX_INPUT_PIXELS
+    assert backend.session.get_session_options().enable_cpu_mem_arena is small
+    assert arena_by_default(backend.manifest) is small
+    big = dataclasses.replace(backend.manifest, input_size=(512, 512))
+    assert not arena_by_default(big)  # 512² networks: +0.4 GB for no gain, stays off
+    off = OnnxBackend(exported_model, cpu_only=True, cpu_mem_arena=False)
+    assert not off.session.get_session_options().enable_cpu_mem_arena
+    on = OnnxBackend(exported_model, cpu_only=True, cpu_mem_arena=True)
+    assert on.session.get_session_options().enable_cpu_mem_arena
+
+
+def test_the_predictor_runs_one_full_batch_at_load_when_the_arena_is_on(
+    exported_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs: list[tuple[int, ...]] = []
+    original = OnnxBackend.run
+
+    def counted(self: OnnxBackend, batch: np.ndarray) -> np.ndarray:
+        runs.append(batch.shape)
+        return original(self, batch)
+
+    monkeypatch.setattr(OnnxBackend, "run", counted)
+    predictor = load_onnx_predictor(exported_model, cpu_only=True, cpu_mem_arena=True)
+    assert runs == [
+        (predictor.batch_size, predictor.geometry.slice_context, *predictor.geometry.input_size)
+    ]
+    runs.clear()
+    load_onnx_predictor(exported_model, cpu_only=True, cpu_mem_arena=False)
+    assert runs == []
 
 
 @pytest.mark.parametrize("classes", [1, 2, 3, 4, 5, 7, 8])

@@ -200,7 +200,46 @@ def _scenarios() -> list[dict]:
             },
         ],
     }
-    return [reference_low, consistency_drop, flagged, errors, serving]
+    return [reference_low, consistency_drop, flagged, errors, serving, _not_applicable()]
+
+
+def _not_applicable() -> dict:
+    """Applicability: one model's outside-range share jumps from 5 % to 50 % in the last 2 h;
+    others stay (5 %), rise only 1.6-fold, or see one odd study after a clean week."""
+    steps = 7 * 144 + 72  # 10-minute steps: 7.5 days, so the week before the hour is full
+    recent = 12  # the last 2 hours
+    base = steps - recent
+
+    def series(version: str, checked: list[float], outside: list[float]) -> list[dict]:
+        labels = {"model_version": version}
+        return [
+            _counter("pulmoseg_applicability_checks_total", labels, checked),
+            _counter("pulmoseg_not_applicable_studies_total", labels, outside),
+        ]
+
+    per_step = [2.0] * steps  # 12 studies an hour
+    return {
+        "name": "outside-range share doubles for one model only",
+        "interval": "10m",
+        "input_series": [
+            *series(MV, per_step, [0.1] * base + [1.0] * recent),
+            *series("0.9", per_step, [0.1] * steps),
+            *series("1.1", per_step, [0.1] * base + [0.16] * recent),
+            *series("1.2", per_step, [0.0] * (steps - 3) + [1.0, 0.0, 0.0]),
+        ],
+        "alert_rule_test": [
+            {
+                "eval_time": f"{(base - 6) * 10}m",
+                "alertname": "PulmosegNotApplicableShareDoubled",
+                "exp_alerts": [],
+            },
+            {
+                "eval_time": f"{steps * 10}m",
+                "alertname": "PulmosegNotApplicableShareDoubled",
+                "exp_alerts": [_alert("PulmosegNotApplicableShareDoubled", model_version=MV)],
+            },
+        ],
+    }
 
 
 def _promtool_test(tmp_path: Path, tests: list[dict]) -> subprocess.CompletedProcess:
@@ -219,7 +258,7 @@ def test_rules_pass_promtool_check():
         [promtool, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 9 rules found" in done.stdout
+    assert "SUCCESS: 12 rules found" in done.stdout
 
 
 def test_alert_rule_unit_tests_pass(tmp_path):
@@ -267,6 +306,11 @@ def test_every_metric_named_by_rules_and_dashboard_exists_on_metrics():
     assert missing == set()
     named = {name for _, expr in _expressions() for name in metric_names(expr)}
     assert {"pulmoseg_study_voldice_bucket", "pulmoseg_consistency_voldice_sum"} <= named
+    assert {
+        "pulmoseg_applicability_checks_total",
+        "pulmoseg_not_applicable_studies_total",
+        "pulmoseg_not_applicable_reasons_total",
+    } <= named
 
 
 @pytest.mark.parametrize(

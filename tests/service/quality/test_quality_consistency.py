@@ -83,3 +83,32 @@ def test_a_position_dependent_model_is_not():
     assert flag_study(scores, 0.6, ["lung", "ggo"])  # GGO is below
     assert not flag_study(scores, 0.6, ["lung"])  # the lung alone is not
     assert not flag_study(scores, 0.5, ["lung", "ggo"])  # the threshold is strict
+
+
+@pytest.mark.parametrize("transform", list(ConsistencyTransform))
+def test_confining_after_mapping_back_equals_confining_by_the_transformed_field(transform):
+    """The study's lung field, found once, confines T⁻¹(f(T(x))) exactly as the transformed
+    field would confine f(T(x)) before mapping back (a voxel mask commutes with T)."""
+    rng = np.random.default_rng(7)
+    hu = rng.normal(size=(4, 12, 12)).astype(np.float32)
+    allowed = rng.random(hu.shape) < 0.6
+
+    def predict(volume):  # not equivariant: position matters, so T changes the prediction
+        ramp = np.arange(volume.shape[-1])[None, None, :] / volume.shape[-1]
+        return np.digitize(volume + ramp, [-0.5, 0.3, 1.0]).astype(np.uint8)
+
+    def confine(labels):
+        return np.where(allowed, labels, 0).astype(np.uint8)
+
+    def predict_confined_on_transformed_grid(volume):
+        return np.where(transform.apply(allowed), predict(volume), 0).astype(np.uint8)
+
+    labels = confine(predict(hu))
+    classes = {1: "lung", 2: "ggo", 3: "consolidation"}
+    reused = consistency_voldice(predict, hu, labels, classes, transform, confine=confine)
+    transformed = consistency_voldice(
+        predict_confined_on_transformed_grid, hu, labels, classes, transform
+    )
+    assert reused == transformed
+    unconfined = consistency_voldice(predict, hu, labels, classes, transform)
+    assert unconfined != reused  # the field matters here, so the test can fail
