@@ -32,6 +32,15 @@ finished stage, ``pre_tcsm`` from ``pre_supervised``'s, so the grid trains each 
     python bench/covid_semiseg.py --data /work/shared/data/covid-semiseg \\
         --labels 8 40 --device cuda --workers 16 [--ablations] [--smoke]
 
+``--protocol cpu`` is the 2-core protocol of issue 21 (``training/configs/covid_semiseg_cpu.yaml``:
+128x128, fp32, the shipped compact network, short fixed schedules sized from ``--measure``,
+3 folds, then ``--pretrain-best 8 40``: pre-training in front of the better of TCSM and
+UniMatch); the three targets of the label-efficiency claim are tabulated with the results::
+
+    python bench/covid_semiseg.py --protocol cpu --measure 6   # s/step of every stage
+    nice -n 10 python bench/covid_semiseg.py --protocol cpu --workers 2 \\
+        --start-deadline 17:55 --docs docs/results.md
+
 ``--ship METHOD --ship-labels 50`` (or 10) instead trains METHOD once on all 50 labeled
 slices (or a stratified 10 of them) + the unlabeled ones and exports
 ``<out>/covid_<METHOD>_<N>labeled.onnx``. The data is only read, never copied.
@@ -56,6 +65,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from training.config import TrainConfig, config_from_dict, load_config, save_config
@@ -65,11 +75,32 @@ from training.evaluation.paired_stats import bootstrap_mean_ci, paired_differenc
 from training.evaluation.report import EvaluationReport, summarise_items
 from training.experiment import FINAL_CHECKPOINT, run_experiment
 from training.export.onnx_export import export_onnx
+from training.loop import step_random
 
 log = logging.getLogger("bench.covid_semiseg")
 
 REPO = Path(__file__).resolve().parents[1]
 BASE_CONFIG = REPO / "training" / "configs" / "covid_semiseg_grid.yaml"
+#: ``--protocol``: the base config of each grid size. ``gpu`` is the original grid (192x192,
+#: bf16, long schedules); ``cpu`` the 2-core protocol of issue 21 (128x128, fp32, short fixed
+#: schedules sized from a measured step of each method, ``--measure``).
+PROTOCOLS = {
+    "gpu": BASE_CONFIG,
+    "cpu": REPO / "training" / "configs" / "covid_semiseg_cpu.yaml",
+}
+METHODS_ORDER = (
+    "supervised",
+    "pre_supervised",
+    "tcsm",
+    "pre_tcsm",
+    "unimatch",
+    "pre_unimatch",
+)
+#: Defaults of the command line per protocol (explicit options win).
+PROTOCOL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "gpu": {"folds": 5, "methods": ",".join(METHODS_ORDER), "pretrain_best": []},
+    "cpu": {"folds": 3, "methods": "supervised,tcsm,unimatch", "pretrain_best": [8, 40]},
+}
 PRE = ("pretrain_global", "pretrain_local")
 CLASSES = ("infection", "ggo", "consolidation")
 MODEL_FILE = "model.onnx"
@@ -155,7 +186,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=Path("/work/shared/data/covid-semiseg"))
     p.add_argument("--out", type=Path, default=Path("runs/bench/covid_semiseg"))
-    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset")
+    p.add_argument(
+        "--protocol",
+        choices=tuple(PROTOCOLS),
+        default="gpu",
+        help="grid size: gpu (covid_semiseg_grid.yaml) or cpu (covid_semiseg_cpu.yaml)",
+    )
+    p.add_argument("--config", type=Path, help="base config (default: the protocol's)")
+    p.add_argument("--methods", help="comma-separated subset (default: the protocol's)")
     p.add_argument(
         "--labels",
         type=int,
@@ -165,7 +203,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--ablations", action="store_true", help="add the TCSM ablations")
     p.add_argument("--ablation-labels", type=int, nargs="+", default=[8])
-    p.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
+    p.add_argument("--folds", type=int, help="cross-validation folds (default: the protocol's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--workers", type=int, default=1, help="parallel runs (1 thread each)")
@@ -189,7 +227,41 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--machine", help="machine description for --docs (default: detected)")
     p.add_argument("--date", default=dt.date.today().isoformat(), help="date for --docs")
     p.add_argument("--note", default="", help="extra line for --docs")
-    return p.parse_args(argv)
+    p.add_argument(
+        "--measure",
+        type=int,
+        metavar="STEPS",
+        help="only time STEPS steps of every stage of --methods at one thread and print s/step",
+    )
+    p.add_argument(
+        "--unlabeled-limit",
+        type=int,
+        help="use only this many unlabeled slices (evenly spaced; symbolic links, for tests)",
+    )
+    p.add_argument(
+        "--pretrain-best",
+        type=int,
+        nargs="*",
+        metavar="LABELS",
+        help="after the grid, add contrastive pre-training in front of the better of TCSM and "
+        "UniMatch (at the lowest --labels) at these label counts (cpu protocol: 8 40)",
+    )
+    p.add_argument(
+        "--start-deadline",
+        metavar="HH:MM",
+        help="start no run after this UTC time today (skipped runs resume on the next call)",
+    )
+    args = p.parse_args(argv)
+    defaults = PROTOCOL_DEFAULTS[args.protocol]
+    if args.pretrain_best is None:
+        args.pretrain_best = defaults["pretrain_best"]
+    if args.methods is None:
+        args.methods = defaults["methods"]
+    if args.folds is None:
+        args.folds = defaults["folds"]
+    if args.config is None:
+        args.config = PROTOCOLS[args.protocol]
+    return args
 
 
 # ------------------------------------------------------------------------------ configs
@@ -220,7 +292,7 @@ def _apply_overrides(config: TrainConfig, overrides: dict[str, dict[str, Any]]) 
 
 
 def base_config(args: argparse.Namespace, data: Path) -> TrainConfig:
-    config = load_config(BASE_CONFIG)
+    config = load_config(args.config)
     config.data.root = str(data)
     config.seed = args.seed
     config.optim.num_threads = 1
@@ -530,9 +602,13 @@ def _jobs(
     return jobs
 
 
-def run_jobs(jobs: list[dict[str, Any]], workers: int) -> list[dict[str, Any]]:
+def run_jobs(
+    jobs: list[dict[str, Any]], workers: int, deadline: float | None = None
+) -> list[dict[str, Any]]:
     """Run every job, a job only after the one it depends on (its donor) finished; longer
-    jobs (more stages) first. ``workers`` processes (spawned: CUDA-safe), one thread each."""
+    jobs (more stages) first. ``workers`` processes (spawned: CUDA-safe), one thread each.
+    No job starts after ``deadline`` (``time.time()``): those come back as ``skipped`` (a
+    later call resumes them)."""
     os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     by_key = {(j["labels"], j["method"], j["fold"]): j for j in jobs}
     done: dict[tuple, dict[str, Any]] = {}
@@ -540,8 +616,17 @@ def run_jobs(jobs: list[dict[str, Any]], workers: int) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
 
     def ready(job: dict[str, Any]) -> bool:
+        if deadline is not None and time.time() > deadline:
+            return False
         dep = job["depends"]
         return dep is None or dep not in by_key or dep in done
+
+    def skip_rest() -> None:
+        for job in pending:
+            key = {k: job[k] for k in ("labels", "method", "fold")}
+            results.append({**key, "skipped": "not started: past --start-deadline"})
+            log.info("skipped %s (past --start-deadline)", tuple(key.values()))
+        pending.clear()
 
     def finish(result: dict[str, Any]) -> None:
         key = (result["labels"], result["method"], result["fold"])
@@ -552,7 +637,10 @@ def run_jobs(jobs: list[dict[str, Any]], workers: int) -> list[dict[str, Any]]:
 
     if workers <= 1:
         while pending:
-            job = next(j for j in pending if ready(j))
+            job = next((j for j in pending if ready(j)), None)
+            if job is None:
+                skip_rest()
+                break
             pending.remove(job)
             finish(run_job(job))
         return results
@@ -566,6 +654,9 @@ def run_jobs(jobs: list[dict[str, Any]], workers: int) -> list[dict[str, Any]]:
                 pending.remove(job)
                 running[pool.submit(run_job, job)] = job
             if not running:
+                if deadline is not None and time.time() > deadline:
+                    skip_rest()
+                    break
                 raise RuntimeError("job dependencies cannot be met")  # cannot happen
             finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
             for fut in finished:
@@ -673,7 +764,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         s, p = r["scores"], r["paired"]
         mark = "" if r["complete"] else f" *(folds {r['folds']})*"
         lines.append(
-            f"| {r['labels']} | {r['label']}{mark} | {_ci(s.get('dice:infection'))} | "
+            f"| {r.get('labels_text', r['labels'])} | {r['label']}{mark} | "
+            f"{_ci(s.get('dice:infection'))} | "
             f"{_ci(s.get('dice:ggo'))} | {_ci(s.get('dice:consolidation'))} | "
             f"{_ci(s.get('cdice:infection'))} | {_diff(p.get('supervised (same labels)'))} | "
             f"{_diff(p.get('supervised (all labels)'))} | "
@@ -775,13 +867,72 @@ def ship(args: argparse.Namespace, data: Path, out: Path) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------ sizing
+
+
+def measure_steps(
+    names: list[str], labels: int, steps: int, args: argparse.Namespace, data: Path, out: Path
+) -> list[dict[str, Any]]:
+    """Time ``steps`` optimisation steps (after one warm-up step) of every stage of the
+    methods ``names`` at ``labels`` labeled slices, fold 0, one thread, in this process: the
+    numbers the CPU protocol is sized from. CPU seconds per step (``cpu_s``) count the work
+    whatever else the machine runs; wall seconds (``wall_s``) show the contention."""
+    import torch
+
+    from training.distributed import init_distributed, shutdown_distributed
+    from training.experiment import _build_task, load_experiment_data, prepare_run
+    from training.nn.networks import build_network
+
+    torch.set_num_threads(1)
+    methods = all_methods()
+    timed: dict[str, dict[str, Any]] = {}
+    for name in names:
+        method = methods[name]
+        config = run_config(method, labels, 0, args, data, out / "measure")
+        config.output_dir = str(out / "measure" / name)
+        ctx = init_distributed("auto", args.device)
+        try:
+            prepare_run(config, ctx)
+            torch.set_num_threads(1)
+            experiment = load_experiment_data(config)
+            model = build_network(config.model).to(ctx.device)
+            for stage in method.stages:
+                if stage in timed:
+                    continue
+                task = _build_task(stage, config, model, experiment, ctx)
+                seed = config.seed
+                task.step(0, step_random(seed, stage, 0, 0))  # warm-up: first-call dispatch
+                cpu, wall = time.process_time(), time.perf_counter()
+                for i in range(1, steps + 1):
+                    task.step(i, step_random(seed, stage, 0, i))
+                cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+                timed[stage] = {
+                    "stage": stage,
+                    "cpu_s": cpu / steps,
+                    "wall_s": wall / steps,
+                    "steps": steps,
+                    "input": list(config.model.input_size),
+                    "features": list(config.model.features),
+                }
+                log.info(
+                    "%s: %.3f CPU s/step (%.3f s wall) at %s, 1 thread",
+                    stage,
+                    cpu / steps,
+                    wall / steps,
+                    "x".join(map(str, config.model.input_size)),
+                )
+        finally:
+            shutdown_distributed(ctx)
+    return list(timed.values())
+
+
 # ------------------------------------------------------------------------------ main
 
 
 def _smoke_data(data: Path, out: Path, unlabeled: int = 48) -> Path:
     """A view of the data for --smoke: the labeled folders and a few unlabeled slices, as
     symbolic links (nothing copied)."""
-    view = out / "data"
+    view = out / ("data" if unlabeled == 48 else f"data_u{unlabeled}")
     (view / "train").mkdir(parents=True, exist_ok=True)
     for sub in ("images", "masks"):
         link = view / "train" / sub
@@ -809,48 +960,227 @@ def _machine() -> str:
     return f"{cpu}, {os.cpu_count()} CPU cores"
 
 
-def results_section(rows: list[dict[str, Any]], args: argparse.Namespace, wall_s: float) -> str:
-    """The docs section (between the covid-semiseg markers)."""
-    return "\n".join(
-        [
-            SECTION_START,
-            "## Real data: COVID-SemiSeg label efficiency",
+def section_markers(protocol: str) -> tuple[str, str]:
+    """The docs markers of a protocol's results section (the gpu one keeps the old ones)."""
+    if protocol == "gpu":
+        return SECTION_START, SECTION_END
+    return f"<!-- covid-semiseg-{protocol}:start -->", f"<!-- covid-semiseg-{protocol}:end -->"
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The command that reproduces the grid (resumable: re-running it only scores)."""
+    parts = ["python bench/covid_semiseg.py", f"--protocol {args.protocol}"]
+    if args.config != PROTOCOLS[args.protocol]:
+        parts.append(f"--config {args.config}")
+    defaults = PROTOCOL_DEFAULTS[args.protocol]
+    if args.methods != defaults["methods"]:
+        parts.append(f"--methods {args.methods}")
+    parts.append("--labels " + " ".join(map(str, args.labels)))
+    parts.append(f"--folds {args.folds}")
+    if args.pretrain_best:
+        parts.append("--pretrain-best " + " ".join(map(str, args.pretrain_best)))
+    if args.ablations:
+        parts.append("--ablations")
+    parts.append(f"--device {args.device} --workers {args.workers}")
+    return " ".join(parts)
+
+
+def results_section(
+    rows: list[dict[str, Any]],
+    args: argparse.Namespace,
+    wall_s: float,
+    goals: list[dict[str, Any]] | None = None,
+    diagnostics: str = "",
+    skipped: list[dict[str, Any]] | None = None,
+    image: Path | None = None,
+) -> str:
+    """The docs section (between the protocol's covid-semiseg markers)."""
+    start, end = section_markers(args.protocol)
+    n = max((r["n"] for r in rows), default=0)
+    lines = [
+        start,
+        f"### Results ({args.protocol} protocol, written by the bench)"
+        if args.protocol != "gpu"
+        else "## Real data: COVID-SemiSeg label efficiency",
+        "",
+        f"Machine: {args.machine or _machine()}; device {args.device}, {args.workers} "
+        f"worker(s). Date: {args.date}. Grid wall time {wall_s / 3600:.2f} h."
+        + (f" {args.note}" if args.note else ""),
+        "",
+        f"Command: `{command_line(args)}` (base config `{_rel(args.config)}`).",
+        "",
+        f"{args.folds}-fold cross-validation over the {n} labeled slices: each fold's "
+        "held-out slices are its test set, never used for model selection (fixed "
+        "schedules, the last epoch of the last stage ships); of a fold's training slices all "
+        "or a stratified subset keep their labels, the rest and the unlabeled slices form the "
+        f"unlabeled pool. Scores are pooled out-of-fold per-slice scores (all {n} slices, "
+        "each by the fold model that never saw it) of the "
+        + ("exported ONNX models" if (args.score or "onnx") == "onnx" else "checkpoints")
+        + ", mean [bootstrap 95 % CI]; Δ: paired per-slice infection Dice difference, "
+        "mean [bootstrap 95 % CI] (slices better/worse).",
+        "",
+        format_table(rows),
+    ]
+    if goals:
+        lines += ["", "Targets of the claim (pooled out of fold):", "", format_targets(goals)]
+    if diagnostics:
+        lines += [
             "",
-            f"Machine: {args.machine or _machine()}; device {args.device}, {args.workers} "
-            f"worker(s). Date: {args.date}. Grid wall time {wall_s / 3600:.1f} h."
-            + (f" {args.note}" if args.note else ""),
+            "Last-epoch step diagnostics of the semi-supervised stages (fold means; "
+            "`agreement`: teacher/student argmax agreement, `confident_fraction`: share of "
+            "unlabeled pixels above UniMatch's confidence threshold, `weighted_*`: the "
+            "unlabeled term as it enters the loss, next to `supervised`):",
             "",
-            "Command: `python bench/covid_semiseg.py --labels "
-            + " ".join(map(str, args.labels))
-            + f" --folds {args.folds} --device {args.device} --workers {args.workers}"
-            + (" --ablations" if args.ablations else "")
-            + "`.",
-            "",
-            f"{args.folds}-fold cross-validation over the 50 labeled slices: each fold's 10 "
-            "held-out slices are its test set, never used for model selection (fixed "
-            "schedules); of the 40 training slices all or a stratified subset keep their "
-            "labels, the rest and the 1600 unlabeled slices form the unlabeled pool. Scores "
-            "are pooled out-of-fold per-slice scores of the exported ONNX models (all 50 "
-            "slices), mean [bootstrap 95 % CI]; Δ: paired per-slice infection Dice difference, "
-            "mean [bootstrap 95 % CI] (slices better/worse).",
-            "",
-            format_table(rows),
-            SECTION_END,
+            diagnostics,
         ]
-    )
+    if skipped:
+        lines += [
+            "",
+            f"Not run (past `--start-deadline`): {len(skipped)} run(s): "
+            + ", ".join(f"{r['labels']}/{r['method']}/fold{r['fold']}" for r in skipped)
+            + ".",
+        ]
+    if image is not None:
+        lines += ["", f"![label efficiency]({_rel(image, args.docs.parent)})"]
+    lines.append(end)
+    return "\n".join(lines)
 
 
-def write_section(path: Path, section: str) -> None:
-    """Insert or replace the covid-semiseg section; other sections stay untouched."""
+def _rel(path: Path, base: Path = REPO) -> str:
+    try:
+        return os.path.relpath(Path(path).resolve(), Path(base).resolve())
+    except ValueError:
+        return str(path)
+
+
+def write_section(path: Path, section: str, protocol: str = "gpu") -> None:
+    """Insert or replace the protocol's covid-semiseg section; other sections stay untouched."""
+    start, end = section_markers(protocol)
     text = path.read_text() if path.is_file() else "# Results\n"
-    if SECTION_START in text and SECTION_END in text:
-        head, rest = text.split(SECTION_START, 1)
-        _, tail = rest.split(SECTION_END, 1)
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        _, tail = rest.split(end, 1)
         text = head + section + tail
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+
+
+def best_semi(rows: list[dict[str, Any]], labels: int, names: tuple[str, ...]) -> str | None:
+    """The method of ``names`` with the best pooled infection Dice at ``labels`` (None if none
+    of them has a complete row)."""
+    scored = [
+        (r["scores"]["dice:infection"]["mean"], r["method"])
+        for r in rows
+        if r["labels"] == labels
+        and r["method"] in names
+        and r["complete"]
+        and "dice:infection" in r["scores"]
+    ]
+    return max(scored)[1] if scored else None
+
+
+SEMI = ("tcsm", "unimatch", "pre_tcsm", "pre_unimatch")
+
+
+def targets(rows: list[dict[str, Any]], low: int, high: int) -> list[dict[str, Any]]:
+    """The three targets of the label-efficiency claim (issue 21), pooled out of fold:
+    best semi-supervised @low >= supervised @high - 0.02; best semi-supervised @low >=
+    supervised @low + 0.05; best semi-supervised @high >= supervised @high + 0.02. "Best" is
+    the semi-supervised method with the highest pooled infection Dice at that label count
+    (a choice made on the same slices: slightly optimistic). Each target: the point figure,
+    its paired per-slice difference with the bootstrap CI, and met or not (point estimate)."""
+    by = {(r["labels"], r["method"]): r for r in rows if r["complete"]}
+    out = []
+    for name, labels, ref_labels, margin, paired in (
+        ("best semi-supervised @{a} >= supervised @{b} - 0.02", low, high, -0.02, "all"),
+        ("best semi-supervised @{a} >= supervised @{b} + 0.05", low, low, 0.05, "same"),
+        ("best semi-supervised @{a} >= supervised @{b} + 0.02", high, high, 0.02, "same"),
+    ):
+        entry: dict[str, Any] = {"target": name.format(a=labels, b=ref_labels)}
+        best = best_semi(rows, labels, SEMI)
+        ref = by.get((ref_labels, "supervised"))
+        if best is None or ref is None:
+            entry["status"] = "not measured"
+            out.append(entry)
+            continue
+        row = by[(labels, best)]
+        got = row["scores"]["dice:infection"]["mean"]
+        need = ref["scores"]["dice:infection"]["mean"] + margin
+        key = "supervised (same labels)" if paired == "same" else "supervised (all labels)"
+        entry.update(
+            method=best,
+            label=row["label"],
+            value=got,
+            reference=ref["scores"]["dice:infection"]["mean"],
+            threshold=need,
+            paired=row["paired"].get(key),
+            met=got >= need,
+            status="met" if got >= need else "not met",
+        )
+        out.append(entry)
+    return out
+
+
+def format_targets(entries: list[dict[str, Any]]) -> str:
+    lines = [
+        "| Target | Best method | Its infection Dice | Supervised reference | Needed "
+        "| Paired Δ vs the reference [95 % CI] (better/worse) | Met? |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for e in entries:
+        if e["status"] == "not measured":
+            lines.append(f"| {e['target']} | — | — | — | — | — | not measured |")
+            continue
+        lines.append(
+            f"| {e['target']} | {e['label']} | {e['value']:.3f} | {e['reference']:.3f} | "
+            f"{e['threshold']:.3f} | {_diff(e['paired'])} | **{e['status']}** |"
+        )
+    return "\n".join(lines)
+
+
+def _labels_text(rows: list[dict[str, Any]], n_labeled: int, folds: int) -> None:
+    """Name each row's label count as run: a count at or above a fold's training slices
+    means all of them (``40 (all: 33–34)`` with 3 folds of 50 slices)."""
+    sizes = [len(part) for part in np.array_split(np.arange(n_labeled), folds)]
+    train = sorted({n_labeled - k for k in sizes})
+    for r in rows:
+        if r["labels"] >= train[0]:
+            span = f"{train[0]}–{train[-1]}" if len(train) > 1 else str(train[0])
+            r["labels_text"] = f"{r['labels']} (all: {span})"
+        else:
+            r["labels_text"] = str(r["labels"])
+
+
+def _run_grid(
+    names: list[str], args: argparse.Namespace, data: Path, out: Path
+) -> list[dict[str, Any]]:
+    """The main grid, then (``--pretrain-best``) contrastive pre-training in front of the
+    better of TCSM and UniMatch at the lowest label count, one label count after another."""
+    deadline = None
+    if args.start_deadline:
+        hh, mm = (int(v) for v in args.start_deadline.split(":"))
+        now = dt.datetime.now(dt.UTC)
+        stop = now.replace(hour=hh, minute=mm, second=0, microsecond=0)
+        deadline = stop.timestamp()
+        log.info("no run starts after %s UTC", stop.strftime("%H:%M"))
+    jobs = _jobs(names, sorted(set(args.labels)), args, data, out)
+    log.info("%d runs (%d workers, device %s)", len(jobs), args.workers, args.device)
+    results = run_jobs(jobs, max(1, args.workers), deadline)
+    if not args.pretrain_best:
+        return results
+    done = [r for r in results if "error" not in r and "skipped" not in r]
+    rows = summarise(pooled_scores(done), args.folds, 200, args.seed)
+    best = best_semi(rows, min(args.labels), ("tcsm", "unimatch"))
+    if best is None:
+        log.warning("--pretrain-best: no complete TCSM or UniMatch row; nothing to pre-train")
+        return results
+    log.info("--pretrain-best: %s is the better semi-supervised method; adding pre_%s", best, best)
+    for labels in args.pretrain_best:
+        extra = _jobs([f"pre_{best}"], [labels], args, data, out)
+        results += run_jobs(extra, max(1, args.workers), deadline)
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -862,29 +1192,48 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"error: '--data {args.data}' has no train/images folder.")
     out = args.out / "smoke" if args.smoke else args.out
     out.mkdir(parents=True, exist_ok=True)
-    data = _smoke_data(args.data, out) if args.smoke else args.data
+    if args.unlabeled_limit is not None:
+        data = _smoke_data(args.data, out, args.unlabeled_limit)
+    elif args.smoke:
+        data = _smoke_data(args.data, out)
+    elif args.measure:  # step times do not depend on the pool size: load a few slices only
+        data = _smoke_data(args.data, out / "measure")
+    else:
+        data = args.data
     if args.ship:
         return ship(args, data, out)
     names = [n.strip() for n in args.methods.split(",") if n.strip()]
     unknown = [n for n in names if n not in all_methods()]
     if unknown:
         raise SystemExit(f"error: unknown method(s) {unknown}; choose from {list(all_methods())}.")
+    if args.measure:
+        timed = measure_steps(names, min(args.labels), args.measure, args, data, out)
+        (out / "measure" / "step_times.json").write_text(json.dumps(timed, indent=2) + "\n")
+        print("| Stage | CPU s/step (1 thread) | wall s/step |\n|---|---|---|")
+        for t in timed:
+            print(f"| {t['stage']} | {t['cpu_s']:.3f} | {t['wall_s']:.3f} |")
+        return 0
     n_labeled = len(list_slice_folder(data / "train" / "images", data / "train" / "masks"))
     if not 2 <= args.folds <= n_labeled:
         raise SystemExit(f"error: --folds must be in [2, {n_labeled}], got {args.folds}.")
     start = time.perf_counter()
-    jobs = _jobs(names, sorted(set(args.labels)), args, data, out)
-    log.info("%d runs (%d workers, device %s)", len(jobs), args.workers, args.device)
-    results = run_jobs(jobs, max(1, args.workers))
+    results = _run_grid(names, args, data, out)
     wall = time.perf_counter() - start
+    skipped = [r for r in results if "skipped" in r]
+    results = [r for r in results if "skipped" not in r]
     failed = [r for r in results if "error" in r]
     rows = summarise(pooled_scores(results), args.folds, args.bootstrap, args.seed)
+    _labels_text(rows, n_labeled, args.folds)
+    labels = sorted({r["labels"] for r in rows})
+    goals = targets(rows, labels[0], labels[-1]) if len(labels) > 1 else []
     plot = plot_label_efficiency(rows, out / "label_efficiency.png")
     (out / "results.json").write_text(
         json.dumps(
             {
                 "rows": rows,
+                "targets": goals,
                 "failed": failed,
+                "skipped": skipped,
                 "wall_s": wall,
                 "args": {k: str(v) for k, v in vars(args).items()},
                 "runs": [
@@ -901,19 +1250,30 @@ def main(argv: list[str] | None = None) -> int:
         + "\n"
     )
     table = format_table(rows)
+    if goals:
+        table += "\n\nTargets of the claim (pooled out of fold):\n\n" + format_targets(goals)
     diagnostics = diagnostics_table(results)
     if diagnostics:
         table += "\n\nLast-epoch step diagnostics (fold means):\n\n" + diagnostics
     (out / "results.md").write_text(table + "\n")
     print(table)
     print(
-        f"\n{len(results) - len(failed)}/{len(results)} runs ok in {wall / 60:.1f} min; "
-        f"results: {(out / 'results.json').resolve()}; plot: {plot or 'none (no matplotlib)'}"
+        f"\n{len(results) - len(failed)}/{len(results)} runs ok, {len(skipped)} skipped, in "
+        f"{wall / 60:.1f} min; results: {(out / 'results.json').resolve()}; "
+        f"plot: {plot or 'none (no matplotlib)'}"
     )
     for r in failed:
         print(f"FAILED {r['labels']} {r['method']} fold{r['fold']}: {r['error']}")
     if args.docs is not None and not failed:
-        write_section(args.docs, results_section(rows, args, wall))
+        image = None
+        if plot is not None:
+            image = (
+                args.docs.parent / "images" / f"covid_semiseg_{args.protocol}_label_efficiency.png"
+            )
+            image.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(plot, image)
+        section = results_section(rows, args, wall, goals, diagnostics, skipped, image)
+        write_section(args.docs, section, args.protocol)
         print(f"wrote the results section into {args.docs}")
     return 1 if failed else 0
 
