@@ -33,6 +33,7 @@ from real_ct_studies import DEFAULT_DATA, label_rows, study_volume
 from scipy import ndimage
 
 from service.core.lung_field import aerated_lung_volume, lung_field_volume
+from service.dicom.volume import CTVolume
 from training.config import load_config
 from training.data.slice_preparation import hu_to_pixels as to_pixels
 
@@ -78,6 +79,16 @@ def body_box(hu: np.ndarray, margin: int = 4) -> tuple[slice, slice]:
     )
 
 
+def study_lungs(volume: CTVolume) -> np.ndarray:
+    """The study's lung label (z, y, x) bool: the per-slice classical field (without airways)
+    within the 3D aerated lungs (without bowel gas), as the served constraint sees them."""
+    row_mm, col_mm = volume.spacing_zyx[1], volume.spacing_zyx[2]
+    lungs: np.ndarray = lung_field_volume(volume.hu) & aerated_lung_volume(
+        volume.hu, max_hole_px=MAX_HOLE_MM2 / (row_mm * col_mm)
+    )
+    return lungs
+
+
 def write_study_negatives(
     study_dir: Path,
     labels: np.ndarray | None,
@@ -100,11 +111,7 @@ def write_study_negatives(
     by_rank = np.argsort(rank)  # by_rank[r] = volume index of the slice ranked r
     picks = negative_indices(labels, len(rank), guard)[::every]
     hu = volume.hu
-    row_mm, col_mm = volume.spacing_zyx[1], volume.spacing_zyx[2]
-    # The per-slice classical field drops the airways; the 3D aerated lungs drop bowel gas.
-    lungs = lung_field_volume(hu) & aerated_lung_volume(
-        hu, max_hole_px=MAX_HOLE_MM2 / (row_mm * col_mm)
-    )
+    lungs = study_lungs(volume)
     for r in picks:
         z = int(by_rank[r])
         stem = f"{study_dir.name}_{r:03d}"

@@ -30,15 +30,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from real_ct_negatives import study_lungs
 from real_ct_studies import DEFAULT_DATA, label_rows, lobe_label_rows, study_volume
 
-from service.core.lung_field import aerated_lung_volume, lung_field_volume
 from service.core.preprocessing import resize_planes
 from training.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
-#: Enclosed soft tissue up to this area is lung (vessels, nodules), as the served constraint.
-MAX_HOLE_MM2 = 400.0
 
 
 def weak_study_arrays(
@@ -53,9 +51,7 @@ def weak_study_arrays(
     head_first = np.argsort([-float(ds.SliceLocation) for ds in volume.datasets], kind="stable")
     hu = volume.hu
     row_mm, col_mm = volume.spacing_zyx[1], volume.spacing_zyx[2]
-    lungs = lung_field_volume(hu) & aerated_lung_volume(
-        hu, max_hole_px=MAX_HOLE_MM2 / (row_mm * col_mm)
-    )
+    lungs = study_lungs(volume)
     small_hu = resize_planes(hu[head_first].astype(np.float32), size)
     small_lung = resize_planes(lungs[head_first].astype(np.float32), size) >= 0.5
     if slice_row is None:
