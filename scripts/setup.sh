@@ -19,6 +19,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# buildah, podman, runc, mmdebstrap: the service image is built and run in the suite
+# (tests/deploy/test_image_build.py, about 2.5 min from a clean machine); see the script.
+bash scripts/setup_image_tools.sh
+
 PYTHON="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   echo "[setup] creating .venv"

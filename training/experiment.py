@@ -43,7 +43,13 @@ from training.distributed import (
     init_distributed,
     shutdown_distributed,
 )
-from training.loop import StageResult, StepBudget, run_stage, validation_score
+from training.loop import (
+    StageResult,
+    StepBudget,
+    ValidationCallback,
+    run_stage,
+    validation_score,
+)
 from training.nn.networks import SegmentationNet, build_network
 from training.stages.registry import stage_builder
 from training.stages.supervised import build_supervised_task
@@ -240,11 +246,13 @@ def run_experiment(
     resume: bool = False,
     progress: bool = True,
     max_steps: int | None = None,
+    on_validation: ValidationCallback | None = None,
 ) -> ExperimentResult:
     """Run ``config.stages`` in order; under torchrun every rank calls this.
 
     ``max_steps`` stops the run (after writing ``last.pt``) once that many optimisation steps
     ran in this call, across stages: for time-boxed jobs on preemptible machines.
+    ``on_validation`` sees every validated epoch of every stage (``training.loop.run_stage``).
     """
     start = time.perf_counter()
     check_stages(config.stages)
@@ -275,6 +283,7 @@ def run_experiment(
                 budget=budget,
                 progress=progress,
                 tb_dir=out / "tensorboard" / name,
+                on_validation=on_validation,
             )
             results.append(result)
             if result.steps_run:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,6 +101,22 @@ class StageResult:
         return self.directory / LAST_CHECKPOINT
 
 
+@dataclass(frozen=True)
+class EpochValidation:
+    """One validated epoch as :func:`run_stage` hands it to its ``on_validation`` callback
+    (rank 0 only): per-class scores of the epoch's best candidate (the first one under
+    ``checkpoint_selection: last_epoch``). Hyper-parameter search prunes on these."""
+
+    stage: str
+    epoch: int
+    step: int
+    dice: dict[str, float]
+
+
+#: Called after each validated epoch (``last.pt`` written); may raise to stop the run.
+ValidationCallback = Callable[[EpochValidation], None]
+
+
 def validation_score(dice: dict[str, float]) -> float:
     """One number per validation: the mean of the finite per-class scores (-inf if none)."""
     values = [v for v in dice.values() if math.isfinite(v)]
@@ -126,6 +142,8 @@ class _StageRun:
         self.progress = StageProgress()
         self.steps_run = 0
         self.epochs_run = 0
+        #: Scores of the latest epoch's chosen candidate ({} when not validated).
+        self.epoch_dice: dict[str, float] = {}
 
     def resume(self, state: dict[str, Any]) -> bool:
         """Continue from ``state`` (a ``last.pt``); True if the stage had already finished."""
@@ -213,6 +231,7 @@ class _StageRun:
         """Score every candidate (rank 0), keep the best one in ``best.pt`` if it beats the best
         so far (the first candidate wins ties), and return the epoch's score summary."""
         p, task = self.progress, self.task
+        self.epoch_dice = {}
         if not (self.ctx.is_main and task.candidates is not None):
             if task.candidates is None:  # never validated: best.pt holds the latest weights
                 p.model_source = "final"
@@ -233,10 +252,12 @@ class _StageRun:
             # Fixed schedule: the first candidate of the latest epoch, whatever it scored (the
             # validation side may be a test set that must not choose anything).
             score, label, dice, module = scored[0]
+            self.epoch_dice = dice
             p.best_score, p.model_source, p.best_dice = score, label, dice
             self.checkpoints.save_best(p, module.state_dict())
             return " ".join(f"{k}={v:.3f}" for k, v in dice.items()) or "n/a"
         score, label, dice, module = max(scored, key=lambda s: s[0])  # first wins ties
+        self.epoch_dice = dice
         if score > p.best_score:
             p.best_score, p.model_source, p.best_dice = score, label, dice
             self.checkpoints.save_best(p, module.state_dict())
@@ -254,11 +275,13 @@ def run_stage(
     budget: StepBudget | None = None,
     progress: bool = True,
     tb_dir: Path | None = None,
+    on_validation: ValidationCallback | None = None,
 ) -> StageResult:
     """Train ``task`` to its last step (or until ``budget`` runs out), resuming if asked.
 
     ``val_studies`` are the validation items of ``config.data.kind`` (studies or slices);
-    their score (VolDice or slice Dice per class) picks ``best.pt``.
+    their score (VolDice or slice Dice per class) picks ``best.pt``. ``on_validation`` sees
+    every validated epoch on rank 0 (e.g. a tuning trial reporting to its pruner).
     """
     budget = budget or StepBudget()
     run = _StageRun(task, config, directory, ctx)
@@ -283,6 +306,10 @@ def run_stage(
             if epoch is None:
                 return run.result(finished=False)
             run.end_epoch(epoch, val_studies, report)
+            if on_validation is not None and run.epoch_dice:
+                on_validation(
+                    EpochValidation(task.name, epoch + 1, run.progress.step, run.epoch_dice)
+                )
     finally:
         report.close()
     return run.result(finished=True)

@@ -27,6 +27,7 @@ from service.core.study_summary import (
     applicability_fields,
     clinical_fields,
     consistency_fields,
+    quality_fields,
     study_summary,
     write_summary_json,
 )
@@ -56,7 +57,7 @@ def _summary(result: StudyResult, runner: StudyRunner) -> dict[str, Any]:
     """The study in the one summary.json schema (:mod:`service.core.study_summary`), the same
     as ``pulmoseg segment --summary-json`` writes; ``total`` is the graph's wall time."""
     quality = result.quality
-    clinical = consistency = applicability = None
+    clinical = consistency = applicability = score = None
     if result.applicability is not None:
         a = result.applicability
         applicability = applicability_fields(
@@ -79,6 +80,15 @@ def _summary(result: StudyResult, runner: StudyRunner) -> dict[str, Any]:
             consistency = consistency_fields(
                 transform=k.transform, voldice=k.voldice, threshold=k.threshold, flagged=k.flagged
             )
+        if quality.score is not None:
+            q = quality.score
+            score = quality_fields(
+                score=q.score,
+                flagged=q.flagged,
+                threshold=q.threshold,
+                variant=q.variant.value,
+                signals=q.signals.as_dict(),
+            )
     return study_summary(
         study_uid_hash=result.study_uid_hash,
         num_instances=result.num_instances,
@@ -93,6 +103,7 @@ def _summary(result: StudyResult, runner: StudyRunner) -> dict[str, Any]:
         consistency=consistency,
         flagged=quality.flagged if quality is not None else False,
         applicability=applicability,
+        quality=score,
     )
 
 

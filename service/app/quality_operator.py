@@ -8,7 +8,8 @@ result sink::
     seg_writer ──────seg─────┘
 
 ``compute`` only receives and emits; the work is ``service.quality.assessment.assess_study``.
-The consistency inference reuses the graph's warm predictor and honours cancellation.
+The consistency inference reuses the graph's warm predictor and honours cancellation; the same
+pass measures the lesion entropy of the quality score (``service.quality.quality_score``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from service.core.manifest import ModelManifest
 from service.core.segmentation_metrics import class_volumes_ml
 from service.predictor import Predictor
 from service.quality.assessment import QualityConfig, assess_study
+from service.quality.clinical import LESIONS
+from service.quality.tta import EntropyRecordingPredictor
 
 #: File name of the SR beside ``seg.dcm`` when the app writes to an output folder.
 SR_FILE_NAME = "sr.dcm"
@@ -85,8 +88,12 @@ class QualityOperator(Operator):
             seg_bytes=seg,
             class_volumes_ml={c.name: float(volumes[c.index]) for c in classes},
             manifest=self.manifest,
-            predict=lambda hu: self.predictor.predict_labels(
-                hu, is_cancelled=self.hooks.is_cancelled
+            # The consistency pass's labels, plus the entropy of its lesion call (the quality
+            # score's uncertainty signal) measured on the same batches: no extra inference.
+            predict=EntropyRecordingPredictor(
+                self.predictor,
+                [c.index for c in classes if c.name in LESIONS],
+                is_cancelled=self.hooks.is_cancelled,
             ),
             # The served labels are confined to the study's lung field when the model says so;
             # the transformed prediction, mapped back, is confined by the same field.

@@ -201,6 +201,10 @@ def _print_quality(summary: dict) -> None:
         scores = ", ".join(f"{k} {v:.3f}" for k, v in sorted(consistency["voldice"].items()))
         flag = " -> FLAGGED for review" if summary.get("flagged") else ""
         print(f"consistency VolDice ({consistency['transform']}): {scores}{flag}")
+    quality = summary.get("quality")
+    if quality:
+        flag = " -> FLAGGED for review" if quality["flagged"] else ""
+        print(f"quality score {quality['score']:.3f} (threshold {quality['threshold']:.3f}){flag}")
     applicability = summary.get("applicability")
     if applicability and not applicability["applicable"]:
         print(
@@ -261,9 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from service.cli.jobs_commands import add_jobs
     from service.cli.quality_commands import add_quality, add_reference
 
-    for add in (_add_serve, _add_segment, _add_pacs, add_reference, add_quality):
+    for add in (_add_serve, _add_segment, _add_pacs, add_reference, add_quality, add_jobs):
         add(sub)
     for entry in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
         _add_contributed(sub, entry)

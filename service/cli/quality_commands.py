@@ -150,6 +150,13 @@ def _cmd_quality_show(args: argparse.Namespace) -> int:
         )
     else:
         print("  consistency  not checked for this study")
+    quality = record.get("quality")
+    if quality:
+        flag = "  FLAGGED for review" if quality.get("flagged") else ""
+        print(
+            f"  quality      score {quality.get('score', 0.0):.3f} (threshold "
+            f"{quality.get('threshold', 0.0):.3f}, {quality.get('variant', '')}){flag}"
+        )
     reference = record.get("reference")
     if reference:
         print(f"  reference    {_scores(reference['voldice'])} ({reference['reference_type']})")

@@ -28,12 +28,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from service.client.errors import ClientError
 from service.client.retry import RetryPolicy
+from service.client.training_calls import TrainingCalls
 from service.core.options import Option, SegmentationType
 from service.core.progress import ProgressStage
 from service.core.study_summary import (
     applicability_fields,
     clinical_fields,
     consistency_fields,
+    quality_fields,
     study_summary,
 )
 from service.dicom.study_folder import (
@@ -208,6 +210,8 @@ class SegmentationClient:
         self._stub = pb2_grpc.SegmentationServiceStub(self._channel)
         self._quality = pb2_grpc.QualityServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
+        #: TrainingService calls (jobs, promotion): ``client.training.submit(...)``.
+        self.training = TrainingCalls(self._channel, self._metadata, self.timeout_s, self._error)
 
     def close(self) -> None:
         self._channel.close()
@@ -508,6 +512,16 @@ def _summary_dict(summary: pb2.StudySummary, seg: bytes, sr: bytes) -> dict[str,
         consistency = consistency_fields(
             transform=k.transform, voldice=k.voldice, threshold=k.threshold, flagged=k.flagged
         )
+    quality = None
+    if summary.HasField("quality"):
+        q = summary.quality
+        quality = quality_fields(
+            score=q.score,
+            flagged=q.flagged,
+            threshold=q.threshold,
+            variant=q.variant,
+            signals=dict(q.signals),
+        )
     return study_summary(
         study_uid_hash=summary.study_uid_hash,
         num_instances=summary.num_instances,
@@ -522,6 +536,7 @@ def _summary_dict(summary: pb2.StudySummary, seg: bytes, sr: bytes) -> dict[str,
         consistency=consistency,
         flagged=summary.flagged,
         applicability=applicability,
+        quality=quality,
     )
 
 

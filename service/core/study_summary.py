@@ -22,6 +22,8 @@ __all__ = [
     "applicability_fields",
     "clinical_fields",
     "consistency_fields",
+    "quality_fields",
+    "review_required",
     "study_summary",
     "summary_document",
     "write_summary_json",
@@ -90,6 +92,41 @@ def applicability_fields(
     }
 
 
+def quality_fields(
+    *,
+    score: float,
+    flagged: bool,
+    threshold: float,
+    variant: str,
+    signals: Mapping[str, float | None],
+) -> dict[str, Any]:
+    """The ``quality`` entry: the label-free quality score (``service.quality.quality_score``),
+    whether it fell below ``threshold`` and the signals it combined (unmeasured ones left out,
+    as the gRPC map leaves them out)."""
+    return {
+        "score": float(score),
+        "flagged": bool(flagged),
+        "threshold": float(threshold),
+        "variant": str(variant),
+        "signals": {str(k): float(v) for k, v in signals.items() if v is not None},
+    }
+
+
+def review_required(
+    *,
+    flagged: bool,
+    quality: Mapping[str, Any] | None,
+    applicability: Mapping[str, Any] | None,
+) -> bool:
+    """ "Do not use without a look": the consistency flag, the quality score's flag or a
+    failed applicability check — one bool, so that a client needs no rule of its own."""
+    return (
+        bool(flagged)
+        or bool(quality is not None and quality.get("flagged"))
+        or bool(applicability is not None and not applicability.get("applicable", True))
+    )
+
+
 def study_summary(
     *,
     study_uid_hash: str,
@@ -105,13 +142,16 @@ def study_summary(
     consistency: Mapping[str, Any] | None = None,
     flagged: bool = False,
     applicability: Mapping[str, Any] | None = None,
+    quality: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The study's summary in plain Python types (``json.dumps`` takes it as it is).
 
     Sizes and SHA-256 digests are computed here from the bytes, so both writers state them
     the same way; ``clinical`` and ``consistency`` come from :func:`clinical_fields` and
     :func:`consistency_fields` (None when the quality step did not run), ``applicability``
-    from :func:`applicability_fields` (None when the checks did not run).
+    from :func:`applicability_fields` (None when the checks did not run), ``quality`` from
+    :func:`quality_fields` (None when the score is off); ``review_required`` is derived here
+    (:func:`review_required`) so every writer states it the same way.
     """
     return {
         "study_uid_hash": str(study_uid_hash),
@@ -129,6 +169,10 @@ def study_summary(
         "sr_size_bytes": len(sr_bytes),
         "sr_sha256": hashlib.sha256(sr_bytes).hexdigest() if sr_bytes else "",
         "applicability": dict(applicability) if applicability is not None else None,
+        "quality": dict(quality) if quality is not None else None,
+        "review_required": review_required(
+            flagged=flagged, quality=quality, applicability=applicability
+        ),
     }
 
 

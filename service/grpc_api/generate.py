@@ -1,4 +1,4 @@
-"""Regenerate the committed Python stubs from ``protos/pulmoseg/v1/segmentation.proto``.
+"""Regenerate the committed Python stubs from ``protos/pulmoseg/v1/*.proto``.
 
 The stubs are committed so the service runs without grpcio-tools; this entry point (and the test
 ``tests/service/grpc_api/test_protos_in_sync.py``) keeps them identical to the proto. protoc
@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROTO_ROOT = REPO_ROOT / "protos"
-PROTO_FILES = ("pulmoseg/v1/segmentation.proto",)
+PROTO_FILES = ("pulmoseg/v1/segmentation.proto", "pulmoseg/v1/training.proto")
 PACKAGE_DIR = Path(__file__).resolve().parent
 #: The .pyi type stub lets mypy check the servicer and client against the proto's messages.
 _GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")

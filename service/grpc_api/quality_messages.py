@@ -10,6 +10,7 @@ from service.grpc_api import segmentation_pb2 as pb2
 from service.quality.applicability import Applicability
 from service.quality.clinical import ClinicalSummary
 from service.quality.consistency import ConsistencyResult
+from service.quality.quality_score import QualityScore
 from service.quality.records import StudyRecord
 from service.quality.reference import ReferenceScores
 
@@ -76,6 +77,40 @@ def applicability_message(
     )
 
 
+def quality_message(
+    score: float, flagged: bool, threshold: float, variant: str, signals: dict[str, object]
+) -> pb2.QualityScore:
+    """The quality score as a message; signals without a value (None) are left out."""
+    return pb2.QualityScore(
+        score=score,
+        flagged=flagged,
+        threshold=threshold,
+        variant=variant,
+        signals={
+            k: float(v)
+            for k, v in signals.items()
+            if isinstance(v, int | float) and k not in ("variant", "threshold")
+        },
+    )
+
+
+def quality_from_score(score: QualityScore) -> pb2.QualityScore:
+    return quality_message(
+        score.score, score.flagged, score.threshold, score.variant.value, score.as_record()
+    )
+
+
+def review_required(
+    flagged: bool, score: QualityScore | None, applicability: Applicability | None
+) -> bool:
+    """The summary's ``review_required``: consistency flag, score flag or failed checks."""
+    return (
+        flagged
+        or (score is not None and score.flagged)
+        or (applicability is not None and not applicability.applicable)
+    )
+
+
 def applicability_from_result(result: Applicability) -> pb2.Applicability:
     return applicability_message(
         result.reason_values,
@@ -131,6 +166,16 @@ def record_message(record: StudyRecord) -> pb2.StudyQualityRecord:
         message.applicability.CopyFrom(
             applicability_message(
                 list(record.applicability_reasons), dict(record.applicability_measurements or {})
+            )
+        )
+    if record.quality_score is not None:
+        message.quality.CopyFrom(
+            quality_message(
+                record.quality_score,
+                bool(record.quality_flagged),
+                float(record.quality_threshold or 0.0),
+                str((record.quality_signals or {}).get("variant", "")),
+                dict(record.quality_signals or {}),
             )
         )
     if record.reference_voldice is not None:

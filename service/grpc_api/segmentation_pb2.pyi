@@ -87,7 +87,7 @@ class SegChunk(_message.Message):
     def __init__(self, data: _Optional[bytes] = ..., offset: _Optional[int] = ...) -> None: ...
 
 class StudySummary(_message.Message):
-    __slots__ = ("study_uid_hash", "class_volumes_ml", "num_instances", "model_name", "model_version", "provider", "stage_seconds", "seg_size_bytes", "seg_sha256", "clinical", "consistency", "flagged", "sr_size_bytes", "sr_sha256", "applicability")
+    __slots__ = ("study_uid_hash", "class_volumes_ml", "num_instances", "model_name", "model_version", "provider", "stage_seconds", "seg_size_bytes", "seg_sha256", "clinical", "consistency", "flagged", "sr_size_bytes", "sr_sha256", "applicability", "quality", "review_required")
     class ClassVolumesMlEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -117,6 +117,8 @@ class StudySummary(_message.Message):
     SR_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     SR_SHA256_FIELD_NUMBER: _ClassVar[int]
     APPLICABILITY_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
+    REVIEW_REQUIRED_FIELD_NUMBER: _ClassVar[int]
     study_uid_hash: str
     class_volumes_ml: _containers.ScalarMap[str, float]
     num_instances: int
@@ -132,7 +134,30 @@ class StudySummary(_message.Message):
     sr_size_bytes: int
     sr_sha256: str
     applicability: Applicability
-    def __init__(self, study_uid_hash: _Optional[str] = ..., class_volumes_ml: _Optional[_Mapping[str, float]] = ..., num_instances: _Optional[int] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., provider: _Optional[str] = ..., stage_seconds: _Optional[_Mapping[str, float]] = ..., seg_size_bytes: _Optional[int] = ..., seg_sha256: _Optional[str] = ..., clinical: _Optional[_Union[ClinicalSummary, _Mapping]] = ..., consistency: _Optional[_Union[ConsistencyQuality, _Mapping]] = ..., flagged: _Optional[bool] = ..., sr_size_bytes: _Optional[int] = ..., sr_sha256: _Optional[str] = ..., applicability: _Optional[_Union[Applicability, _Mapping]] = ...) -> None: ...
+    quality: QualityScore
+    review_required: bool
+    def __init__(self, study_uid_hash: _Optional[str] = ..., class_volumes_ml: _Optional[_Mapping[str, float]] = ..., num_instances: _Optional[int] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., provider: _Optional[str] = ..., stage_seconds: _Optional[_Mapping[str, float]] = ..., seg_size_bytes: _Optional[int] = ..., seg_sha256: _Optional[str] = ..., clinical: _Optional[_Union[ClinicalSummary, _Mapping]] = ..., consistency: _Optional[_Union[ConsistencyQuality, _Mapping]] = ..., flagged: _Optional[bool] = ..., sr_size_bytes: _Optional[int] = ..., sr_sha256: _Optional[str] = ..., applicability: _Optional[_Union[Applicability, _Mapping]] = ..., quality: _Optional[_Union[QualityScore, _Mapping]] = ..., review_required: _Optional[bool] = ...) -> None: ...
+
+class QualityScore(_message.Message):
+    __slots__ = ("score", "flagged", "threshold", "variant", "signals")
+    class SignalsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    FLAGGED_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    SIGNALS_FIELD_NUMBER: _ClassVar[int]
+    score: float
+    flagged: bool
+    threshold: float
+    variant: str
+    signals: _containers.ScalarMap[str, float]
+    def __init__(self, score: _Optional[float] = ..., flagged: _Optional[bool] = ..., threshold: _Optional[float] = ..., variant: _Optional[str] = ..., signals: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class Applicability(_message.Message):
     __slots__ = ("applicable", "reasons", "details", "measurements", "contrast_agent")
@@ -364,7 +389,7 @@ class GetStudyQualityRequest(_message.Message):
     def __init__(self, study_hash: _Optional[str] = ...) -> None: ...
 
 class StudyQualityRecord(_message.Message):
-    __slots__ = ("study_hash", "created", "model_name", "model_version", "provider", "num_instances", "clinical", "consistency", "flagged", "reference", "stage_seconds", "applicability")
+    __slots__ = ("study_hash", "created", "model_name", "model_version", "provider", "num_instances", "clinical", "consistency", "flagged", "reference", "stage_seconds", "applicability", "quality")
     class StageSecondsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -384,6 +409,7 @@ class StudyQualityRecord(_message.Message):
     REFERENCE_FIELD_NUMBER: _ClassVar[int]
     STAGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     APPLICABILITY_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
     study_hash: str
     created: _timestamp_pb2.Timestamp
     model_name: str
@@ -396,7 +422,8 @@ class StudyQualityRecord(_message.Message):
     reference: ReferenceQuality
     stage_seconds: _containers.ScalarMap[str, float]
     applicability: Applicability
-    def __init__(self, study_hash: _Optional[str] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., provider: _Optional[str] = ..., num_instances: _Optional[int] = ..., clinical: _Optional[_Union[ClinicalSummary, _Mapping]] = ..., consistency: _Optional[_Union[ConsistencyQuality, _Mapping]] = ..., flagged: _Optional[bool] = ..., reference: _Optional[_Union[ReferenceQuality, _Mapping]] = ..., stage_seconds: _Optional[_Mapping[str, float]] = ..., applicability: _Optional[_Union[Applicability, _Mapping]] = ...) -> None: ...
+    quality: QualityScore
+    def __init__(self, study_hash: _Optional[str] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., provider: _Optional[str] = ..., num_instances: _Optional[int] = ..., clinical: _Optional[_Union[ClinicalSummary, _Mapping]] = ..., consistency: _Optional[_Union[ConsistencyQuality, _Mapping]] = ..., flagged: _Optional[bool] = ..., reference: _Optional[_Union[ReferenceQuality, _Mapping]] = ..., stage_seconds: _Optional[_Mapping[str, float]] = ..., applicability: _Optional[_Union[Applicability, _Mapping]] = ..., quality: _Optional[_Union[QualityScore, _Mapping]] = ...) -> None: ...
 
 class ListStudyQualityRequest(_message.Message):
     __slots__ = ("since", "until", "model_version", "flagged_only", "page_size", "page_token")

@@ -116,6 +116,22 @@ class QualityMetrics:
             ["reason", "model_version"],
             registry=r,
         )
+        self.quality_score = Histogram(
+            "pulmoseg_quality_score",
+            "Label-free quality score per study (0 worst .. 1 best: the estimated chance of "
+            "lesion VolDice >= 0.5), by coefficient set (variant with_tta / without_tta).",
+            ["model_version", "variant"],
+            buckets=SCORE_BUCKETS,
+            registry=r,
+        )
+        self.review_flags = Counter(
+            "pulmoseg_review_flagged_studies_total",
+            "Studies flagged for review by reason: quality_score (score under its threshold), "
+            "consistency (consistency VolDice under its threshold); a study with both counts "
+            "under both. Applicability reasons: pulmoseg_not_applicable_reasons_total.",
+            ["reason", "model_version"],
+            registry=r,
+        )
         self.references = Counter(
             "pulmoseg_references_total",
             "Reference SEGs scored against the stored prediction.",
@@ -148,6 +164,14 @@ class QualityMetrics:
         if flagged:
             self.flagged.labels(model_version=model_version).inc()
 
+    def observe_quality_score(
+        self, model_version: str, score: float, variant: str, reasons: Iterable[str]
+    ) -> None:
+        """One scored study and the quality step's flag reasons."""
+        self.quality_score.labels(model_version=model_version, variant=variant).observe(score)
+        for reason in reasons:
+            self.review_flags.labels(reason=reason, model_version=model_version).inc()
+
     def observe_applicability(self, model_version: str, reasons: Iterable[str]) -> None:
         """Count one checked study and, when it is outside the range, each of its reasons."""
         self.applicability_checks.labels(model_version=model_version).inc()
@@ -173,3 +197,5 @@ class QualityMetrics:
             self.not_applicable,
         ):
             counter.labels(model_version=model_version)
+        for reason in ("quality_score", "consistency"):
+            self.review_flags.labels(reason=reason, model_version=model_version)

@@ -120,6 +120,10 @@ class Applicability:
     measurements: Mapping[str, float | None] = field(default_factory=dict)
     #: ContrastBolusAgent as the header states it ("" when absent); reported, not a reason.
     contrast_agent: str = ""
+    #: The aerated lungs the checks found, on every ``lung_stride``-th pixel in-plane (the
+    #: quality score reuses them: one lung field per study). Not persisted.
+    aerated_lungs: np.ndarray | None = field(default=None, repr=False, compare=False)
+    lung_stride: int = field(default=1, repr=False, compare=False)
 
     @property
     def applicable(self) -> bool:
@@ -234,7 +238,9 @@ def check_applicability(
         problems.append("neither an air nor a soft-tissue peak was found")
     if problems:
         flag(ApplicabilityReason.HU_CALIBRATION, "; ".join(problems))
-    return Applicability(tuple(reasons), details, measurements, contrast_agent.strip())
+    return Applicability(
+        tuple(reasons), details, measurements, contrast_agent.strip(), lungs, stride
+    )
 
 
 def hu_peaks(hu: np.ndarray, lungs: np.ndarray) -> tuple[float | None, float | None]:

@@ -3,7 +3,9 @@
 The MONAI Deploy graph runs it as ``QualityOperator`` (``service.app.quality_operator``) after
 the SEG is written; it is a plain function so that it is tested without a graph. It reuses the
 warm predictor for the consistency inference, so the check costs one more inference of the
-study and nothing else.
+study and nothing else. The label-free quality score (``service.quality.quality_score``) reuses
+that pass (its mapped-back labels and, when ``predict`` is an ``EntropyRecordingPredictor``, the
+entropy of its lesion call) and the applicability check's lung field: no inference of its own.
 """
 
 from __future__ import annotations
@@ -18,8 +20,15 @@ import numpy as np
 from service.core.manifest import ModelManifest
 from service.quality.applicability import Applicability
 from service.quality.clinical import LESIONS, LUNG, ClinicalSummary, clinical_summary
-from service.quality.consistency import ConsistencyResult, consistency_voldice, flag_study
+from service.quality.consistency import (
+    ConsistencyResult,
+    class_voldice,
+    flag_study,
+    transformed_prediction,
+)
 from service.quality.geometry import StudyGeometry
+from service.quality.quality_score import QualityScore, QualityScoreConfig, score_study
+from service.quality.score_signals import study_signals
 from service.quality.selection import is_selected, transform_for
 from service.quality.sr_writer import build_summary_sr
 
@@ -36,6 +45,8 @@ class QualityConfig:
     flag_threshold: float = 0.8
     lesion_floor_ml: float = 1.0
     write_sr: bool = True
+    #: The label-free quality score (service.quality.quality_score): on/off and threshold.
+    score: QualityScoreConfig = field(default_factory=QualityScoreConfig)
 
     def fraction_for(self, provider: str) -> float:
         if self.consistency_fraction is not None:
@@ -52,10 +63,20 @@ class StudyQuality:
     consistency: ConsistencyResult | None = None
     sr_bytes: bytes = field(default=b"", repr=False)
     seconds: float = 0.0
+    score: QualityScore | None = None
 
     @property
     def flagged(self) -> bool:
+        """Flagged by the consistency check (the per-class VolDice floor)."""
         return self.consistency is not None and self.consistency.flagged
+
+    @property
+    def flag_reasons(self) -> list[str]:
+        """Why the quality step flags the study: ``consistency`` and/or ``quality_score``."""
+        reasons = ["consistency"] if self.flagged else []
+        if self.score is not None and self.score.flagged:
+            reasons.append("quality_score")
+        return reasons
 
 
 def flag_classes(class_names: list[str]) -> list[str]:
@@ -87,22 +108,35 @@ def assess_study(
     clinical = clinical_summary(class_volumes_ml, lesion_floor_ml=config.lesion_floor_ml)
     geometry = StudyGeometry.from_volume(volume)
     consistency = None
+    back = None
+    classes = {c.index: c.name for c in manifest.foreground_classes}
     if is_selected(study_hash, config.fraction_for(provider)):
         transform = transform_for(study_hash)
-        classes = {c.index: c.name for c in manifest.foreground_classes}
-        scores = consistency_voldice(
-            predict,
-            volume.hu,
-            labels,
-            classes,
-            transform,
-            confine=confine,
-        )
+        back = transformed_prediction(predict, volume.hu, labels, transform, confine=confine)
+        scores = class_voldice(back, labels, classes)
         flagged = flag_study(scores, config.flag_threshold, flag_classes(list(classes.values())))
         consistency = ConsistencyResult(transform.value, scores, config.flag_threshold, flagged)
+    score = None
+    if config.score.enabled:
+        lesion_ids = [i for i, n in classes.items() if n in LESIONS]
+        lung_ids = [i for i, n in classes.items() if n in (LUNG, *LESIONS)]
+        signals = study_signals(
+            labels=labels,
+            spacing_zyx=volume.spacing_zyx,
+            lung_classes=lung_ids,
+            lesion_classes=lesion_ids,
+            lesion_volume_ml=clinical.lesion_volume_ml,
+            lung_volume_ml=clinical.lung_volume_ml,
+            aerated_lungs=None if applicability is None else applicability.aerated_lungs,
+            lung_stride=1 if applicability is None else applicability.lung_stride,
+            transformed_back=back if lesion_ids else None,
+            entropy_sum=float(getattr(predict, "entropy_sum", 0.0)),
+            entropy_voxels=int(getattr(predict, "lesion_voxels", 0)),
+        )
+        score = score_study(signals, config.score)
     sr = (
-        build_summary_sr(seg_bytes, clinical, manifest, software_version, applicability)
+        build_summary_sr(seg_bytes, clinical, manifest, software_version, applicability, score)
         if config.write_sr
         else b""
     )
-    return StudyQuality(clinical, geometry, consistency, sr, time.perf_counter() - started)
+    return StudyQuality(clinical, geometry, consistency, sr, time.perf_counter() - started, score)

@@ -50,6 +50,20 @@ def consistency_voldice(
     check measures the model, not the classical lung field's own response to T. A voxel-wise
     mask commutes with the voxel permutation T, so this equals confining f(T(hu)) by T(field).
     """
+    back = transformed_prediction(predict, hu, labels, transform, confine=confine)
+    return class_voldice(back, labels, classes)
+
+
+def transformed_prediction(
+    predict: LabelPredictor,
+    hu: np.ndarray,
+    labels: np.ndarray,
+    transform: ConsistencyTransform | str,
+    *,
+    confine: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> np.ndarray:
+    """T⁻¹(f(T(hu))) on ``hu``'s grid, confined like the served ``labels`` (see
+    :func:`consistency_voldice`); kept so that the quality score reuses the same pass."""
     t = ConsistencyTransform.parse(transform)
     if hu.shape != labels.shape:
         raise ValueError(
@@ -64,6 +78,13 @@ def consistency_voldice(
         )
     if confine is not None:
         back = np.asarray(confine(back))
+    return back
+
+
+def class_voldice(
+    back: np.ndarray, labels: np.ndarray, classes: Mapping[int, str]
+) -> dict[str, float]:
+    """VolDice per class name between the mapped-back prediction and the served labels."""
     scores = per_class_vol_dice(back, labels, list(classes))
     return {classes[k]: float(v) for k, v in scores.items()}
 

@@ -11,13 +11,18 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from service.core.manifest import ModelManifest
 from service.observability.quality_metrics import QualityMetrics
 from service.quality.clinical import LESIONS
 from service.quality.records import QualityStore, StudyRecord
-from service.quality.reference import ReferenceScores, read_reference, score_reference
+from service.quality.reference import (
+    ReferenceMasks,
+    ReferenceScores,
+    read_reference,
+    score_reference,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -28,12 +33,31 @@ class ReferenceOutcome:
     record: StudyRecord
 
 
+class StudyObserver(Protocol):
+    """Told of each recorded study and scored reference (``service.capture``); never raises."""
+
+    def study_segmented(self, result: Any, manifest: ModelManifest) -> None: ...
+
+    def reference_submitted(
+        self, study_hash: str, reference: ReferenceMasks, manifest: ModelManifest
+    ) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class QualityMonitor:
     """Thread-safe (the store opens one session per call; prometheus_client is thread-safe)."""
 
-    def __init__(self, store: QualityStore, metrics: QualityMetrics | None = None) -> None:
+    def __init__(
+        self,
+        store: QualityStore,
+        metrics: QualityMetrics | None = None,
+        capture: StudyObserver | None = None,
+    ) -> None:
         self.store = store
         self.metrics = metrics
+        #: The opt-in training-data capture (None: off, nothing is kept).
+        self.capture = capture
 
     def record_study(
         self,
@@ -68,8 +92,17 @@ class QualityMonitor:
             applicability_measurements=(
                 dict(applicability.measurements) if applicability else None
             ),
+            quality_score=quality.score.score if quality.score else None,
+            quality_flagged=quality.score.flagged if quality.score else None,
+            quality_signals=(
+                {**quality.score.as_record(), "threshold": quality.score.threshold}
+                if quality.score
+                else None
+            ),
         )
         self.store.save_study(record, result.labels, quality.geometry)
+        if self.capture is not None:
+            self.capture.study_segmented(result, manifest)
         if self.metrics is not None:
             self.metrics.observe_study(
                 manifest.version,
@@ -79,6 +112,21 @@ class QualityMonitor:
                 record.grade,
                 consistency.voldice if consistency else None,
                 quality.flagged,
+            )
+            if quality.score is not None:
+                self.metrics.observe_quality_score(
+                    manifest.version,
+                    quality.score.score,
+                    quality.score.variant.value,
+                    quality.flag_reasons,
+                )
+        if quality.score is not None and quality.score.flagged:
+            logger.warning(
+                "study %s flagged for review: quality score %.3f below %.3f (%s)",
+                result.study_uid_hash,
+                quality.score.score,
+                quality.score.threshold,
+                quality.score.variant.value,
             )
         if quality.flagged:
             logger.warning(
@@ -101,6 +149,8 @@ class QualityMonitor:
         )
         if self.metrics is not None:
             self.metrics.observe_reference(record.model_version, scores.voldice)
+        if self.capture is not None:
+            self.capture.reference_submitted(study_hash, reference, manifest)
         logger.info(
             "reference for study %s (%s): VolDice %s",
             study_hash,
@@ -110,4 +160,6 @@ class QualityMonitor:
         return ReferenceOutcome(scores, record)
 
     def close(self) -> None:
+        if self.capture is not None:
+            self.capture.close()
         self.store.close()

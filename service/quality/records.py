@@ -58,6 +58,16 @@ class StudyRecord:
     #: Failed applicability checks ([] inside the model's range; None when they did not run).
     applicability_reasons: list[str] | None = None
     applicability_measurements: dict[str, float | None] | None = None
+    #: The label-free quality score, its flag and its signals (with "variant" and "threshold");
+    #: None for records written before the score existed or with it disabled.
+    quality_score: float | None = None
+    quality_flagged: bool | None = None
+    quality_signals: dict[str, Any] | None = None
+
+    @property
+    def quality_threshold(self) -> float | None:
+        value = (self.quality_signals or {}).get("threshold")
+        return None if value is None else float(value)
 
 
 def database_url(url: str | None, path: Path | None) -> str:
@@ -111,6 +121,9 @@ def _to_record(row: StudyQualityRow) -> StudyRecord:
             list(row.applicability_reasons) if row.applicability_reasons is not None else None
         ),
         applicability_measurements=row.applicability_measurements,
+        quality_score=row.quality_score,
+        quality_flagged=None if row.quality_flagged is None else bool(row.quality_flagged),
+        quality_signals=row.quality_signals,
     )
 
 
@@ -191,6 +204,9 @@ class QualityStore:
             "stage_seconds": record.stage_seconds,
             "applicability_reasons": record.applicability_reasons,
             "applicability_measurements": record.applicability_measurements,
+            "quality_score": record.quality_score,
+            "quality_flagged": record.quality_flagged,
+            "quality_signals": record.quality_signals,
         }
         blob = zlib.compress(np.ascontiguousarray(labels, dtype=np.uint8).tobytes(), 6)
         with self._sessions.begin() as session:

@@ -11,6 +11,8 @@ The applicability checks (``service.quality.applicability``) add one measurement
 qualitative evaluation group (TID 1501, not tied to a segment: they judge the input, not a
 label): "input within the model's declared range" Yes/No, and one coded evaluation per reason,
 so a viewer shows "this study is outside what the model was made for" beside the volumes.
+The quality score (``service.quality.quality_score``) adds one more TID 1501 group: the score
+as a unitless measurement and "quality score below the review threshold" Yes/No.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from service.core.manifest import ModelManifest
 from service.dicom.seg_source import repair_conditional_attributes
 from service.quality.applicability import Applicability, ApplicabilityReason
 from service.quality.clinical import LUNG, ClinicalSummary
+from service.quality.quality_score import QualityScore
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +66,12 @@ _REASON_CODES = {
     ApplicabilityReason.SPACING_OUT_OF_RANGE: ("PIXELSPACING", "pixel spacing out of range"),
     ApplicabilityReason.HU_CALIBRATION: ("HUCALIBRATION", "HU calibration implausible"),
 }
+QUALITY = hd.sr.CodedConcept("QUALITY", PRIVATE_SCHEME, "Label-free segmentation quality")
+QUALITY_SCORE = hd.sr.CodedConcept("QUALITYSCORE", PRIVATE_SCHEME, "Quality score")
+QUALITY_FLAGGED = hd.sr.CodedConcept(
+    "QUALITYFLAG", PRIVATE_SCHEME, "Quality score below the review threshold"
+)
+NO_UNITS = hd.sr.CodedConcept("1", "UCUM", "no units")
 SR_SERIES_NUMBER = 301
 _LO_MAX = 64
 
@@ -147,6 +156,30 @@ def _applicability_group(
     )
 
 
+def _quality_group(
+    score: QualityScore, algorithm: hd.sr.AlgorithmIdentification
+) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    """The label-free quality score (0 worst, 1 best) and whether it asks for review."""
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="quality score"),
+        finding_type=QUALITY,
+        algorithm_id=algorithm,
+        measurements=[
+            hd.sr.Measurement(
+                name=QUALITY_SCORE,
+                value=round(score.score, 4),
+                unit=NO_UNITS,
+                algorithm_id=algorithm,
+            )
+        ],
+        qualitative_evaluations=[
+            hd.sr.QualitativeEvaluation(
+                name=QUALITY_FLAGGED, value=codes.SCT.Yes if score.flagged else codes.SCT.No
+            )
+        ],
+    )
+
+
 def _scheme_identification() -> Dataset:
     item = Dataset()
     item.CodingSchemeDesignator = PRIVATE_SCHEME
@@ -161,9 +194,10 @@ def build_summary_sr(
     manifest: ModelManifest,
     software_version: str,
     applicability: Applicability | None = None,
+    score: QualityScore | None = None,
 ) -> bytes:
     """The TID 1500 SR (Part-10 bytes) for a study's SEG, its clinical summary and, when
-    given, the applicability checks (one TID 1501 group)."""
+    given, the applicability checks and the quality score (one TID 1501 group each)."""
     seg = pydicom.dcmread(io.BytesIO(seg_bytes))
     algorithm = hd.sr.AlgorithmIdentification(
         name=manifest.name[:_LO_MAX], version=manifest.version[:_LO_MAX]
@@ -177,6 +211,8 @@ def build_summary_sr(
     groups: list[Any] = [_group(c, seg, summary, algorithm) for c in manifest.foreground_classes]
     if applicability is not None:
         groups.append(_applicability_group(applicability, algorithm))
+    if score is not None:
+        groups.append(_quality_group(score, algorithm))
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
         procedure_reported=codes.LN.CTUnspecifiedBodyRegion,

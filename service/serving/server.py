@@ -32,20 +32,29 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from service.capture import open_capture
 from service.core.errors import ModelError
-from service.grpc_api import QUALITY_SERVICE_NAME, SERVICE_NAME
+from service.grpc_api import QUALITY_SERVICE_NAME, SERVICE_NAME, training_pb2_grpc
 from service.grpc_api import segmentation_pb2_grpc as pb2_grpc
 from service.observability.logging_config import configure_logging
 from service.observability.metrics import MetricsServer, ServiceMetrics, start_metrics_server
 from service.quality.assessment import QualityConfig
 from service.quality.monitor import QualityMonitor
+from service.quality.quality_score import QualityScoreConfig
 from service.quality.records import QualityStore, database_url
 from service.serving.errors import AuthenticationError, log_failure, status_for
 from service.serving.model_versions import ModelVersion, newest_model_version
+from service.serving.model_watch import ModelFolderWatch
 from service.serving.pipeline import SegmentationPipeline
 from service.serving.quality_servicer import QualityServicer
 from service.serving.servicer import SegmentationServicer, ServingState
 from service.serving.settings import ServiceSettings, load_settings
+from service.serving.training_servicer import (
+    TRAINING_SERVICE_NAME,
+    TrainingServicer,
+    open_job_manager,
+)
+from service.training_jobs.manager import JobManager
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +74,11 @@ class _TokenAuthInterceptor(grpc.ServerInterceptor):
     def __init__(self, token: str, metrics: ServiceMetrics) -> None:
         self._expected = f"Bearer {token}".encode()
         self._metrics = metrics
-        self._prefixes = (f"/{SERVICE_NAME}/", f"/{QUALITY_SERVICE_NAME}/")
+        self._prefixes = (
+            f"/{SERVICE_NAME}/",
+            f"/{QUALITY_SERVICE_NAME}/",
+            f"/{TRAINING_SERVICE_NAME}/",
+        )
 
     def intercept_service(self, continuation: Callable, details: grpc.HandlerCallDetails) -> Any:
         if not details.method.startswith(self._prefixes):
@@ -114,6 +127,10 @@ class RunningServer:
     #: SIGHUP or SIGTERM sent as soon as a probe sees SERVING is never lost.
     before_serving: Callable[[SegmentationPipeline], None] | None = None
     _reload_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    #: Training jobs (TrainingService), when the setting 'training_enabled' is on.
+    jobs: JobManager | None = None
+    #: Polls the model folder for a newer version, when the setting 'model_poll_s' is set.
+    model_watch: ModelFolderWatch | None = None
 
     @property
     def address(self) -> str:
@@ -256,8 +273,12 @@ class RunningServer:
         # What is left: trailers of calls that just ended, quick untracked calls (health,
         # reflection, model info) and open health watches, which only the stop ends.
         remaining = max(0.0, deadline - time.monotonic())
+        if self.model_watch is not None:
+            self.model_watch.stop()
         self.server.stop(min(remaining, FINISH_S)).wait()
         self.servicer.shutdown()
+        if self.jobs is not None:  # stops scheduling only: jobs run on and are resumed later
+            self.jobs.stop()
         if self.metrics_server is not None:
             self.metrics_server.stop()
         if self.monitor is not None:
@@ -299,6 +320,9 @@ def quality_config(settings: ServiceSettings) -> QualityConfig:
         flag_threshold=settings.consistency_flag_threshold,
         lesion_floor_ml=settings.severity_lesion_floor_ml,
         write_sr=settings.write_summary_sr,
+        score=QualityScoreConfig(
+            enabled=settings.quality_score_enabled, threshold=settings.quality_score_threshold
+        ),
     )
 
 
@@ -306,7 +330,7 @@ def open_quality_monitor(settings: ServiceSettings, metrics: ServiceMetrics) -> 
     """Open (and migrate) the records database named by the settings."""
     store = QualityStore(database_url(settings.quality_db_url, settings.quality_db_path))
     logger.info("quality records at %s", store.url)
-    return QualityMonitor(store, metrics.quality)
+    return QualityMonitor(store, metrics.quality, open_capture(settings, metrics.registry))
 
 
 def build_server(
@@ -345,12 +369,21 @@ def build_server(
     pb2_grpc.add_QualityServiceServicer_to_server(
         QualityServicer(settings, metrics, monitor, state), server
     )
+    jobs = open_job_manager(settings, monitor.store.engine)
+    training = TrainingServicer(settings, metrics, state, jobs)
+    training_pb2_grpc.add_TrainingServiceServicer_to_server(training, server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, QUALITY_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),
+        (
+            SERVICE_NAME,
+            QUALITY_SERVICE_NAME,
+            TRAINING_SERVICE_NAME,
+            health.SERVICE_NAME,
+            reflection.SERVICE_NAME,
+        ),
         server,
     )
     try:
@@ -368,6 +401,15 @@ def build_server(
             server.stop(None)
             monitor.close()
             raise
+    if jobs is not None:
+        try:  # reconciles jobs left by a previous server, then schedules in the background
+            jobs.start()
+        except OSError:
+            if metrics_server is not None:
+                metrics_server.stop()
+            server.stop(None)
+            monitor.close()
+            raise
     server.start()
     running = RunningServer(
         server,
@@ -381,6 +423,16 @@ def build_server(
         on_load_failed,
         monitor,
     )
+    running.jobs = jobs
+    if settings.model_poll_s > 0 and settings.model_path is not None:
+        running.model_watch = ModelFolderWatch(
+            settings.model_path,
+            settings.model_poll_s,
+            lambda: running.state.serving_version,
+            running.reload,
+        )
+        running.model_watch.start()
+    training.reload = running.reload
     logger.info(
         "gRPC server bound to %s (%s)",
         running.address,

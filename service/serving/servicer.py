@@ -42,6 +42,8 @@ from service.grpc_api.quality_messages import (
     applicability_from_result,
     clinical_from_summary,
     consistency_message,
+    quality_from_score,
+    review_required,
 )
 from service.observability.metrics import ServiceMetrics
 from service.serving.admission import AdmissionQueue, DrainGate, Ticket
@@ -314,6 +316,16 @@ class SegmentationServicer(pb2_grpc.SegmentationServiceServicer):
                         applicability_from_result(result.applicability)
                         if result.applicability is not None
                         else None
+                    ),
+                    quality=(
+                        quality_from_score(quality.score)
+                        if quality is not None and quality.score is not None
+                        else None
+                    ),
+                    review_required=review_required(
+                        quality.flagged if quality is not None else False,
+                        quality.score if quality is not None else None,
+                        result.applicability,
                     ),
                 )
             )

@@ -28,7 +28,15 @@ from service.observability.logging_config import LOG_LEVELS, LogFormat
 
 ENV_PREFIX = "PULMOSEG_"
 MIB = 1024 * 1024
-_PATH_FIELDS = ("model_path", "tls_cert", "tls_key", "tls_client_ca", "quality_db_path")
+_PATH_FIELDS = (
+    "model_path",
+    "tls_cert",
+    "tls_key",
+    "tls_client_ca",
+    "quality_db_path",
+    "capture_dir",
+    "training_dir",
+)
 
 
 class ServiceSettings(SettingsModel):
@@ -68,6 +76,9 @@ class ServiceSettings(SettingsModel):
     tls_client_ca: Path | None = None
     #: Seconds in-flight calls get to finish after SIGTERM/SIGINT.
     grace_period_s: float = 10.0
+    #: Seconds between looks at the model folder for a newer version (0: only on SIGHUP or a
+    #: promotion). Replicas sharing a model volume set it so a promoted version reaches them.
+    model_poll_s: float = 0.0
     log_level: str = "INFO"
     #: "text" (human-readable lines) or "json" (one JSON object per line, for log collectors).
     log_format: LogFormat = LogFormat.TEXT
@@ -80,6 +91,11 @@ class ServiceSettings(SettingsModel):
     consistency_fraction: float | None = None
     #: A study whose consistency VolDice of any class falls below this is flagged for review.
     consistency_flag_threshold: float = 0.8
+    #: The label-free quality score (service.quality.quality_score) on every study.
+    quality_score_enabled: bool = True
+    #: A study scoring under this is flagged for review; unset: the threshold fitted by
+    #: bench/quality_score_eval.py for the coefficient set used.
+    quality_score_threshold: float | None = None
     #: Lesion volume (mL) at or under which a study is graded CT-0.
     severity_lesion_floor_ml: float = 1.0
     #: Send a DICOM SR (TID 1500) with the clinical summary beside the SEG.
@@ -87,6 +103,28 @@ class ServiceSettings(SettingsModel):
     #: A study outside the model's declared range (service.quality.applicability) is segmented
     #: and flagged ("segment_and_flag") or refused with FAILED_PRECONDITION ("refuse").
     applicability_policy: ApplicabilityPolicy = ApplicabilityPolicy.SEGMENT_AND_FLAG
+    #: Opt-in capture of served studies as training data (service.capture). Unset (the
+    #: default): nothing is ever kept. Set: a study whose reference SEG is submitted becomes a
+    #: labeled, de-identified case in this folder (a dataset with manifest.json).
+    capture_dir: Path | None = None
+    #: With capture_dir: also keep every segmented study as an unlabeled case.
+    capture_unlabeled: bool = False
+    #: Captured cases older than this many days are deleted (checked on every capture).
+    capture_retention_days: float = 30.0
+    #: At most this many captured cases are kept; beyond it the oldest are deleted.
+    capture_max_studies: int = 500
+    #: Without capture_unlabeled, a segmented study's volume waits this long (outside the
+    #: dataset, in capture_dir/pending) for its reference, then is deleted.
+    capture_pending_hours: float = 24.0
+    #: Training jobs through the API (TrainingService, service.training_jobs). Off by default:
+    #: a serving replica does not train unless asked to (and needs pulmoseg[train] to).
+    training_enabled: bool = False
+    #: Jobs' work folders (<dir>/jobs/<id>) and the model registry (<dir>/registry/<name>/<v>).
+    training_dir: Path = Path("runs/training")
+    #: Submissions beyond this many queued jobs are refused (RESOURCE_EXHAUSTED).
+    training_max_queued: int = 4
+    #: Jobs that train at the same time (each is its own process).
+    training_max_running: int = 1
 
     @field_validator("*", mode="before")
     @classmethod
@@ -163,6 +201,13 @@ class ServiceSettings(SettingsModel):
                 "Setting 'consistency_fraction' must be in [0, 1], got "
                 f"{self.consistency_fraction}."
             )
+        if self.quality_score_threshold is not None and not (
+            0 <= self.quality_score_threshold <= 1
+        ):
+            raise ValueError(
+                "Setting 'quality_score_threshold' must be in [0, 1], got "
+                f"{self.quality_score_threshold}."
+            )
         if not 0 <= self.consistency_flag_threshold <= 1:
             raise ValueError(
                 "Setting 'consistency_flag_threshold' must be in [0, 1], got "
@@ -173,6 +218,18 @@ class ServiceSettings(SettingsModel):
                 "Setting 'severity_lesion_floor_ml' must be >= 0, got "
                 f"{self.severity_lesion_floor_ml}."
             )
+        for name in ("capture_retention_days", "capture_pending_hours"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"Setting '{name}' must be > 0, got {getattr(self, name)}.")
+        if self.capture_max_studies < 1:
+            raise ValueError(
+                f"Setting 'capture_max_studies' must be >= 1, got {self.capture_max_studies}."
+            )
+        for name in ("training_max_queued", "training_max_running"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"Setting '{name}' must be >= 1, got {getattr(self, name)}.")
+        if self.model_poll_s < 0:
+            raise ValueError(f"Setting 'model_poll_s' must be >= 0, got {self.model_poll_s}.")
         if self.grace_period_s < 0:
             raise ValueError(f"Setting 'grace_period_s' must be >= 0, got {self.grace_period_s}.")
         return self

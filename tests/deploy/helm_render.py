@@ -81,6 +81,14 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "training-indexed": {
         "training": {"enabled": True, "kind": "IndexedJob", "nodes": 2, "procsPerNode": 4}
     },
+    # The training API pod beside production serving replicas that poll the model folder.
+    "training-api": {
+        **PRODUCTION,
+        "training": {"image": {"digest": DIGEST, "pullPolicy": "Always"}},
+        "trainingApi": {"enabled": True, "gpus": 1, "dataClaim": "pulmoseg-data"},
+        "model": {"file": "versions"},
+        "config": {"model_poll_s": 30},
+    },
 }
 
 

@@ -35,6 +35,8 @@ CUDA_RUNTIME_IMAGE = re.compile(
     r"(@sha256:[0-9a-f]{64})?$"
 )
 SERVE_LOCK = REPO_ROOT / "requirements" / "serve.lock"
+#: The Debian bookworm variant's lock (CPython 3.11; scripts/build_image.sh's SERVE_LOCK).
+DEBIAN_LOCK = REPO_ROOT / "requirements" / "serve-py311.lock"
 #: Never in the serving image: training-only or unused GPU interop (scripts/lock_serve.sh).
 EXCLUDED_FROM_IMAGE = {"torch", "cupy-cuda13x", "cuda-python", "cuda-bindings", "perf-analyzer"}
 
@@ -102,6 +104,9 @@ def parse_stages(text: str) -> list[Stage]:
                 name, _, default = args.partition("=")
                 global_args[name.strip()] = default.strip()
         else:
+            # COPY sources may name a global ARG (SERVE_LOCK): check what the default build copies.
+            if keyword == "COPY":
+                args = substitute_args(args, global_args)
             stages[-1].instructions.append((keyword, args))
     return stages
 
@@ -238,10 +243,10 @@ def test_image_is_a_serve_only_install_from_the_hashed_lock(stages: list[Stage])
     assert "!training/" not in allowed
 
 
-def lock_entries() -> dict[str, tuple[str, list[str]]]:
-    """name -> (pinned version, hashes) of requirements/serve.lock."""
+def lock_entries(lock: Path = SERVE_LOCK) -> dict[str, tuple[str, list[str]]]:
+    """name -> (pinned version, hashes) of a serving lock (default requirements/serve.lock)."""
     entries: dict[str, tuple[str, list[str]]] = {}
-    text = SERVE_LOCK.read_text().replace("\\\n", " ")
+    text = lock.read_text().replace("\\\n", " ")
     for line in text.splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
@@ -253,19 +258,21 @@ def lock_entries() -> dict[str, tuple[str, list[str]]]:
     return entries
 
 
-def test_lock_pins_every_package_with_hashes() -> None:
-    entries = lock_entries()
+@pytest.mark.parametrize("lock", [SERVE_LOCK, DEBIAN_LOCK], ids=lambda p: p.name)
+def test_lock_pins_every_package_with_hashes(lock: Path) -> None:
+    entries = lock_entries(lock)
     assert len(entries) > 30
     for name, (version, hashes) in entries.items():
         assert re.fullmatch(r"[\w.+!]+", version), f"{name} is not pinned with ==: {version!r}"
         assert hashes, f"{name}=={version} has no --hash (pip --require-hashes would refuse)"
 
 
-def test_lock_covers_the_serve_extra_and_leaves_out_heavy_extras() -> None:
+@pytest.mark.parametrize("lock", [SERVE_LOCK, DEBIAN_LOCK], ids=lambda p: p.name)
+def test_lock_covers_the_serve_extra_and_leaves_out_heavy_extras(lock: Path) -> None:
     from packaging.requirements import Requirement
 
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
-    entries = lock_entries()
+    entries = lock_entries(lock)
     stale = []
     for text in project["dependencies"] + project["optional-dependencies"]["serve"]:
         requirement = Requirement(text)
@@ -273,9 +280,7 @@ def test_lock_covers_the_serve_extra_and_leaves_out_heavy_extras() -> None:
         locked = entries.get(name)
         if locked is None or not requirement.specifier.contains(locked[0], prereleases=True):
             stale.append(f"{text} (locked: {locked[0] if locked else 'missing'})")
-    assert stale == [], "requirements/serve.lock is stale, run scripts/lock_serve.sh: " + ", ".join(
-        stale
-    )
+    assert stale == [], f"{lock.name} is stale, run scripts/lock_serve.sh: " + ", ".join(stale)
     assert not EXCLUDED_FROM_IMAGE & set(entries)
 
 

@@ -92,6 +92,33 @@ def load_nifti_zyx(path: str | Path) -> tuple[np.ndarray, tuple[float, float, fl
     )
 
 
+def load_npz_zyx(path: str | Path) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """Load a volume the service's capture wrote (``service.capture``): an ``.npz`` holding
+    ``volume`` already in the service's (z, y, x) layout, and ``spacing_zyx`` in mm."""
+    with np.load(str(path), allow_pickle=False) as data:
+        missing = {"volume", "spacing_zyx"} - set(data.files)
+        if missing:
+            raise ValueError(
+                f"'{path}' is not a captured volume: it lacks {sorted(missing)} "
+                f"(has {sorted(data.files)})."
+            )
+        volume = np.asarray(data["volume"])
+        spacing = [float(v) for v in np.asarray(data["spacing_zyx"]).reshape(-1)]
+    if volume.ndim != 3 or len(spacing) != 3:
+        raise ValueError(
+            f"'{path}' must hold a 3D volume and 3 spacings, got shape {volume.shape} and "
+            f"{len(spacing)} spacing(s)."
+        )
+    return volume, (spacing[0], spacing[1], spacing[2])
+
+
+def load_volume_zyx(path: str | Path) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """A volume (z, y, x) and its spacing from NIfTI or a captured ``.npz``, by file suffix."""
+    if str(path).endswith(".npz"):
+        return load_npz_zyx(path)
+    return load_nifti_zyx(path)
+
+
 @dataclass
 class LoadedStudy:
     """A study in memory: HU volume and (optional) label volume, both (z, y, x)."""
@@ -103,10 +130,10 @@ class LoadedStudy:
 
 
 def load_study(record: StudyRecord) -> LoadedStudy:
-    hu, spacing = load_nifti_zyx(record.image_path)
+    hu, spacing = load_volume_zyx(record.image_path)
     label = None
     if record.label_path is not None:
-        label, _ = load_nifti_zyx(record.label_path)
+        label, _ = load_volume_zyx(record.label_path)
         if label.shape != hu.shape:
             raise ValueError(
                 f"Study '{record.study_id}': label shape {label.shape} differs from "

@@ -182,12 +182,12 @@ def _score_studies(
     fold: tuple[int, int] | None,
 ) -> list[ItemMetrics]:
     """Scores of the labeled studies of a 3D dataset (HU volumes, scored in 3D)."""
-    from training.data.volumes import load_nifti_zyx  # nibabel: only for 3D datasets
+    from training.data.volumes import load_volume_zyx  # nibabel: only for 3D datasets
 
     items = []
     for study_id, image_path, label_path in _volume_items(root, split, val_fraction, seed, fold):
-        hu, _ = load_nifti_zyx(image_path)
-        ref, _ = load_nifti_zyx(label_path)
+        hu, _ = load_volume_zyx(image_path)
+        ref, _ = load_volume_zyx(label_path)
         if ref.shape != hu.shape:
             raise ValueError(
                 f"Label '{label_path}' has shape {ref.shape} but image '{image_path}' has "

@@ -110,3 +110,13 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/part-of: pulmoseg
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
+
+{{/*
+Selector labels of the training API pod: a name of its own, so neither the serving Service,
+PDB and NetworkPolicy nor the training jobs' selectors match it.
+*/}}
+{{- define "pulmoseg.trainingApiSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "pulmoseg.name" . }}-training-api
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: training-api
+{{- end }}

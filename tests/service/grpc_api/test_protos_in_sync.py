@@ -34,6 +34,9 @@ def test_committed_stubs_match_the_proto(tmp_path: Path) -> None:
         "segmentation_pb2.py",
         "segmentation_pb2.pyi",
         "segmentation_pb2_grpc.py",
+        "training_pb2.py",
+        "training_pb2.pyi",
+        "training_pb2_grpc.py",
     ]
     for fresh in written:
         stale = committed / fresh.name
@@ -46,6 +49,9 @@ def test_generated_grpc_module_imports_relatively() -> None:
     text = (generate.PACKAGE_DIR / "segmentation_pb2_grpc.py").read_text()
     assert "from . import segmentation_pb2" in text
     assert "from pulmoseg" not in text
+    training = (generate.PACKAGE_DIR / "training_pb2_grpc.py").read_text()
+    assert "from . import training_pb2" in training
+    assert "from pulmoseg" not in training
 
 
 def test_generate_rejects_missing_output_folder(tmp_path: Path) -> None:

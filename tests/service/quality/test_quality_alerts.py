@@ -200,7 +200,53 @@ def _scenarios() -> list[dict]:
             },
         ],
     }
-    return [reference_low, consistency_drop, flagged, errors, serving, _not_applicable()]
+    quality_score = {
+        "name": "quality-score flags jump from 5 % to 50 % for one model only",
+        "interval": "1h",
+        "input_series": [
+            *_histogram(
+                "pulmoseg_quality_score",
+                {"model_version": MV, "variant": "with_tta"},
+                [[0.9, 0.9]] * hours,
+            ),
+            _counter(
+                "pulmoseg_review_flagged_studies_total",
+                {"reason": "quality_score", "model_version": MV},
+                [0.1] * baseline + [1] * recent,
+            ),
+            *_histogram(
+                "pulmoseg_quality_score",
+                {"model_version": "0.9", "variant": "with_tta"},
+                [[0.9, 0.9]] * hours,
+            ),
+            _counter(
+                "pulmoseg_review_flagged_studies_total",
+                {"reason": "quality_score", "model_version": "0.9"},
+                [0.1] * hours,
+            ),
+        ],
+        "alert_rule_test": [
+            {
+                "eval_time": f"{hours - 7}h",
+                "alertname": "PulmosegQualityScoreFlagsRising",
+                "exp_alerts": [],
+            },
+            {
+                "eval_time": f"{hours}h",
+                "alertname": "PulmosegQualityScoreFlagsRising",
+                "exp_alerts": [_alert("PulmosegQualityScoreFlagsRising", model_version=MV)],
+            },
+        ],
+    }
+    return [
+        reference_low,
+        consistency_drop,
+        flagged,
+        errors,
+        serving,
+        _not_applicable(),
+        quality_score,
+    ]
 
 
 def _not_applicable() -> dict:
@@ -258,7 +304,7 @@ def test_rules_pass_promtool_check():
         [promtool, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 12 rules found" in done.stdout
+    assert "SUCCESS: 14 rules found" in done.stdout
 
 
 def test_alert_rule_unit_tests_pass(tmp_path):
@@ -310,6 +356,8 @@ def test_every_metric_named_by_rules_and_dashboard_exists_on_metrics():
         "pulmoseg_applicability_checks_total",
         "pulmoseg_not_applicable_studies_total",
         "pulmoseg_not_applicable_reasons_total",
+        "pulmoseg_quality_score_count",
+        "pulmoseg_review_flagged_studies_total",
     } <= named
 
 

@@ -14,7 +14,7 @@ from sqlalchemy import create_engine, inspect
 from service.core.errors import StudyNotFoundError
 from service.quality.geometry import StudyGeometry
 from service.quality.records import QualityStore, StudyRecord, database_url, migrate
-from service.quality.records_schema import Base
+from service.quality.records_schema import VERSION_TABLE, Base
 
 GEOMETRY = StudyGeometry(
     shape=(3, 4, 5),
@@ -53,12 +53,14 @@ def test_migrations_build_exactly_the_models_schema(tmp_path):
     migrate(engine)
     migrate(engine)  # idempotent: a restart on an up-to-date database changes nothing
     with engine.connect() as connection:
-        diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+        context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+        diff = compare_metadata(context, Base.metadata)
     assert diff == []
     assert set(inspect(engine).get_table_names()) == {
-        "alembic_version",
+        VERSION_TABLE,
         "study_quality",
         "study_prediction",
+        "training_jobs",
     }
 
 

@@ -20,13 +20,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
-import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_tools import require_binary
-from pydicom.uid import generate_uid
 from scipy.ndimage import binary_erosion
 
 from service.cli.main import main as cli_main
@@ -39,6 +37,7 @@ from service.dicom.volume import series_to_volume
 from service.serving.server import RunningServer, build_server
 from service.serving.settings import load_settings
 from tests.dicom_validation import dciodvfy_errors
+from tests.service.quality.reader_seg import reader_seg
 
 CLASSES = {c.name: c for c in DEFAULT_CLASSES}
 
@@ -165,43 +164,7 @@ def segmented(server, studies, prometheus) -> list[dict]:
 
 def _reference(sources, labels: np.ndarray, names: list[str]) -> bytes:
     """A BINARY reference SEG by "another tool": segments ``names`` numbered in that order."""
-    masks = np.stack([labels == CLASSES[n].index for n in names], axis=-1)
-    descriptions = [
-        hd.seg.SegmentDescription(
-            segment_number=i + 1,
-            segment_label=f"reader {name}",
-            segmented_property_category=hd.sr.CodedConcept(
-                CLASSES[name].category.value,
-                CLASSES[name].category.scheme,
-                CLASSES[name].category.meaning,
-            ),
-            segmented_property_type=hd.sr.CodedConcept(
-                CLASSES[name].property_type.value,
-                CLASSES[name].property_type.scheme,
-                CLASSES[name].property_type.meaning,
-            ),
-            algorithm_type="MANUAL",
-        )
-        for i, name in enumerate(names)
-    ]
-    seg = hd.seg.Segmentation(
-        source_images=sources,
-        pixel_array=masks,
-        segmentation_type="BINARY",
-        segment_descriptions=descriptions,
-        series_instance_uid=generate_uid(),
-        series_number=77,
-        sop_instance_uid=generate_uid(),
-        instance_number=1,
-        manufacturer="Reader Workstation",
-        manufacturer_model_name="Editor",
-        software_versions="3.1",
-        device_serial_number="42",
-        omit_empty_frames=True,
-    )
-    buffer = io.BytesIO()
-    seg.save_as(buffer)
-    return buffer.getvalue()
+    return reader_seg(sources, labels, names)
 
 
 def _eroded(labels: np.ndarray) -> np.ndarray:

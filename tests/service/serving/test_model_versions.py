@@ -172,3 +172,44 @@ def test_a_model_that_fails_its_warm_up_never_reports_serving(
             assert client.health() == "NOT_SERVING"
     finally:
         running.stop(grace=0)
+
+
+def test_model_poll_serves_a_new_version_without_a_signal_and_skips_a_broken_one(
+    exported_model: Path, tmp_path: Path
+) -> None:
+    """Replicas sharing a model volume (Kubernetes) see a promoted version by polling."""
+    models = tmp_path / "models"
+    (models / "1").mkdir(parents=True)
+    shutil.copy(exported_model, models / "1" / "model.onnx")
+    settings = load_settings(
+        env={}, port=0, metrics_enabled=False, model_path=models, model_poll_s=0.2
+    )
+    running = build_server(settings)
+    try:
+        assert running.wait_until_ready(120), running.load_error
+        assert running.model_watch is not None
+        with SegmentationClient(running.address, timeout_s=30) as client:
+            (models / "2").mkdir()
+            (models / "2" / "model.onnx").write_bytes(b"not an onnx model")
+            deadline = time.monotonic() + 120
+            while not client.model_info()["last_reload_error"]:
+                assert time.monotonic() < deadline, "the watch never tried version 2"
+                time.sleep(0.2)
+            assert client.model_info()["serving_version"] == "1"
+            # refused once, not retried on every poll: the next check does nothing
+            assert running.model_watch.check_once() is False
+
+            (models / "3").mkdir()
+            shutil.copy(exported_model, models / "3" / "model.onnx")
+            while client.model_info()["serving_version"] != "3":
+                assert time.monotonic() < deadline, "the watch did not swap in version 3"
+                time.sleep(0.2)
+            assert client.model_info()["last_reload_error"] == ""
+    finally:
+        running.stop(grace=0)
+    assert not running.model_watch._thread.is_alive()
+
+
+def test_model_poll_setting_is_checked() -> None:
+    with pytest.raises(ValueError, match="Setting 'model_poll_s' must be >= 0, got -1"):
+        load_settings(env={"PULMOSEG_MODEL_POLL_S": "-1"})
