@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import yaml
-from pydantic import Field, StrictBool, field_validator, model_validator
+from pydantic import Field, StrictBool, ValidationInfo, field_validator, model_validator
 
 from service.core.classes import (
     DEFAULT_CLASS_NAMES,
@@ -506,8 +506,26 @@ class ExportConfig(ConfigSection):
     #: (mm) of the aerated lungs. Set it for models trained on lung slices only (they never saw
     #: the abdomen or the CT table); None: the network's labels stand as they are.
     lung_field_margin_mm: float | None = None
+    #: The geometry the model is declared for (manifest; [min, max] mm): the service flags a
+    #: study outside it (``spacing_out_of_range``, ``slice_thickness_out_of_range``). None: the
+    #: service's clinical defaults (0.4-1 mm pixels, 0.5-5 mm slices), which coarse phantom
+    #: models must override or every study of their own kind is flagged.
+    slice_thickness_mm_range: tuple[float, float] | None = None
+    pixel_spacing_mm_range: tuple[float, float] | None = None
     opset: int = 18
     parity_tolerance: float = 1e-4
+
+    @field_validator("slice_thickness_mm_range", "pixel_spacing_mm_range")
+    @classmethod
+    def _mm_range(
+        cls, value: tuple[float, float] | None, info: ValidationInfo
+    ) -> tuple[float, float] | None:
+        if value is not None and not 0 < value[0] <= value[1]:
+            raise ValueError(
+                f"Config key 'export.{info.field_name}' must be [min, max] mm with "
+                f"0 < min <= max, got {list(value)}."
+            )
+        return value
 
 
 class WeakConfig(ConfigSection):

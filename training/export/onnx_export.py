@@ -93,6 +93,8 @@ def build_manifest(config: TrainConfig, state: dict[str, Any]) -> ModelManifest:
         validation_voldice={k: float(v) for k, v in state.get("best_dice", {}).items()},
         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         lung_field_margin_mm=config.export.lung_field_margin_mm,
+        slice_thickness_mm_range=config.export.slice_thickness_mm_range,
+        pixel_spacing_mm_range=config.export.pixel_spacing_mm_range,
     )
 
 

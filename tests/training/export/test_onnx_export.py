@@ -26,12 +26,16 @@ SCHEMA = Path(__file__).resolve().parents[3] / "protos/pulmoseg/v1/model_manifes
 
 
 def _tiny_checkpoint(
-    tmp_path: Path, seed: int = 0, model: dict | None = None, best: float = 0.5
+    tmp_path: Path,
+    seed: int = 0,
+    model: dict | None = None,
+    best: float = 0.5,
+    export: dict | None = None,
 ) -> Path:
     config = config_from_dict(
         {
             "model": {"features": [4, 4, 8, 8, 16, 4], "input_size": [32, 32], **(model or {})},
-            "export": {"name": "tiny", "version": "9.9.9"},
+            "export": {"name": "tiny", "version": "9.9.9", **(export or {})},
         }
     )
     torch.manual_seed(seed)
@@ -82,6 +86,20 @@ def test_export_matches_pytorch_and_carries_manifest(tmp_path: Path) -> None:
     np.testing.assert_allclose(
         session.run(None, {"hu": low})[0], session.run(None, {"hu": edge})[0]
     )
+
+
+def test_export_declares_the_geometry_the_model_was_made_for(tmp_path: Path) -> None:
+    """A phantom model declares its coarse voxels, so the service does not flag its own kind
+    of study as outside the model's range; without the keys the service's defaults apply."""
+    ranges = {"pixel_spacing_mm_range": [2.0, 6.0], "slice_thickness_mm_range": [2.5, 10.0]}
+    export_onnx(_tiny_checkpoint(tmp_path, export=ranges), tmp_path / "m.onnx")
+    manifest = read_model_manifest(tmp_path / "m.onnx")
+    assert manifest.pixel_spacing_mm_range == (2.0, 6.0)
+    assert manifest.slice_thickness_mm_range == (2.5, 10.0)
+    export_onnx(_tiny_checkpoint(tmp_path, seed=1), tmp_path / "plain.onnx")
+    assert read_model_manifest(tmp_path / "plain.onnx").pixel_spacing_mm_range is None
+    with pytest.raises(ValueError, match=r"'export.pixel_spacing_mm_range' must be \[min, max\]"):
+        config_from_dict({"export": {"pixel_spacing_mm_range": [6.0, 2.0]}})
 
 
 def test_export_refuses_when_parity_fails_and_leaves_no_file(tmp_path: Path) -> None:
