@@ -70,6 +70,11 @@ class _ConfiguredHandler(logging.StreamHandler[TextIO]):
         self._fixed_stream = value
 
 
+#: Libraries whose INFO and DEBUG records quote DICOM UIDs of the study (highdicom: "copy
+#: Patient-related attributes from dataset <SOPInstanceUID>" for every SEG): kept at WARNING.
+UID_LOGGING_LIBRARIES = ("highdicom",)
+
+
 def configure_logging(
     level: str | int, fmt: LogFormat | str = LogFormat.TEXT, stream: TextIO | None = None
 ) -> logging.Handler:
@@ -96,5 +101,7 @@ def configure_logging(
         old.close()
     root.addHandler(handler)
     root.setLevel(level)
+    for name in UID_LOGGING_LIBRARIES:  # their INFO/DEBUG lines name source instance UIDs
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
     logging.captureWarnings(True)  # Python warnings become records too (JSON lines stay JSON)
     return handler

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +27,24 @@ def _last_line(path: Path) -> dict[str, Any] | None:
     return None
 
 
+def _by_mtime(paths: Iterable[Path]) -> list[Path]:
+    """``paths`` oldest first; one that vanishes meanwhile is left out (progress is read while
+    training writes)."""
+    stamped = []
+    for path in paths:
+        try:
+            stamped.append((path.stat().st_mtime, path))
+        except OSError:
+            continue
+    return [path for _, path in sorted(stamped)]
+
+
 def read_progress(train_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
     """{stage, step, total_steps, epoch, val_voldice} of the newest stage that has started."""
     stages = config.get("stages") or []
     started = [s for s in stages if (train_dir / s).is_dir()]
-    if not started:
-        started = sorted(
-            (p.name for p in train_dir.glob("*/metrics.jsonl")),
-            key=lambda name: (train_dir / name / "metrics.jsonl").stat().st_mtime,
-        )
+    if not started:  # a recipe without a stage list: its stage folders, newest last
+        started = [path.parent.name for path in _by_mtime(train_dir.glob("*/metrics.jsonl"))]
     if not started:
         return {}
     stage = started[-1]

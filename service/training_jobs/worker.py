@@ -52,14 +52,15 @@ def _run(command: list[str], log: Path, job_dir: Path) -> None:
         raise RuntimeError(f"'pulmoseg {command[3]}' exited with code {code}:\n{log_tail(log)}")
 
 
-def _checkpoint(train_dir: Path, stages: list[str]) -> Path:
+def _checkpoint(train_dir: Path) -> Path:
     final = train_dir / "final.pt"
     if final.is_file():
         return final
-    for stage in reversed(stages):  # stopped early (max_steps): the newest stage's best weights
-        best = train_dir / stage / "best.pt"
-        if best.is_file():
-            return best
+    # Stopped early (max_steps): the best weights of the newest stage that validated (stage
+    # folders, so a recipe that leaves its stages to training's default works too).
+    stage_bests = sorted(train_dir.glob("*/best.pt"), key=lambda path: path.stat().st_mtime)
+    if stage_bests:
+        return stage_bests[-1]
     raise RuntimeError("Training wrote no checkpoint (no final.pt and no stage best.pt).")
 
 
@@ -73,7 +74,7 @@ def run(job_dir: Path) -> dict[str, Any]:
     if job.get("max_steps"):
         command += ["--max-steps", str(job["max_steps"])]
     _run(command, job_dir / TRAIN_LOG, job_dir)
-    checkpoint = _checkpoint(train_dir, list(job.get("stages") or []))
+    checkpoint = _checkpoint(train_dir)
 
     training_dir = Path(job["training_dir"])
     model_dir = registry.registry_root(training_dir) / job["model_name"]

@@ -217,5 +217,7 @@ def test_served_study_is_logged_without_patient_identifiers(
     assert re.search(r"model pulmoseg-test 0\.0\.1 loaded", text), log
     assert re.search(rf"study {uid_hash(study_uid)} segmented", text), log
     leaked = [k for k, v in {**PATIENT, "StudyInstanceUID": study_uid}.items() if v in log]
+    sop_uids = {str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files}
+    leaked += [f"SOPInstanceUID {uid}" for uid in sop_uids if uid in log]
     assert not leaked, f"log lines carry {leaked}:\n{log}"
     assert "Quixote" not in log and "Zebulon" not in log
