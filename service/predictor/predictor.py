@@ -289,6 +289,7 @@ class Predictor:
         on_progress: Callable[[float], None] | None = None,
         is_cancelled: Callable[[], bool] | None = None,
         timings: dict[str, float] | None = None,
+        on_batch: Callable[[np.ndarray, np.ndarray], None] | None = None,
     ) -> np.ndarray:
         """Label volume (z, y, x) uint8: argmax of the class probabilities, batch by batch.
 
@@ -297,6 +298,9 @@ class Predictor:
         network's size, not with K float copies of the whole volume. ``timings``, when given,
         gets the seconds spent in ``preprocess`` (context stack, resize to the network),
         ``network`` (the backend) and ``postprocess`` (softmax, labels at the slice size) added.
+        ``on_batch(probabilities, labels)``, when given, sees each batch's class probabilities
+        (n, K, y, x) and their argmax (n, y, x) at the resolution the labels are decided at, so
+        a caller can measure the model's uncertainty without a second inference.
         """
         depth, height, width = self._check_volume(volume).shape
         labels = np.empty((depth, height, width), dtype=np.uint8)
@@ -311,16 +315,25 @@ class Predictor:
             resize_back=mode is LabelResampling.PROBABILITIES,
             clock=clock,
         )
+        resized_probabilities = resize and mode is LabelResampling.PROBABILITIES
         for z, output in batches:
             out = labels[z[0] : z[-1] + 1]
+            small: np.ndarray | None = None
+            probs: np.ndarray | None = output if resized_probabilities else None
             if mode is LabelResampling.PROBABILITIES:
-                argmax_classes(output, out=out)
+                small = argmax_classes(output, out=out)
             elif mode is LabelResampling.NEAREST:
                 small = argmax_classes(output, np.empty((len(z), *output.shape[2:]), np.uint8))
                 _upsample_nearest(small, out)
             else:
-                upsample_argmax(softmax(output), out)
+                probs = softmax(output)
+                upsample_argmax(probs, out)
             clock.lap("postprocess")
+            if on_batch is not None:
+                probs = softmax(output) if probs is None else probs
+                if small is None:
+                    small = argmax_classes(probs, np.empty((len(z), *probs.shape[2:]), np.uint8))
+                on_batch(probs, small)
         return labels
 
     @staticmethod
