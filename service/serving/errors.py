@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Protocol
 
 import grpc
 
@@ -76,3 +79,26 @@ def log_failure(method: str, exc: BaseException, code: grpc.StatusCode) -> None:
         logger.info("%s ended with %s: %s", method, code.name, exc)
     else:
         logger.warning("%s rejected with %s: %s", method, code.name, exc)
+
+
+class _CallMetrics(Protocol):
+    def record_error(self, method: str, reason: str) -> None: ...
+    def record_request(self, method: str, code: str) -> None: ...
+
+
+@contextmanager
+def handled_call(
+    method: str, context: grpc.ServicerContext, metrics: _CallMetrics
+) -> Iterator[None]:
+    """The body of one RPC: an exception becomes its status (the table above) with the
+    message, is logged and counted; every call is counted with its final code."""
+    code = grpc.StatusCode.OK
+    try:
+        yield
+    except Exception as exc:
+        code, details = status_for(exc)
+        log_failure(method, exc, code)
+        metrics.record_error(method, error_reason(exc))
+        context.abort(code, details)
+    finally:
+        metrics.record_request(method, code.name)

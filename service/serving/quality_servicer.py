@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, NoReturn, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import grpc
 
@@ -20,7 +20,7 @@ from service.grpc_api import segmentation_pb2_grpc as pb2_grpc
 from service.grpc_api.quality_messages import from_timestamp, record_message, reference_message
 from service.observability.metrics import ServiceMetrics
 from service.quality.monitor import QualityMonitor
-from service.serving.errors import error_reason, log_failure, status_for
+from service.serving.errors import handled_call
 from service.serving.settings import ServiceSettings
 
 if TYPE_CHECKING:
@@ -30,11 +30,6 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 DEFAULT_PAGE_SIZE = 50
 _HASH_CHARS = set("0123456789abcdef")
-
-
-def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, details: str) -> NoReturn:
-    context.abort(code, details)
-    raise AssertionError("grpc.ServicerContext.abort returned")  # pragma: no cover
 
 
 def check_study_hash(value: str) -> str:
@@ -64,17 +59,9 @@ class QualityServicer(pb2_grpc.QualityServiceServicer):
         self._state = state
 
     def _call(self, method: str, context: grpc.ServicerContext, work: Callable[[], T]) -> T:
-        code = grpc.StatusCode.OK
-        try:
-            with self._state.drain.call():  # refused (UNAVAILABLE) once the server drains
-                return work()
-        except Exception as exc:
-            code, details = status_for(exc)
-            log_failure(method, exc, code)
-            self._metrics.record_error(method, error_reason(exc))
-            _abort(context, code, details)
-        finally:
-            self._metrics.record_request(method, code.name)
+        with handled_call(method, context, self._metrics), self._state.drain.call():
+            return work()  # refused (UNAVAILABLE) once the server drains
+        raise AssertionError("grpc.ServicerContext.abort returned")  # pragma: no cover
 
     def SubmitReference(
         self, request_iterator: Iterator[pb2.SubmitReferenceRequest], context: grpc.ServicerContext

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import grpc
 import yaml
@@ -25,7 +25,7 @@ from service.grpc_api import training_pb2 as tpb2
 from service.grpc_api import training_pb2_grpc as tpb2_grpc
 from service.grpc_api.quality_messages import timestamp
 from service.observability.metrics import ServiceMetrics
-from service.serving.errors import error_reason, log_failure, status_for
+from service.serving.errors import handled_call
 from service.serving.model_versions import list_model_versions
 from service.serving.settings import ServiceSettings
 from service.training_jobs import registry
@@ -51,11 +51,6 @@ DISABLED = (
     "Training jobs are disabled on this server: set the setting 'training_enabled' "
     "(PULMOSEG_TRAINING_ENABLED=true) to use the TrainingService."
 )
-
-
-def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, details: str) -> NoReturn:
-    context.abort(code, details)
-    raise AssertionError("grpc.ServicerContext.abort returned")  # pragma: no cover
 
 
 def progress_message(record: JobRecord) -> tpb2.TrainingProgress:
@@ -153,17 +148,9 @@ class TrainingServicer(tpb2_grpc.TrainingServiceServicer):
         return self._manager
 
     def _call(self, method: str, context: grpc.ServicerContext, work: Callable[[], T]) -> T:
-        code = grpc.StatusCode.OK
-        try:
-            with self._state.drain.call():
-                return work()
-        except Exception as exc:
-            code, details = status_for(exc)
-            log_failure(method, exc, code)
-            self._metrics.record_error(method, error_reason(exc))
-            _abort(context, code, details)
-        finally:
-            self._metrics.record_request(method, code.name)
+        with handled_call(method, context, self._metrics), self._state.drain.call():
+            return work()
+        raise AssertionError("grpc.ServicerContext.abort returned")  # pragma: no cover
 
     def SubmitTrainingJob(
         self, request: tpb2.SubmitTrainingJobRequest, context: grpc.ServicerContext
@@ -220,29 +207,23 @@ class TrainingServicer(tpb2_grpc.TrainingServiceServicer):
         self, request: tpb2.WatchTrainingJobRequest, context: grpc.ServicerContext
     ) -> Iterator[tpb2.TrainingProgress]:
         # Not counted by the drain: a watch may last hours and must not hold up a stop.
-        code = grpc.StatusCode.OK
         slot = False
-        try:
-            manager = self._jobs()
-            job_id = _job_id(request.job_id)
-            slot = self._watch_slots.acquire(blocking=False)
-            if not slot:
-                raise ResourceLimitError(
-                    f"Too many WatchTrainingJob streams are open on this server (at most "
-                    f"{max(1, self._settings.max_workers // 4)}, a quarter of max_workers); "
-                    "poll GetTrainingJob instead."
-                )
-            for record in manager.watch(job_id, context.is_active):
-                yield progress_message(record)
-        except Exception as exc:
-            code, details = status_for(exc)
-            log_failure("WatchTrainingJob", exc, code)
-            self._metrics.record_error("WatchTrainingJob", error_reason(exc))
-            _abort(context, code, details)
-        finally:
-            if slot:
-                self._watch_slots.release()
-            self._metrics.record_request("WatchTrainingJob", code.name)
+        with handled_call("WatchTrainingJob", context, self._metrics):
+            try:
+                manager = self._jobs()
+                job_id = _job_id(request.job_id)
+                slot = self._watch_slots.acquire(blocking=False)
+                if not slot:
+                    raise ResourceLimitError(
+                        f"Too many WatchTrainingJob streams are open on this server (at most "
+                        f"{max(1, self._settings.max_workers // 4)}, a quarter of max_workers); "
+                        "poll GetTrainingJob instead."
+                    )
+                for record in manager.watch(job_id, context.is_active):
+                    yield progress_message(record)
+            finally:
+                if slot:
+                    self._watch_slots.release()
 
     def PromoteModel(
         self, request: tpb2.PromoteModelRequest, context: grpc.ServicerContext
