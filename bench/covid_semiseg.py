@@ -68,12 +68,13 @@ from typing import Any
 import numpy as np
 import yaml
 
+from service.core.run_folder import FINAL_CHECKPOINT
 from training.config import TrainConfig, config_from_dict, load_config, save_config
 from training.data.slice_folders import list_slice_folder
 from training.evaluation.evaluate import evaluate_model
 from training.evaluation.paired_stats import bootstrap_mean_ci, paired_difference
 from training.evaluation.report import EvaluationReport, summarise_items
-from training.experiment import FINAL_CHECKPOINT, run_experiment
+from training.experiment import run_experiment
 from training.export.onnx_export import export_onnx
 from training.loop import step_random
 
@@ -410,7 +411,17 @@ def evaluate_checkpoint(
     dataset = ev._dataset_classes(mask_mapping, ev.DEFAULT_MASK_CLASSES)
     names = [c.name for c in manifest.classes]
     scorer = ev._Scorer(ev._model_indices(names, dataset, checkpoint), dataset)
-    items = ev._score_slices(predictor, scorer, images, masks, split, val_fraction, seed, fold)
+    items, scorer = ev._score_slices(
+        predictor,
+        scorer,
+        images,
+        masks,
+        split,
+        val_fraction,
+        seed,
+        fold,
+        ev.slice_preparation(manifest),  # as `pulmoseg evaluate` prepares 8-bit slices
+    )
     return EvaluationReport(
         model_path=str(checkpoint),
         model_name=manifest.name,

@@ -90,3 +90,36 @@ def exported_model(trained_checkpoint: Path, tmp_path_factory: pytest.TempPathFa
     path = tmp_path_factory.mktemp("model") / "model.onnx"
     export_onnx(trained_checkpoint, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server for the session (tests/postgres_server.py), removed afterwards.
+
+    Skips only when the Debian binaries are missing (scripts/setup.sh installs them).
+    """
+    from tests.postgres_server import PostgresServer, find_binaries
+
+    binaries = find_binaries()
+    if binaries is None:
+        pytest.skip("PostgreSQL binaries (initdb, pg_ctl) not found; install Debian 'postgresql'")
+    server = PostgresServer(binaries)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()
+
+
+_DATABASES = iter(range(1_000_000))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database per test, once on a SQLite file and once on the real PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'test.sqlite'}"
+    server = request.getfixturevalue("postgres_server")
+    if not server.running:  # a previous test stopped it on purpose
+        server.start()
+    return server.create_database(f"test_{next(_DATABASES)}")

@@ -4,7 +4,8 @@
 modules such as heads or the TCSM teacher, the step counter and the losses of the unfinished
 epoch), so a resumed run repeats an uninterrupted one exactly. ``best.pt`` holds only the
 weights that validated best and their scores. Both carry the resolved config and are written
-atomically by rank 0 (an interrupted run never leaves a truncated file).
+atomically by rank 0 (an interrupted run never leaves a truncated file). Their names are the
+run-folder contract's (``service.core.run_folder``), which the TrainingService reads.
 """
 
 from __future__ import annotations
@@ -16,12 +17,10 @@ from typing import Any
 
 import torch
 
+from service.core.run_folder import BEST_CHECKPOINT, LAST_CHECKPOINT
 from training.config import TrainConfig
 from training.distributed import DistContext
 from training.stages.task import StageTask
-
-LAST_CHECKPOINT = "last.pt"
-BEST_CHECKPOINT = "best.pt"
 
 
 def read_checkpoint(ctx: DistContext, path: Path) -> dict[str, Any] | None:

@@ -9,7 +9,7 @@ its settings.
 
 from __future__ import annotations
 
-from enum import StrEnum
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -21,24 +21,126 @@ from service.core.classes import (
     LESION_CLASS_NAMES,
     LESION_MASK_CLASS_NAMES,
 )
+from service.core.options import Option
 from service.core.settings_base import (
     Layer,
     SettingsModel,
-    check_choice,
     did_you_mean,
     read_yaml_mapping,
 )
 
-#: ``data.kind`` values (see ``training.data.sources.DataKind``).
-DATA_KINDS: tuple[str, ...] = ("volumes", "slices2d")
-#: ``runtime.final_model`` values (see ``training.experiment.select_final_stage``).
-FINAL_MODEL_CHOICES: tuple[str, ...] = ("best_validated", "last_stage")
+# --- options: the config's choices, one enum each (the code that uses them imports them) ------
+
+
+class DataKind(Option):
+    """The on-disk layouts a run can train from (``data.kind``; ``training.data.sources``)."""
+
+    VOLUMES = "volumes"
+    SLICES2D = "slices2d"
+
+
+class SupervisedLoss(Option):
+    """The supervised losses (``optim.loss``, ``tcsm.loss``, ``unimatch.loss``;
+    ``training.nn.losses.build_supervised_loss``)."""
+
+    DICE = "dice"
+    DICE_CE = "dice_ce"
+    CDICE = "cdice"
+    CDICE_CE = "cdice_ce"
+
+
+class DecoderStage(Option):
+    """Decoder outputs usable for the local contrastive loss, deepest (coarsest) first
+    (``pretrain_local.decoder_stage``)."""
+
+    UPCAT_4 = "upcat_4"
+    UPCAT_3 = "upcat_3"
+    UPCAT_2 = "upcat_2"
+    UPCAT_1 = "upcat_1"
+
+
+class ConsistencyTarget(Option):
+    """What the TCSM consistency term compares (``tcsm.consistency_target``)."""
+
+    #: ``T(softmax(student))`` vs ``softmax(teacher)``: the TCSM paper; bounded, and nearly
+    #: flat on pixels both networks are confident about.
+    PROBABILITIES = "probabilities"
+    #: ``T(student logits)`` vs teacher logits: unbounded, keeps pulling on confident pixels.
+    LOGITS = "logits"
+
+
+class PaddingMode(Option):
+    """How a transformed image is padded outside its source (``tcsm.image_padding``; the
+    ``padding_mode`` of ``torch.nn.functional.grid_sample``)."""
+
+    ZEROS = "zeros"
+    BORDER = "border"
+    REFLECTION = "reflection"
+
+
+class FinalModel(Option):
+    """Which stage's ``best.pt`` becomes ``final.pt`` (``runtime.final_model``)."""
+
+    BEST_VALIDATED = "best_validated"
+    LAST_STAGE = "last_stage"
+
+
+class CheckpointSelection(Option):
+    """Which weights of a validated stage go to ``best.pt`` (``runtime.checkpoint_selection``)."""
+
+    BEST_VALIDATION = "best_validation"
+    LAST_EPOCH = "last_epoch"
+
+
+class DistributedBackend(Option):
+    """``torch.distributed`` backend under torchrun (``runtime.backend``); AUTO: nccl on a GPU,
+    gloo on the CPU."""
+
+    AUTO = "auto"
+    GLOO = "gloo"
+    NCCL = "nccl"
+
+
+class TrainingDevice(Option):
+    """Where a run trains (``runtime.device``); AUTO: this rank's GPU when CUDA works, else
+    the CPU."""
+
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+class StageName(Option):
+    """The stages a training run can chain, in the order the method uses them.
+
+    The one list of stage names: ``stages`` is checked against it here and
+    ``training.stages.registry`` maps each member to its builder.
+    """
+
+    PRETRAIN_GLOBAL = "pretrain_global"
+    PRETRAIN_LOCAL = "pretrain_local"
+    SUPERVISED = "supervised"
+    TCSM = "tcsm"
+    UNIMATCH = "unimatch"
 
 
 class ConfigSection(SettingsModel):
-    """A section of the experiment file; messages say "Config key 'data.kind' ..."."""
+    """A section of the experiment file; messages say "Config key 'data.kind' ...".
+
+    A field typed with an :class:`~service.core.options.Option` takes the enum or its value
+    (any case) and holds the enum from then on; a typo fails with :meth:`Option.parse`'s
+    message, naming the key, the value, the choices and the nearest one.
+    """
 
     noun: ClassVar[str] = "Config key"
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _parse_options(cls, value: Any, info: ValidationInfo) -> Any:
+        option = cls.model_fields[info.field_name or ""].annotation
+        if isinstance(option, type) and issubclass(option, Option) and isinstance(value, str):
+            return option.parse(value, f"{cls.noun} '{cls.key_prefix}{info.field_name}'")
+        return value
 
 
 class DataConfig(ConfigSection):
@@ -66,7 +168,7 @@ class DataConfig(ConfigSection):
     #: Slices with lesions are drawn this many times more often than others.
     lesion_oversampling: float = 3.0
     #: Data layout: "volumes" (3D studies) or "slices2d" (2D slice folders).
-    kind: str = "volumes"
+    kind: DataKind = DataKind.VOLUMES
     #: slices2d: folder of labeled slice images (PNG/JPEG) and of their class-index PNG masks.
     images: str = "images"
     masks: str = "masks"
@@ -122,11 +224,6 @@ class DataConfig(ConfigSection):
     def fold(self) -> tuple[int, int] | None:
         """``(cv_fold, cv_folds)`` when cross-validating, else None."""
         return (self.cv_fold, self.cv_folds) if self.cv_folds else None
-
-    @field_validator("kind")
-    @classmethod
-    def _known_kind(cls, value: str) -> str:
-        return check_choice("Config key 'data.kind'", value, DATA_KINDS)
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
@@ -194,7 +291,7 @@ class OptimConfig(ConfigSection):
 
     key_prefix: ClassVar[str] = "optim."
 
-    loss: str = "dice_ce"
+    loss: SupervisedLoss = SupervisedLoss.DICE_CE
     lr: float = 3e-3
     weight_decay: float = 1e-5
     epochs: int = 6
@@ -214,28 +311,6 @@ def _require_positive(section: ConfigSection, names: tuple[str, ...]) -> None:
 
 
 _LOOP_KEYS = ("epochs", "steps_per_epoch", "batch_size", "lr", "temperature")
-
-
-class StageName(StrEnum):
-    """The stages a training run can chain, in the order the method uses them.
-
-    The one list of stage names: ``stages`` is checked against it here and
-    ``training.stages.registry`` maps each member to its builder.
-    """
-
-    PRETRAIN_GLOBAL = "pretrain_global"
-    PRETRAIN_LOCAL = "pretrain_local"
-    SUPERVISED = "supervised"
-    TCSM = "tcsm"
-    UNIMATCH = "unimatch"
-
-
-#: ``tcsm.consistency_target`` values (see ``training.methods.tcsm.ConsistencyTarget``).
-CONSISTENCY_TARGETS: tuple[str, ...] = ("probabilities", "logits")
-#: ``tcsm.image_padding`` values (see ``training.methods.invertible_transforms.PaddingMode``).
-PADDING_MODES: tuple[str, ...] = ("zeros", "border", "reflection")
-#: ``runtime.checkpoint_selection`` values (see ``training.loop``).
-CHECKPOINT_SELECTIONS: tuple[str, ...] = ("best_validation", "last_epoch")
 
 
 class GlobalPretrainConfig(ConfigSection):
@@ -281,7 +356,7 @@ class LocalPretrainConfig(ConfigSection):
     num_regions: int = 13
     region_size: int = 3
     #: Decoder output the loss looks at: upcat_4 (coarsest) … upcat_1 (full resolution).
-    decoder_stage: str = "upcat_2"
+    decoder_stage: DecoderStage = DecoderStage.UPCAT_2
     proj_channels: int = 64
     #: False: the views differ in intensity only. True: the second view is also rotated /
     #: flipped and its feature map mapped back (exactly invertible, so regions still align).
@@ -312,7 +387,7 @@ class TCSMStageConfig(ConfigSection):
     unlabeled_batch_size: int = 4
     lr: float = 1e-3
     weight_decay: float = 1e-5
-    loss: str = "dice_ce"
+    loss: SupervisedLoss = SupervisedLoss.DICE_CE
     #: Teacher EMA decay, in [0, 1) (typically 0.99-0.999).
     ema_decay: float = 0.99
     #: ``w_max`` of the sigmoid ramp-up of the consistency weight, reached after
@@ -325,23 +400,12 @@ class TCSMStageConfig(ConfigSection):
     #: The teacher's scale is drawn from ``[1 - d, 1 + d]``, d in [0, 1).
     max_scale_delta: float = 0.1
     #: How the teacher's zoomed-out input is padded ("border" keeps CT edges).
-    image_padding: str = "border"
+    image_padding: PaddingMode = PaddingMode.BORDER
     #: Also use labeled slices in the consistency term (TCSM does); False: unlabeled only.
     consistency_on_labeled: StrictBool = True
     #: What the consistency term compares: "probabilities" (softmax, the TCSM paper) or
     #: "logits" (mean squared logit difference; stronger gradients on confident pixels).
-    consistency_target: str = "probabilities"
-
-    @field_validator("consistency_target")
-    @classmethod
-    def _known_target(cls, value: str) -> str:
-        return check_choice("Config key 'tcsm.consistency_target'", value, CONSISTENCY_TARGETS)
-
-    @field_validator("image_padding")
-    @classmethod
-    def _known_padding(cls, value: str) -> str:
-        # Case-insensitive, as the method's own option parsing always accepted it.
-        return check_choice("Config key 'tcsm.image_padding'", value.strip().lower(), PADDING_MODES)
+    consistency_target: ConsistencyTarget = ConsistencyTarget.PROBABILITIES
 
     @model_validator(mode="after")
     def _check(self) -> TCSMStageConfig:
@@ -376,7 +440,7 @@ class UniMatchStageConfig(ConfigSection):
     unlabeled_batch_size: int = 8
     lr: float = 1e-3
     weight_decay: float = 1e-5
-    loss: str = "dice_ce"
+    loss: SupervisedLoss = SupervisedLoss.DICE_CE
     #: Pixels whose weak-view confidence (max softmax) is below this get no unlabeled loss.
     confidence_threshold: float = 0.95
     #: Weight of the unlabeled term: ``loss = sup + unlabeled_weight · L_u`` with
@@ -462,33 +526,21 @@ class RuntimeConfig(ConfigSection):
     #: Also write ``last.pt`` every this many steps inside an epoch (0: at epoch ends only).
     checkpoint_every: int = 0
     #: torch.distributed backend under torchrun: auto (nccl on GPU, gloo on CPU), gloo, nccl.
-    backend: str = "auto"
+    backend: DistributedBackend = DistributedBackend.AUTO
     #: auto (the local GPU under torchrun when there is one, else CPU), cpu or cuda.
-    device: str = "auto"
+    device: TrainingDevice = TrainingDevice.AUTO
     #: Which stage's ``best.pt`` becomes ``final.pt``: "best_validated" (the validated stage
     #: with the best validation score; later stages win ties) or "last_stage".
-    final_model: str = "best_validated"
+    final_model: FinalModel = FinalModel.BEST_VALIDATED
     #: Which weights of a validated stage go to ``best.pt``: "best_validation" (the epoch and
     #: candidate, e.g. TCSM teacher/student, that validated best) or "last_epoch" (a fixed
     #: schedule: the last epoch's first candidate, the teacher for TCSM; validation is still
     #: computed and logged, never used). Use "last_epoch" with ``final_model: last_stage``
     #: when the validation side is a test set (cross-validation benchmarks).
-    checkpoint_selection: str = "best_validation"
+    checkpoint_selection: CheckpointSelection = CheckpointSelection.BEST_VALIDATION
     #: Every this many steps, one log line and one ``steps.jsonl`` line with the step's loss
     #: parts and diagnostics (0: off; TensorBoard gets every step regardless).
     log_every_steps: int = 0
-
-    @field_validator("checkpoint_selection")
-    @classmethod
-    def _known_selection(cls, value: str) -> str:
-        return check_choice(
-            "Config key 'runtime.checkpoint_selection'", value, CHECKPOINT_SELECTIONS
-        )
-
-    @field_validator("final_model")
-    @classmethod
-    def _known_final_model(cls, value: str) -> str:
-        return check_choice("Config key 'runtime.final_model'", value, FINAL_MODEL_CHOICES)
 
 
 class ExportConfig(ConfigSection):
@@ -588,7 +640,7 @@ class TrainConfig(ConfigSection):
     seed: int = 0
     #: Ordered stages of ``training.experiment.run_experiment``; each starts from the weights the
     #: previous one ended with. ``train_supervised`` ignores this list.
-    stages: tuple[str, ...] = ("supervised",)
+    stages: tuple[StageName, ...] = (StageName.SUPERVISED,)
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     #: Settings of the supervised stage; ``bf16`` and ``num_threads`` apply to every stage.
@@ -601,10 +653,13 @@ class TrainConfig(ConfigSection):
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
 
-    @field_validator("stages")
+    @field_validator("stages", mode="before")
     @classmethod
-    def _known_stages(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        check_stages(value)
+    def _known_stages(cls, value: Any) -> Any:
+        # A list of names is checked here, with the stage list's own messages; anything else
+        # is left to the type check ("must be a list").
+        if isinstance(value, list | tuple) and all(isinstance(name, str) for name in value):
+            return check_stages(value)
         return value
 
     @model_validator(mode="after")
@@ -617,7 +672,7 @@ class TrainConfig(ConfigSection):
                 "intensities the network was trained on."
             )
         if self.weak.studies is not None and (
-            self.data.kind != "slices2d" or self.data.pixel_window is None
+            self.data.kind is not DataKind.SLICES2D or self.data.pixel_window is None
         ):
             raise ValueError(
                 "Config key 'weak.studies' needs data.kind 'slices2d' with a 'data.pixel_window'"
@@ -638,22 +693,27 @@ class TrainConfig(ConfigSection):
         return self
 
 
-def check_stages(stages: tuple[str, ...]) -> None:
-    """Stage names must be known and unique (each stage owns ``<output_dir>/<stage>/``)."""
+def check_stages(stages: Sequence[StageName | str]) -> tuple[StageName, ...]:
+    """``stages`` as :class:`StageName` members; they must be known (any case) and unique
+    (each stage owns ``<output_dir>/<stage>/``)."""
     known = [str(n) for n in StageName]
     if not stages:
         raise ValueError(f"Config key 'stages' must list at least one of {known}.")
+    parsed: list[StageName] = []
     for name in stages:
-        if name not in known:
+        try:
+            parsed.append(StageName.parse(name))
+        except ValueError:
             raise ValueError(
                 f"Config key 'stages' holds unknown stage '{name}'; expected one of "
-                f"{known}.{did_you_mean(name, known)}"
-            )
-    repeated = sorted({n for n in stages if stages.count(n) > 1})
+                f"{known}.{did_you_mean(str(name).strip(), known, ignore_case=True)}"
+            ) from None
+    repeated = sorted({str(n) for n in parsed if parsed.count(n) > 1})
     if repeated:
         raise ValueError(
-            f"Config key 'stages' lists {repeated} more than once; got {list(stages)}."
+            f"Config key 'stages' lists {repeated} more than once; got {[str(n) for n in parsed]}."
         )
+    return tuple(parsed)
 
 
 def config_from_dict(raw: dict[str, Any]) -> TrainConfig:

@@ -19,10 +19,9 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-log = logging.getLogger(__name__)
+from training.config import DistributedBackend, TrainingDevice
 
-BACKENDS = ("auto", "gloo", "nccl")
-DEVICES = ("auto", "cpu", "cuda")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -85,11 +84,12 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"Environment variable {name} must be an integer, got {raw!r}.") from exc
 
 
-def resolve_device(device: str, local_rank: int) -> torch.device:
+def resolve_device(device: TrainingDevice | str, local_rank: int) -> torch.device:
     """``auto`` picks this rank's GPU when CUDA works, else the CPU."""
-    if device not in DEVICES:
-        raise ValueError(f"Config key 'runtime.device' must be one of {DEVICES}, got {device!r}.")
-    if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
+    choice = TrainingDevice.parse(device, "Config key 'runtime.device'")
+    if choice is TrainingDevice.CPU or (
+        choice is TrainingDevice.AUTO and not torch.cuda.is_available()
+    ):
         return torch.device("cpu")
     if not torch.cuda.is_available():
         raise ValueError("Config key 'runtime.device' is 'cuda' but CUDA is not available here.")
@@ -98,30 +98,31 @@ def resolve_device(device: str, local_rank: int) -> torch.device:
     return torch.device("cuda", index)
 
 
-def init_distributed(backend: str = "auto", device: str = "auto") -> DistContext:
+def init_distributed(
+    backend: DistributedBackend | str = DistributedBackend.AUTO,
+    device: TrainingDevice | str = TrainingDevice.AUTO,
+) -> DistContext:
     """Join the torchrun job described by the environment (or run alone without one).
 
     ``backend="auto"`` is nccl when the device is a GPU and gloo on the CPU.
     """
-    if backend not in BACKENDS:
-        raise ValueError(
-            f"Config key 'runtime.backend' must be one of {BACKENDS}, got {backend!r}."
-        )
+    choice = DistributedBackend.parse(backend, "Config key 'runtime.backend'")
     world_size = _env_int("WORLD_SIZE", 1)
     rank = _env_int("RANK", 0)
     local_rank = _env_int("LOCAL_RANK", 0)
     torch_device = resolve_device(device, local_rank)
     if world_size <= 1:
         return DistContext(device=torch_device)
-    if backend == "auto":
-        backend = "nccl" if torch_device.type == "cuda" else "gloo"
-    if backend == "nccl" and torch_device.type != "cuda":
+    if choice is DistributedBackend.AUTO:
+        on_gpu = torch_device.type == "cuda"
+        choice = DistributedBackend.NCCL if on_gpu else DistributedBackend.GLOO
+    if choice is DistributedBackend.NCCL and torch_device.type != "cuda":
         raise ValueError("Config key 'runtime.backend' is 'nccl', which needs a CUDA device.")
     owns = False
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+        dist.init_process_group(backend=choice.value, rank=rank, world_size=world_size)
         owns = True
-    log.info("rank %d/%d on %s (backend %s)", rank, world_size, torch_device, backend)
+    log.info("rank %d/%d on %s (backend %s)", rank, world_size, torch_device, choice.value)
     return DistContext(rank, world_size, local_rank, torch_device, owns)
 
 

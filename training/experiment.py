@@ -1,14 +1,15 @@
 """Training runs: multi-stage experiments (pretrain_global → pretrain_local → supervised →
 tcsm or unimatch, any subset) and the single supervised run.
 
-Each stage writes ``<output_dir>/<stage>/last.pt`` and ``best.pt`` and starts from the previous
-stage's ``best.pt``; once every stage finished, the ``best.pt`` of the stage that validated
-best (``runtime.final_model: best_validated``, the default) or of the last stage
-(``last_stage``) is copied to ``<output_dir>/final.pt`` (what ``pulmoseg export`` takes): a
-semi-supervised stage that validates worse than the supervised one does not replace it.
-With ``resume=True`` finished stages are skipped and an interrupted one continues from its
-``last.pt``. :func:`train_supervised` is the walking skeleton: the supervised stage alone, its
-checkpoints straight in ``output_dir``.
+Both runners write the one run-folder layout of ``service.core.run_folder`` (what the
+TrainingService's worker reads). Each stage writes ``<output_dir>/<stage>/last.pt`` and
+``best.pt`` and starts from the previous stage's ``best.pt``; once every stage finished, the
+``best.pt`` of the stage that validated best (``runtime.final_model: best_validated``, the
+default) or of the last stage (``last_stage``) is copied to ``<output_dir>/final.pt`` (what
+``pulmoseg export`` takes): a semi-supervised stage that validates worse than the supervised one
+does not replace it. With ``resume=True`` finished stages are skipped and an interrupted one
+continues from its ``last.pt``. :func:`train_supervised` is the walking skeleton: the supervised
+stage alone (``<output_dir>/supervised/``, then ``final.pt``).
 
 Each stage comes from a module of ``training.stages`` (what one step does), picked by name in
 ``training.stages.registry``, and runs on the shared loop of ``training.loop``. Multi-process
@@ -33,8 +34,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.checkpoints import BEST_CHECKPOINT, LAST_CHECKPOINT, read_checkpoint
-from training.config import TrainConfig, check_stages, load_config, save_config
+from service.core.run_folder import RunFolder
+from training.checkpoints import read_checkpoint
+from training.config import StageName, TrainConfig, check_stages, load_config, save_config
 from training.data.sources import ExperimentData, Item, data_source
 from training.data.splits import lesion_stratum, split_labeled_subset
 from training.distributed import (
@@ -56,8 +58,6 @@ from training.stages.supervised import build_supervised_task
 from training.stages.task import StageTask
 
 log = logging.getLogger(__name__)
-
-FINAL_CHECKPOINT = "final.pt"
 
 
 def seed_everything(seed: int) -> None:
@@ -105,16 +105,16 @@ def apply_label_budget(
     return ExperimentData(labeled, data.train_unlabeled + unlabeled, data.val)
 
 
-def prepare_run(config: TrainConfig, ctx: DistContext) -> Path:
+def prepare_run(config: TrainConfig, ctx: DistContext) -> RunFolder:
     """Seeds, thread count and the output folder (holding the resolved config) of a run."""
     seed_everything(config.seed)
     if config.optim.num_threads > 0:
         torch.set_num_threads(config.optim.num_threads)
-    out = Path(config.output_dir)
+    folder = RunFolder(Path(config.output_dir))
     if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(config, out / "config.yaml")
-    return out
+        folder.root.mkdir(parents=True, exist_ok=True)
+        save_config(config, folder.resolved_config)
+    return folder
 
 
 @dataclass
@@ -122,11 +122,14 @@ class TrainResult:
     """Where the run left its outputs and how good the best epoch was."""
 
     output_dir: Path
+    #: ``<output_dir>/supervised/best.pt``.
     best_checkpoint: Path
     best_val_voldice: dict[str, float]
     final_loss: float
     epochs_run: int
     wall_seconds: float
+    #: ``<output_dir>/final.pt``, the same weights as ``best_checkpoint`` (what export takes).
+    final_checkpoint: Path | None = None
 
 
 def train_supervised(
@@ -134,36 +137,39 @@ def train_supervised(
 ) -> TrainResult:
     """Train with the configured supervised loss; validate VolDice per class every epoch.
 
-    Checkpoints go straight into ``output_dir`` (``stages`` is ignored; see
-    :func:`run_experiment` for multi-stage runs).
+    The layout of a one-stage :func:`run_experiment` run (``stages`` is ignored): checkpoints in
+    ``<output_dir>/supervised/``, its ``best.pt`` copied to ``<output_dir>/final.pt``.
     """
     start_time = time.perf_counter()
+    stage = StageName.SUPERVISED.value
     ctx = init_distributed(config.runtime.backend, config.runtime.device)
     try:
-        out = prepare_run(config, ctx)
+        folder = prepare_run(config, ctx)
         data = load_experiment_data(config, with_unlabeled=False)
         model = build_network(config.model).to(ctx.device)
         task = build_supervised_task(config, model, data.train_labeled, ctx)
-        state = read_checkpoint(ctx, out / LAST_CHECKPOINT) if resume else None
+        state = read_checkpoint(ctx, folder.last_checkpoint(stage)) if resume else None
         result = run_stage(
             task,
             config=config,
-            directory=out,
+            directory=folder.stage_dir(stage),
             ctx=ctx,
             val_studies=data.val,
             resume_state=state,
             progress=progress,
-            tb_dir=out / "tensorboard",
+            tb_dir=folder.tensorboard_dir(stage),
         )
+        final = _publish_final(result, folder, ctx) if result.finished else None
     finally:
         shutdown_distributed(ctx)
     return TrainResult(
-        output_dir=out,
-        best_checkpoint=out / BEST_CHECKPOINT,
+        output_dir=folder.root,
+        best_checkpoint=result.best_checkpoint,
         best_val_voldice=result.best_val_voldice,
         final_loss=result.final_loss,
         epochs_run=result.epochs_run,
         wall_seconds=time.perf_counter() - start_time,
+        final_checkpoint=final,
     )
 
 
@@ -224,9 +230,9 @@ def _build_task(
     return builder(config, model, data, ctx)
 
 
-def _publish_final(chosen: StageResult, out: Path, ctx: DistContext) -> Path:
+def _publish_final(chosen: StageResult, folder: RunFolder, ctx: DistContext) -> Path:
     """Copy the chosen stage's ``best.pt`` to ``final.pt`` (atomically: export may read it)."""
-    final = out / FINAL_CHECKPOINT
+    final = folder.final_checkpoint
     if ctx.is_main:
         log.info(
             "final model: stage '%s' (validation %s)",
@@ -259,14 +265,14 @@ def run_experiment(
     budget = StepBudget(max_steps)
     ctx = init_distributed(config.runtime.backend, config.runtime.device)
     try:
-        out = prepare_run(config, ctx)
+        folder = prepare_run(config, ctx)
         data = load_experiment_data(config)
         model = build_network(config.model).to(ctx.device)
         results: list[StageResult] = []
         previous: Path | None = None
         for name in config.stages:
-            directory = out / name
-            state = read_checkpoint(ctx, directory / LAST_CHECKPOINT) if resume else None
+            directory = folder.stage_dir(name)
+            state = read_checkpoint(ctx, folder.last_checkpoint(name)) if resume else None
             if previous is not None:
                 init = read_checkpoint(ctx, previous)
                 if init is None:
@@ -282,7 +288,7 @@ def run_experiment(
                 resume_state=state,
                 budget=budget,
                 progress=progress,
-                tb_dir=out / "tensorboard" / name,
+                tb_dir=folder.tensorboard_dir(name),
                 on_validation=on_validation,
             )
             results.append(result)
@@ -291,17 +297,24 @@ def run_experiment(
             ctx.barrier()  # later stages read this stage's checkpoints
             if not result.finished:
                 break
-            previous = directory / BEST_CHECKPOINT
+            previous = result.best_checkpoint
         model.requires_grad_(True)
         finished = len(results) == len(config.stages) and all(r.finished for r in results)
         final, final_stage = None, None
         if finished and previous is not None:
             chosen = select_final_stage(results, config.runtime.final_model)
-            final, final_stage = _publish_final(chosen, out, ctx), chosen.name
+            final, final_stage = _publish_final(chosen, folder, ctx), chosen.name
     finally:
         shutdown_distributed(ctx)
     return ExperimentResult(
-        out, results, finished, final, model, time.perf_counter() - start, ctx.rank, final_stage
+        folder.root,
+        results,
+        finished,
+        final,
+        model,
+        time.perf_counter() - start,
+        ctx.rank,
+        final_stage,
     )
 
 

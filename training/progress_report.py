@@ -2,7 +2,8 @@
 ``metrics.jsonl`` line per epoch (with the epoch means of the step's loss parts and
 diagnostics under ``parts``), TensorBoard scalars (every step's parts, learning rate,
 validation), and with ``runtime.log_every_steps`` one log line and one ``steps.jsonl`` line
-every that many steps.
+every that many steps. The file names are the run-folder contract's
+(``service.core.run_folder``), which the TrainingService reads for a job's progress.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from service.core.run_folder import METRICS_FILE, STEPS_FILE
 from training.config import TrainConfig
 from training.distributed import DistContext
 
@@ -56,10 +58,10 @@ class ProgressReport:
         self.progress = progress
         self.writer = _open_writer(ctx, config, tb_dir)
         mode = "a" if append else "w"  # a fresh start replaces old metrics
-        self.metrics = (directory / "metrics.jsonl").open(mode) if ctx.is_main else None
+        self.metrics = (directory / METRICS_FILE).open(mode) if ctx.is_main else None
         self.log_every = config.runtime.log_every_steps
         self.steps = (
-            (directory / "steps.jsonl").open(mode) if ctx.is_main and self.log_every > 0 else None
+            (directory / STEPS_FILE).open(mode) if ctx.is_main and self.log_every > 0 else None
         )
         self._sums: dict[str, float] = {}
         self._counts: dict[str, int] = {}

@@ -16,25 +16,16 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from monai.deploy.core import RuntimeEnv
 
 from service.core.errors import ModelError, PulmosegError
 from service.core.options import ApplicabilityPolicy, SegmentationType
-from service.core.study_summary import (
-    SUMMARY_FILE_NAME,
-    applicability_fields,
-    clinical_fields,
-    consistency_fields,
-    quality_fields,
-    study_summary,
-    write_summary_json,
-)
+from service.core.study_outcome import SUMMARY_FILE_NAME, write_summary_json
 
 if TYPE_CHECKING:
-    from service.app.study_result import StudyResult
-    from service.app.study_runner import StudyRunner
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -51,60 +42,6 @@ def resolve_model_path(path: Path) -> Path:
             f"Model folder '{path}' must hold exactly one .onnx file, found {len(candidates)}."
         )
     raise ModelError(f"Model path '{path}' does not exist.")
-
-
-def _summary(result: StudyResult, runner: StudyRunner) -> dict[str, Any]:
-    """The study in the one summary.json schema (:mod:`service.core.study_summary`), the same
-    as ``pulmoseg segment --summary-json`` writes; ``total`` is the graph's wall time."""
-    quality = result.quality
-    clinical = consistency = applicability = score = None
-    if result.applicability is not None:
-        a = result.applicability
-        applicability = applicability_fields(
-            reasons=a.reason_values,
-            details=a.details,
-            measurements=a.measurements,
-            contrast_agent=a.contrast_agent,
-        )
-    if quality is not None:
-        c = quality.clinical
-        clinical = clinical_fields(
-            class_volumes_ml=c.class_volumes_ml,
-            lung_volume_ml=c.lung_volume_ml,
-            lesion_volume_ml=c.lesion_volume_ml,
-            involvement_percent=c.involvement_percent,
-            severity_grade=c.grade.value if c.grade else None,
-        )
-        if quality.consistency is not None:
-            k = quality.consistency
-            consistency = consistency_fields(
-                transform=k.transform, voldice=k.voldice, threshold=k.threshold, flagged=k.flagged
-            )
-        if quality.score is not None:
-            q = quality.score
-            score = quality_fields(
-                score=q.score,
-                flagged=q.flagged,
-                threshold=q.threshold,
-                variant=q.variant.value,
-                signals=q.signals.as_dict(),
-            )
-    return study_summary(
-        study_uid_hash=result.study_uid_hash,
-        num_instances=result.num_instances,
-        class_volumes_ml=result.class_volumes_ml,
-        model_name=runner.manifest.name,
-        model_version=runner.manifest.version,
-        provider=runner.provider,
-        stage_seconds={**result.stage_seconds, "total": result.seconds},
-        seg_bytes=result.seg_bytes,
-        sr_bytes=quality.sr_bytes if quality is not None else b"",
-        clinical=clinical,
-        consistency=consistency,
-        flagged=quality.flagged if quality is not None else False,
-        applicability=applicability,
-        quality=score,
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -176,7 +113,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PulmosegError as exc:
         print(f"service.app: error: {exc}", file=sys.stderr)
         return 1
-    write_summary_json(args.output / SUMMARY_FILE_NAME, _summary(result, runner), result.skipped)
+    # The same summary.json schema as ``pulmoseg segment --summary-json``; "total" is the graph's
+    # wall time here (the server's includes the upload).
+    stage_seconds = {**result.stage_seconds, "total": result.seconds}
+    outcome = result.outcome(runner.manifest, runner.provider, stage_seconds)
+    write_summary_json(args.output / SUMMARY_FILE_NAME, outcome, result.skipped)
     if result.skipped:
         print(f"skipped {len(result.skipped)} file(s):\n{describe_skipped(result.skipped)}")
     print(f"wrote {args.output / 'seg.dcm'}: {json.dumps(result.class_volumes_ml)}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -10,10 +10,12 @@ import numpy as np
 from service.core.identifiers import uid_hash
 from service.core.manifest import ModelManifest
 from service.core.segmentation_metrics import class_volumes_ml
+from service.core.study_outcome import StudyOutcome
 from service.dicom.study_folder import SkippedFile
 from service.dicom.volume import CTVolume
 from service.quality.applicability import Applicability
 from service.quality.assessment import StudyQuality
+from service.quality.monitor import SegmentedStudy
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,39 @@ class StudyResult:
     skipped: tuple[SkippedFile, ...] = ()
     #: The applicability checks run before inference (reasons empty: inside the model's range).
     applicability: Applicability | None = field(default=None, repr=False)
+
+    def outcome(
+        self, manifest: ModelManifest, provider: str, stage_seconds: Mapping[str, float]
+    ) -> StudyOutcome:
+        """The study's typed outcome (``service.core.study_outcome``), which every outlet renders.
+
+        ``stage_seconds`` is the caller's: the server adds the upload and its whole-call total,
+        the MONAI Deploy app the graph's wall time.
+        """
+        quality = self.quality
+        return StudyOutcome(
+            study_uid_hash=self.study_uid_hash,
+            class_volumes_ml=self.class_volumes_ml,
+            num_instances=self.num_instances,
+            model_name=manifest.name,
+            model_version=manifest.version,
+            provider=provider,
+            stage_seconds=dict(stage_seconds),
+            **StudyOutcome.digests(self.seg_bytes, quality.sr_bytes if quality else b""),
+            clinical=quality.clinical if quality else None,
+            consistency=quality.consistency if quality else None,
+            flagged=quality.flagged if quality else False,
+            applicability=self.applicability.outcome() if self.applicability else None,
+            quality=quality.score.outcome() if quality and quality.score else None,
+            density=quality.density_outcome if quality else None,
+            under_reading=quality.under_reading_outcome if quality else None,
+        )
+
+    def segmented(self, outcome: StudyOutcome) -> SegmentedStudy | None:
+        """What the quality monitor records of this study; None without a quality step."""
+        if self.quality is None:
+            return None
+        return SegmentedStudy(outcome, self.labels, self.quality.geometry, self.volume.hu)
 
 
 def summarise_study(

@@ -7,9 +7,9 @@ one writer owns the folder (no locking of ``manifest.json``). Every failure — 
 read-only folder, a full queue — is logged with the study hash and counted in
 ``pulmoseg_capture_errors_total``; none reaches the study or the reference call.
 
-What is kept (see :mod:`service.capture.dataset`): with ``capture_unlabeled`` every segmented
+What is kept (see :mod:`service.capture.dataset`): with ``capture.unlabeled`` every segmented
 study becomes an unlabeled case; without it the volume waits in ``pending/`` (outside the
-dataset) for at most ``capture_pending_hours`` and becomes a labeled case only if its reference
+dataset) for at most ``capture.pending_hours`` and becomes a labeled case only if its reference
 arrives. Either way a reference turns the study into a labeled case.
 """
 
@@ -19,9 +19,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,7 +28,9 @@ from prometheus_client import CollectorRegistry
 from service.capture.dataset import CaptureDataset, CapturedVolume
 from service.capture.labels import reference_class_names, reference_label_volume
 from service.capture.metrics import CaptureMetrics
+from service.capture.settings import CaptureSettings
 from service.core.manifest import ModelManifest
+from service.quality.monitor import SegmentedStudy
 
 logger = logging.getLogger(__name__)
 
@@ -38,44 +38,19 @@ logger = logging.getLogger(__name__)
 QUEUE_SIZE = 4
 
 
-@dataclass(frozen=True)
-class CaptureConfig:
-    """The capture settings (``capture_*`` of the service settings)."""
-
-    root: Path
-    unlabeled: bool = False
-    retention_days: float = 30.0
-    max_studies: int = 500
-    pending_hours: float = 24.0
-
-    @classmethod
-    def from_settings(cls, settings: Any) -> CaptureConfig | None:
-        """None when ``settings.capture_dir`` is unset: capture is off, nothing is kept."""
-        root = getattr(settings, "capture_dir", None)
-        if root is None:
-            return None
-        return cls(
-            root=Path(root),
-            unlabeled=bool(settings.capture_unlabeled),
-            retention_days=float(settings.capture_retention_days),
-            max_studies=int(settings.capture_max_studies),
-            pending_hours=float(settings.capture_pending_hours),
-        )
-
-
-def captured_volume(result: Any, manifest: ModelManifest) -> CapturedVolume:
-    """The de-identified part of a ``StudyResult``: HU pixels, geometry, model, class names."""
-    volume = result.volume
+def captured_volume(study: SegmentedStudy, manifest: ModelManifest) -> CapturedVolume:
+    """The de-identified part of a segmented study: HU pixels, geometry, model, class names."""
+    geometry = study.geometry
     direction = np.stack(
         [
             np.asarray(v, dtype=np.float64).reshape(3)
-            for v in (volume.row_cosine, volume.column_cosine, volume.slice_normal)
+            for v in (geometry.row_cosine, geometry.column_cosine, geometry.slice_normal)
         ]
     )
-    spacing = tuple(float(v) for v in volume.spacing_zyx)
+    spacing = tuple(float(v) for v in geometry.spacing_zyx)
     return CapturedVolume(
-        study_hash=str(result.study_uid_hash),
-        hu=volume.hu,
+        study_hash=study.outcome.study_uid_hash,
+        hu=study.hu,
         spacing_zyx=(spacing[0], spacing[1], spacing[2]),
         direction=direction,
         model_name=manifest.name,
@@ -89,14 +64,16 @@ class StudyCapture:
 
     def __init__(
         self,
-        config: CaptureConfig,
+        config: CaptureSettings,
         registry: CollectorRegistry | None = None,
         *,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        if config.dir is None:
+            raise ValueError("StudyCapture needs the setting 'capture.dir' (capture is off).")
         self.config = config
         self.dataset = CaptureDataset(
-            config.root,
+            config.dir,
             retention=timedelta(days=config.retention_days),
             max_studies=config.max_studies,
             pending_ttl=timedelta(hours=config.pending_hours),
@@ -113,10 +90,10 @@ class StudyCapture:
         self._submit("-", "start-up", lambda: None)  # applies retention to what a restart finds
 
     # -- hooks (called on request threads; they never raise) ---------------------------------
-    def study_segmented(self, result: Any, manifest: ModelManifest) -> None:
-        study_hash = str(getattr(result, "study_uid_hash", "?"))
+    def study_segmented(self, study: SegmentedStudy, manifest: ModelManifest) -> None:
+        study_hash = study.outcome.study_uid_hash
         try:
-            volume = captured_volume(result, manifest)
+            volume = captured_volume(study, manifest)
         except Exception as exc:
             self._failed(study_hash, "study", exc)
             return
@@ -174,7 +151,7 @@ class StudyCapture:
         else:
             logger.info(
                 "reference for study %s not captured: its volume is no longer kept (segmented "
-                "before capture was on, or past capture_pending_hours)",
+                "before capture was on, or past capture.pending_hours)",
                 study_hash,
             )
 
@@ -220,14 +197,15 @@ class StudyCapture:
         )
 
 
-def open_capture(settings: Any, registry: CollectorRegistry | None) -> StudyCapture | None:
-    """The server's capture from its settings; None (capture off) unless ``capture_dir`` is set."""
-    config = CaptureConfig.from_settings(settings)
-    if config is None:
+def open_capture(
+    config: CaptureSettings, registry: CollectorRegistry | None
+) -> StudyCapture | None:
+    """The server's capture from its ``capture`` settings; None (off) unless ``dir`` is set."""
+    if config.dir is None:
         return None
     logger.info(
         "capturing studies as training data in %s (%s; retention %g days, at most %d)",
-        config.root,
+        config.dir,
         "every study" if config.unlabeled else "studies with a reference",
         config.retention_days,
         config.max_studies,

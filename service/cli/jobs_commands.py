@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 from service.cli.quality_commands import _client, _connection_args
 
 EXIT_JOB_FAILED = 1
+EXIT_INTERRUPTED = 130
 
 
 def add_jobs(sub: argparse._SubParsersAction) -> None:
@@ -87,9 +89,17 @@ def _job_line(job: dict[str, Any]) -> str:
 
 def _follow(client: Any, job_id: str) -> int:
     state = ""
-    for event in client.training.watch(job_id):
-        print(progress_line(event), flush=True)
-        state = event["state"]
+    try:
+        for event in client.training.watch(job_id):
+            print(progress_line(event), flush=True)
+            state = event["state"]
+    except KeyboardInterrupt:  # the job goes on on the server: say how to get back to it
+        print(
+            f"stopped following; training job {job_id} goes on on the server. Follow it with "
+            f"'pulmoseg jobs watch {job_id}', stop it with 'pulmoseg jobs cancel {job_id}'.",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
     return 0 if state == "SUCCEEDED" else EXIT_JOB_FAILED
 
 
@@ -99,6 +109,8 @@ def _cmd_submit(args: argparse.Namespace) -> int:
         if not args.config.is_file():
             raise FileNotFoundError(f"Config file '{args.config}' does not exist.")
         config_yaml = args.config.read_text()
+        if not config_yaml.strip():
+            raise ValueError(f"Config file '{args.config}' is empty.")
     stages = [s.strip() for s in (args.stages or "").split(",") if s.strip()]
     with _client(args) as client:
         job = client.training.submit(
@@ -109,6 +121,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
             max_steps=args.max_steps,
             model_name=args.model_name,
             model_version=args.model_version,
+            config_name=str(args.config) if args.config is not None else "",
         )
         if args.json and not args.follow:
             print(json.dumps(job, indent=2, sort_keys=True))

@@ -7,6 +7,7 @@ never a traceback (``--debug`` shows it).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import EntryPoint, PackageNotFoundError, entry_points
@@ -14,7 +15,7 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 
 from service.core.options import ApplicabilityPolicy, SegmentationType
-from service.core.study_summary import write_summary_json
+from service.core.study_outcome import write_summary_json
 from service.observability.logging_config import configure_logging
 
 EXIT_USAGE = 2
@@ -163,7 +164,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(result.seg_bytes)
     if args.summary_json is not None:
-        write_summary_json(args.summary_json, result.summary, result.skipped)
+        write_summary_json(args.summary_json, result.outcome, result.skipped)
     if args.sr_out is not None and result.sr_bytes:
         args.sr_out.parent.mkdir(parents=True, exist_ok=True)
         args.sr_out.write_bytes(result.sr_bytes)
@@ -315,6 +316,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"pulmoseg {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`... | head`): nothing left to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:  # one sentence, not a traceback
         if args.debug:
             raise

@@ -12,6 +12,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from service.core.study_outcome import ClinicalOutcome
+
 
 def _connection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--server", default="127.0.0.1:50051", help="HOST:PORT of the server")
@@ -34,13 +36,9 @@ def _scores(scores: dict[str, float]) -> str:
 
 
 def clinical_line(clinical: dict[str, Any] | None) -> str:
-    """One line: involvement and grade (or why there is none)."""
-    if not clinical or not clinical.get("severity_grade"):
-        return "no involvement grade (the model has no lung and lesion classes)"
-    return (
-        f"lung involvement {clinical['involvement_percent']:.1f} %, "
-        f"grade {clinical['severity_grade']}"
-    )
+    """One line: involvement and grade (or why there is none), as the schema words it."""
+    present = {k: v for k, v in (clinical or {}).items() if v != ""}  # proto3: "" is unset
+    return ClinicalOutcome.model_validate(present).describe()
 
 
 # -- reference -----------------------------------------------------------------------------------

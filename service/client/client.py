@@ -31,13 +31,7 @@ from service.client.retry import RetryPolicy
 from service.client.training_calls import TrainingCalls
 from service.core.options import Option, SegmentationType
 from service.core.progress import ProgressStage
-from service.core.study_summary import (
-    applicability_fields,
-    clinical_fields,
-    consistency_fields,
-    quality_fields,
-    study_summary,
-)
+from service.core.study_outcome import StudyOutcome
 from service.dicom.study_folder import (
     SkippedFile,
     is_dicomdir_name,
@@ -47,6 +41,7 @@ from service.dicom.study_folder import (
 from service.grpc_api import MAX_CHUNK_BYTES, SERVICE_NAME
 from service.grpc_api import segmentation_pb2 as pb2
 from service.grpc_api import segmentation_pb2_grpc as pb2_grpc
+from service.grpc_api.outcome_messages import from_message
 from service.grpc_api.progress import stage_from_proto
 
 logger = logging.getLogger(__name__)
@@ -90,13 +85,17 @@ def method_config(wait_for_ready: bool) -> dict[str, Any]:
 @dataclass
 class ClientResult:
     seg_bytes: bytes
-    #: The study summary in the one summary.json schema (service.core.study_summary): the
-    #: StudySummary field names (study_uid_hash, class_volumes_ml, ...), plain Python values.
-    summary: dict[str, Any]
+    #: The study's typed outcome (service.core.study_outcome), as the server summarised it.
+    outcome: StudyOutcome
     #: The DICOM SR (TID 1500) with the clinical summary; b"" when the server sends none.
     sr_bytes: bytes = b""
     #: Files of the study folder that were not uploaded, with the reason (segment_directory).
     skipped: list[SkippedFile] = field(default_factory=list)
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """The outcome in plain Python values, keyed as summary.json and ``StudySummary``."""
+        return self.outcome.as_dict()
 
 
 def study_files(folder: str | Path) -> list[Path]:
@@ -354,7 +353,7 @@ class SegmentationClient:
                 f"The SR from {self.target} is corrupt or missing: got {len(sr)} bytes, the "
                 f"summary says {summary.sr_size_bytes}."
             )
-        return ClientResult(seg_bytes=seg, summary=_summary_dict(summary, seg, sr), sr_bytes=sr)
+        return ClientResult(seg_bytes=seg, outcome=from_message(summary, StudyOutcome), sr_bytes=sr)
 
     # -- quality --------------------------------------------------------------------------------
     def submit_reference(self, study_hash: str, reference: str | Path | bytes) -> dict[str, Any]:
@@ -482,62 +481,6 @@ class SegmentationClient:
             message = f"Server at {self.target} answered {name}: {details}"
         logger.debug("call to %s failed with %s: %s", self.target, code, details)
         return ClientError(message.rstrip(".") + ".", code)
-
-
-def _summary_dict(summary: pb2.StudySummary, seg: bytes, sr: bytes) -> dict[str, Any]:
-    """The summary in the one summary.json schema (:mod:`service.core.study_summary`), from the
-    proto and the (verified) SEG and SR bytes."""
-    clinical = consistency = applicability = None
-    if summary.HasField("applicability"):
-        a = summary.applicability
-        applicability = applicability_fields(
-            reasons=a.reasons,
-            details=a.details,
-            measurements=a.measurements,
-            contrast_agent=a.contrast_agent,
-        )
-    if summary.HasField("clinical"):
-        c = summary.clinical
-        clinical = clinical_fields(
-            class_volumes_ml=c.class_volumes_ml,
-            lung_volume_ml=c.lung_volume_ml if c.HasField("lung_volume_ml") else None,
-            lesion_volume_ml=c.lesion_volume_ml if c.HasField("lesion_volume_ml") else None,
-            involvement_percent=(
-                c.involvement_percent if c.HasField("involvement_percent") else None
-            ),
-            severity_grade=c.severity_grade or None,
-        )
-    if summary.HasField("consistency"):
-        k = summary.consistency
-        consistency = consistency_fields(
-            transform=k.transform, voldice=k.voldice, threshold=k.threshold, flagged=k.flagged
-        )
-    quality = None
-    if summary.HasField("quality"):
-        q = summary.quality
-        quality = quality_fields(
-            score=q.score,
-            flagged=q.flagged,
-            threshold=q.threshold,
-            variant=q.variant,
-            signals=dict(q.signals),
-        )
-    return study_summary(
-        study_uid_hash=summary.study_uid_hash,
-        num_instances=summary.num_instances,
-        class_volumes_ml=summary.class_volumes_ml,
-        model_name=summary.model_name,
-        model_version=summary.model_version,
-        provider=summary.provider,
-        stage_seconds=summary.stage_seconds,
-        seg_bytes=seg,
-        sr_bytes=sr,
-        clinical=clinical,
-        consistency=consistency,
-        flagged=summary.flagged,
-        applicability=applicability,
-        quality=quality,
-    )
 
 
 def _as_dict(message: Any) -> dict[str, Any]:

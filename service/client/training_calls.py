@@ -13,6 +13,7 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 
 from service.client.errors import ClientError
+from service.grpc_api import CONFIG_NAME_METADATA
 from service.grpc_api import training_pb2 as tpb2
 from service.grpc_api import training_pb2_grpc as tpb2_grpc
 
@@ -56,8 +57,10 @@ class TrainingCalls:
         max_steps: int = 0,
         model_name: str = "",
         model_version: str = "",
+        config_name: str = "",
     ) -> dict[str, Any]:
-        """Queue a job; returns the TrainingJob (with its ``job_id``)."""
+        """Queue a job; returns the TrainingJob (with its ``job_id``). ``config_name`` (the
+        file ``config_yaml`` came from) is what the server's messages call the config."""
         spec = tpb2.TrainingJobSpec(
             dataset=dataset,
             recipe=recipe,
@@ -68,7 +71,17 @@ class TrainingCalls:
             model_version=model_version,
         )
         request = tpb2.SubmitTrainingJobRequest(spec=spec)
-        return _as_dict(self._unary("SubmitTrainingJob", request, "refused the training job"))
+        metadata = list(self._metadata)
+        if config_name:  # metadata values are printable ASCII
+            name = config_name.encode("ascii", "replace").decode()
+            metadata.append((CONFIG_NAME_METADATA, "".join(c for c in name if c.isprintable())))
+        try:
+            answer = self._stub.SubmitTrainingJob(
+                request, timeout=self._timeout_s, metadata=metadata
+            )
+        except grpc.RpcError as exc:
+            raise self._error(exc, "refused the training job") from None
+        return _as_dict(answer)
 
     def get(self, job_id: str) -> dict[str, Any]:
         request = tpb2.GetTrainingJobRequest(job_id=job_id)

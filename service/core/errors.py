@@ -39,6 +39,11 @@ class AuthenticationError(PulmosegError):
     """The call carries no valid ``authorization: Bearer <token>`` metadata."""
 
 
+class PermissionDeniedError(PulmosegError):
+    """The caller is authenticated but its credential does not allow this call (e.g. a
+    segmentation token asking to promote a model), or the argument names a forbidden path."""
+
+
 class UnsupportedRequestError(PulmosegError):
     """The request asks for something this server does not implement (e.g. an output type)."""
 

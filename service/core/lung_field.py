@@ -36,10 +36,12 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
+from scipy.spatial import ConvexHull, QhullError
 
 from service.core.manifest import ModelManifest
 
 __all__ = [
+    "EnvelopeParams",
     "LungFieldConfinement",
     "LungFieldParams",
     "aerated_lung_volume",
@@ -47,6 +49,7 @@ __all__ = [
     "confine_to_lung_field",
     "lung_field_confinement",
     "lung_field_slice",
+    "lung_envelope",
     "lung_field_volume",
     "manifest_confinement",
 ]
@@ -78,11 +81,20 @@ def _disc(radius: int) -> np.ndarray:
     return (r[:, None] ** 2 + r[None, :] ** 2) <= radius**2
 
 
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``ndimage.binary_fill_holes`` of a 2D mask (same 4-connected background), by labelling
+    the background once instead of dilating from the border pixel by pixel (~20x faster)."""
+    mask = np.asarray(mask, dtype=bool)
+    background, _count = ndimage.label(~mask)
+    edges = np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]])
+    return np.asarray(mask | ((background > 0) & ~np.isin(background, np.unique(edges))))
+
+
 def _largest(mask: np.ndarray) -> np.ndarray:
     labels, count = ndimage.label(mask)
     if count == 0:
         return mask
-    sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, count + 1))
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
     return np.asarray(labels == (int(np.argmax(sizes)) + 1))
 
 
@@ -98,8 +110,8 @@ def _body(hu: np.ndarray, params: LungFieldParams, border_is_body: bool) -> np.n
     if border_is_body:
         # A crop edge through the chest wall leaves the body open: frame it with body.
         framed = np.pad(dense, 1, constant_values=True)
-        return np.asarray(ndimage.binary_fill_holes(framed))[1:-1, 1:-1]
-    return np.asarray(ndimage.binary_fill_holes(_largest(dense)))
+        return _fill_holes(framed)[1:-1, 1:-1]
+    return _fill_holes(_largest(dense))
 
 
 def lung_field_slice(
@@ -120,7 +132,7 @@ def lung_field_slice(
     labels, count = ndimage.label(air)
     lung = np.zeros(hu.shape, dtype=bool)
     if count:
-        sizes = ndimage.sum_labels(air, labels, index=np.arange(1, count + 1))
+        sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
         sizes[_outside_air(labels, count, params.max_border_contact)] = 0
         order = np.argsort(sizes)[::-1]
         min_size = params.min_component_fraction * max(int(body.sum()), 1)
@@ -133,10 +145,10 @@ def lung_field_slice(
         ):
             keep.append(order[1])
         for index in keep:
-            lung |= ndimage.binary_fill_holes(labels == index + 1)
+            lung |= _fill_holes(labels == index + 1)
     if known_lesions is not None:
         lung |= known_lesions.astype(bool)
-    return ndimage.binary_fill_holes(lung) & body if lung.any() else lung
+    return _fill_holes(lung) & body if lung.any() else lung
 
 
 def lung_field_volume(
@@ -174,7 +186,7 @@ def aerated_lung_volume(
     labels, count = ndimage.label(air)
     if count == 0:
         return air
-    sizes = ndimage.sum_labels(air, labels, index=np.arange(1, count + 1))
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
     keep = np.flatnonzero(sizes >= keep_fraction * sizes.max()) + 1
     lungs = np.isin(labels, keep)
     for z in range(lungs.shape[0]):
@@ -185,15 +197,198 @@ def aerated_lung_volume(
 
 def _fill_small_holes(mask: np.ndarray, max_hole_px: float | None) -> np.ndarray:
     """Holes up to ``max_hole_px`` filled (vessels, nodules); all of them when None."""
-    filled = np.asarray(ndimage.binary_fill_holes(mask))
+    filled = _fill_holes(mask)
     if max_hole_px is None:
         return filled
     holes, count = ndimage.label(filled & ~mask)
     if count == 0:
         return filled
-    sizes = ndimage.sum_labels(np.ones_like(mask), holes, index=np.arange(1, count + 1))
+    sizes = np.bincount(holes.ravel(), minlength=count + 1)[1:]
     small = np.flatnonzero(sizes <= max_hole_px) + 1
     return np.asarray(mask | np.isin(holes, small))
+
+
+#: Holes of the classical aerated field filled by the serving confinement (vessels, nodules).
+CLASSICAL_MAX_HOLE_MM2 = 400.0
+
+
+@dataclass(frozen=True)
+class EnvelopeParams:
+    """How :func:`lung_envelope` closes the aerated lungs over their disease (mm, HU)."""
+
+    #: Radius of the in-plane closing of each lung: notches of the aerated lung up to about
+    #: twice this wide (subpleural consolidation, a nodule at the pleura) are closed.
+    closing_radius_mm: float = 30.0
+    #: The closing never adds voxels at or above this (ribs, spine) nor outside the body.
+    bone_hu: float = 300.0
+    #: An enclosed hole larger than this (mm², in its most caudal slice) that continues
+    #: caudally into soft tissue is the diaphragm's dome seen through the lung, not lung.
+    dome_min_area_mm2: float = 400.0
+    #: The closing runs on every n-th pixel, n the most that keeps pixels under this size
+    #: (a 512² slice of 0.7 mm pixels at 256², a quarter of the work).
+    coarse_pixel_mm: float = 2.0
+
+
+def lung_envelope(
+    hu: np.ndarray,
+    spacing_zyx: tuple[float, float, float],
+    params: EnvelopeParams | None = None,
+    *,
+    superior_is_last: bool = True,
+) -> np.ndarray:
+    """The pleural envelope of a (D, H, W) HU volume: aerated lung plus the disease inside it.
+
+    The classical field follows air, so ground glass at the pleura, consolidation and tumour
+    carve it out. Here, slice by slice, each aerated component (:func:`aerated_lung_volume`,
+    no holes filled) is closed by a disc of ``closing_radius_mm`` (additions kept inside the
+    body and below ``bone_hu``) and each pocket it filled is taken on to the chord between
+    the notch's lips (the pleura), then every enclosed hole is filled. What was added is
+    dropped where it is the diaphragm's dome: a 3D component of additions larger than
+    ``dome_min_area_mm2`` in its most caudal slice and resting there, for more than half of
+    its footprint, on non-aerated tissue of the next caudal slice (``superior_is_last``:
+    slice index grows towards the head). The result
+    contains the classical field (all holes up to 400 mm² filled), so a lung volume measured
+    on it is never smaller. Not recovered: disease that opens widely onto the mediastinum
+    (a juxtamediastinal tumour) or a dense band along the whole dependent wall, which leave
+    no notch in the aerated outline (see ``docs/quantification.md``).
+    """
+    params = params or EnvelopeParams()
+    if hu.ndim != 3:
+        raise ValueError(f"Argument 'hu' must be a (D, H, W) volume, got shape {hu.shape}.")
+    if params.closing_radius_mm < 0 or params.coarse_pixel_mm <= 0:
+        raise ValueError(f"Argument 'params' must hold sizes >= 0 (pixel > 0), got {params}.")
+    if len(spacing_zyx) != 3 or not all(float(v) > 0 for v in spacing_zyx):
+        raise ValueError(f"Argument 'spacing_zyx' must be 3 positive mm, got {spacing_zyx}.")
+    field_params = LungFieldParams()
+    air = aerated_lung_volume(hu, field_params, max_hole_px=0)
+    stride = max(1, int(params.coarse_pixel_mm // max(spacing_zyx[1], spacing_zyx[2])))
+    sampling = (spacing_zyx[1] * stride, spacing_zyx[2] * stride)
+    closed = air.copy()
+    body = np.zeros(hu.shape, dtype=bool)
+    for z in np.flatnonzero(air.any(axis=(1, 2))):
+        body[z] = _body(hu[z], field_params, border_is_body=False)
+        coarse = _closed_components(air[z, ::stride, ::stride], params.closing_radius_mm, sampling)
+        full = np.repeat(np.repeat(coarse, stride, axis=0), stride, axis=1)
+        full = full[: hu.shape[1], : hu.shape[2]]
+        closed[z] |= full & body[z] & (hu[z] < params.bone_hu)
+    filled = np.stack([_fill_holes(s) for s in closed])
+    domes = _dome_holes(filled & ~air, air, body, spacing_zyx, params, superior_is_last)
+    classical = _fill_small_holes_3d(
+        air, CLASSICAL_MAX_HOLE_MM2 / (spacing_zyx[1] * spacing_zyx[2])
+    )
+    return np.asarray((filled & ~domes) | classical)
+
+
+def _fill_small_holes_3d(air: np.ndarray, max_hole_px: float) -> np.ndarray:
+    """:func:`aerated_lung_volume`'s hole filling on its unfilled result."""
+    out = air.copy()
+    for z in np.flatnonzero(air.any(axis=(1, 2))):
+        out[z] = _fill_small_holes(air[z], max_hole_px)
+    return out
+
+
+def _closed_components(
+    mask: np.ndarray, radius_mm: float, sampling: tuple[float, float]
+) -> np.ndarray:
+    """Each connected component of ``mask`` closed by a disc (distance transforms, in mm)."""
+    out = mask.copy()
+    if radius_mm <= 0:
+        return out
+    labels, _count = ndimage.label(mask)
+    pad = int(np.ceil(radius_mm / min(sampling))) + 2
+    for index, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is None:
+            continue
+        window = tuple(slice(max(0, b.start - pad), b.stop + pad) for b in box)
+        component = np.pad(labels[window] == index, pad)
+        grown = ndimage.distance_transform_edt(~component, sampling=sampling) <= radius_mm
+        shut = ndimage.distance_transform_edt(grown, sampling=sampling) > radius_mm
+        pockets = _notches(shut & ~component, sampling)
+        pockets |= _pocket_chords(component, pockets, sampling, radius_mm)
+        out[window] |= (component | pockets)[pad:-pad, pad:-pad]
+    return out
+
+
+#: Least (thickness² / area) of a filled pocket: a lesion's notch is about as deep as it is
+#: wide (half a disc: 0.64); a closed-over gentle concavity of the mediastinal border is a
+#: long thin sliver (5 mm by 100 mm: 0.05) and no lung.
+MIN_NOTCH_SHAPE = 0.15
+
+
+def _notches(pockets: np.ndarray, sampling: tuple[float, float]) -> np.ndarray:
+    """The pockets a closing filled that are notches (see ``MIN_NOTCH_SHAPE``)."""
+    labels, count = ndimage.label(pockets)
+    if count == 0:
+        return pockets
+    depth = ndimage.distance_transform_edt(pockets, sampling=sampling)
+    thickness = 2.0 * ndimage.maximum(depth, labels, index=np.arange(1, count + 1))
+    area = np.bincount(labels.ravel(), minlength=count + 1)[1:] * sampling[0] * sampling[1]
+    keep = np.flatnonzero(thickness**2 >= MIN_NOTCH_SHAPE * area) + 1
+    return np.isin(labels, keep)
+
+
+def _pocket_chords(
+    component: np.ndarray, pockets: np.ndarray, sampling: tuple[float, float], radius_mm: float
+) -> np.ndarray:
+    """Each pocket the closing filled, extended to the convex hull of itself and the lung
+    around it, no farther than ``radius_mm / 2`` from the pocket.
+
+    A disc closes a notch only down to the arc it sags along, short of the chord between the
+    notch's lips; the lesion that made the notch reaches the pleura, i.e. the chord."""
+    out = np.zeros_like(component)
+    labels, _count = ndimage.label(pockets)
+    margin = int(np.ceil(radius_mm / min(sampling)))
+    for index, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is None:
+            continue
+        window = tuple(
+            slice(max(0, b.start - margin), min(n, b.stop + margin))
+            for b, n in zip(box, component.shape, strict=True)
+        )
+        pocket = labels[window] == index
+        points = np.argwhere(pocket | component[window])
+        try:
+            hull = ConvexHull(points)
+        except QhullError:  # a pocket in one row or column: nothing to extend
+            continue
+        rows, cols = np.indices(pocket.shape)
+        grid = np.stack([rows.ravel(), cols.ravel()], axis=1).astype(float)
+        inside = np.all(grid @ hull.equations[:, :2].T + hull.equations[:, 2] <= 1e-9, axis=1)
+        near = ndimage.distance_transform_edt(~pocket, sampling=sampling) <= radius_mm / 2
+        out[window] |= inside.reshape(pocket.shape) & near
+    # The pleura is an arc over the chord: one pixel more reaches it (as far as 1 pixel
+    # of sagitta, e.g. a 30 mm chord on a lung wall of 80 mm radius of curvature).
+    return np.asarray(ndimage.binary_dilation(out)) if out.any() else out
+
+
+def _dome_holes(
+    holes: np.ndarray,
+    lung: np.ndarray,
+    body: np.ndarray,
+    spacing_zyx: tuple[float, float, float],
+    params: EnvelopeParams,
+    superior_is_last: bool,
+) -> np.ndarray:
+    """The 3D components of ``holes`` (what the envelope adds to the aerated ``lung``) that
+    are the diaphragm's dome (see :func:`lung_envelope`): their floor (the caudal faces that
+    leave the component) rests on more tissue than lung, and on more than
+    ``dome_min_area_mm2`` of it. A lesion inside the lung rests on lung."""
+    labels, count = ndimage.label(holes)
+    if count == 0:
+        return holes
+    caudal = -1 if superior_is_last else 1
+    below = np.roll(labels, -caudal, axis=0)  # below[z] = labels[z + caudal]
+    aerated_below = np.roll(lung, -caudal, axis=0)
+    end = 0 if superior_is_last else -1  # the most caudal slice rests on what lies beyond
+    below[end] = 0
+    aerated_below[end] = False
+    floor = (labels > 0) & (below != labels)
+    pixel_mm2 = spacing_zyx[1] * spacing_zyx[2]
+    on_lung = np.bincount(labels[floor & aerated_below], minlength=count + 1) * pixel_mm2
+    on_tissue = np.bincount(labels[floor & ~aerated_below], minlength=count + 1) * pixel_mm2
+    dome = (on_tissue > on_lung) & (on_tissue > params.dome_min_area_mm2)
+    dome[0] = False
+    return np.asarray(dome[labels])
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,10 @@
 A bare string travels unchecked until some layer deep down rejects it, far from the argument
 the user typed. An :class:`Option` is checked where it enters (a CLI flag, a setting, an API
 argument) and travels as the enum from there on; MONAI's ``LossReduction`` is the model. Every
-option shares :meth:`Option.parse`, so a typo gets the same message everywhere: the argument,
-the value, the choices and a "did you mean" hint (from the settings' own ``did_you_mean``).
+option of the service and of training (whose config fields are typed with them,
+``training.config``) shares :meth:`Option.parse`, so a typo gets the same message everywhere:
+the argument, the value, the choices and a "did you mean" hint (from the settings' own
+``did_you_mean``).
 """
 
 from __future__ import annotations

@@ -35,10 +35,6 @@ STAGE_WEIGHTS: dict[ProgressStage, float] = {
 }
 
 
-def stage_order() -> list[ProgressStage]:
-    return list(ProgressStage)
-
-
 def overall_fraction(stage: ProgressStage | str, fraction: float) -> float:
     """Fraction of the whole job done when ``stage`` is ``fraction`` done (0..1, monotone)."""
     stage = ProgressStage(stage)

@@ -6,6 +6,14 @@ from layers (defaults < YAML file < environment < explicit overrides) with
 "did you mean ..." hint, and every bad value ends in one sentence that names the key, the
 value, what was expected and where the value came from. Wrong types raise ``TypeError``, bad
 values ``ValueError`` (pydantic's own ``ValidationError`` never reaches the user).
+
+Settings of a process (:class:`EnvSettingsModel`) come in groups (``capture.dir``), read from
+text: the environment names a field ``<PREFIX><GROUP>__<FIELD>`` or by the flat name it had
+before the groups (``PULMOSEG_CAPTURE_DIR``); the flat names also stay valid YAML keys and
+overrides, through one table per model (:attr:`SettingsModel.flat_names`). The range checks
+every group needs are the annotated types below (:data:`Port`, :data:`Positive`, ...), so a
+bad value is reported the same way in every group: "Setting 'capture.max_studies' must be
+>= 1, got 0 (from ...)".
 """
 
 from __future__ import annotations
@@ -14,21 +22,40 @@ import difflib
 import reprlib
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple, Self
+from typing import Annotated, Any, ClassVar, NamedTuple, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from service.core.options import Option
+
 __all__ = [
+    "AtLeastOne",
+    "Count",
+    "EnvSettingsModel",
+    "Fraction",
     "Layer",
+    "NonNegative",
+    "Port",
+    "Positive",
     "SettingsModel",
     "check_choice",
     "did_you_mean",
     "env_layers",
+    "env_names",
     "is_optional",
+    "leaf_paths",
     "read_yaml_mapping",
     "settings_error",
 ]
@@ -60,6 +87,26 @@ _EXPECTED: dict[str, str] = {
 }
 _SHORT = reprlib.Repr()
 _SHORT.maxstring = _SHORT.maxother = 60
+#: pydantic's error type for the range checks below; the message completes "Setting 'x' ...".
+_RANGE = "settings_range"
+
+
+def _range_check(ok: typing.Callable[[Any], bool], rule: str) -> AfterValidator:
+    def check(value: Any) -> Any:
+        if value is not None and not ok(value):
+            raise PydanticCustomError(_RANGE, rule, {"value": value})  # the converted value
+        return value
+
+    return AfterValidator(check)
+
+
+#: The range checks shared by every settings group (one wording for each rule).
+Port = Annotated[int, _range_check(lambda v: 0 <= v <= 65535, "must be a port number 0..65535")]
+AtLeastOne = Annotated[int, _range_check(lambda v: v >= 1, "must be >= 1")]
+Count = Annotated[int, _range_check(lambda v: v >= 0, "must be >= 0")]
+NonNegative = Annotated[float, _range_check(lambda v: v >= 0, "must be >= 0")]
+Positive = Annotated[float, _range_check(lambda v: v > 0, "must be > 0")]
+Fraction = Annotated[float, _range_check(lambda v: 0 <= v <= 1, "must be in [0, 1]")]
 
 
 def did_you_mean(
@@ -111,16 +158,46 @@ def read_yaml_mapping(path: str | Path, what: str = "Settings file") -> dict[str
     return data
 
 
-def env_layers(model: type[BaseModel], env: Mapping[str, str], prefix: str) -> list[Layer]:
-    """One layer per ``<prefix><FIELD>`` variable set in ``env``, so errors name the variable.
+def leaf_paths(model: type[BaseModel]) -> Iterator[tuple[str, ...]]:
+    """The path of every value of ``model``, through its nested settings groups."""
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, SettingsModel):
+            yield from ((name, *rest) for rest in leaf_paths(annotation))
+        else:
+            yield (name,)
+
+
+def env_names(model: type[SettingsModel], prefix: str) -> dict[tuple[str, ...], list[str]]:
+    """The environment variables of each value, in the order they are read (later wins).
+
+    A value is named by its old flat name (``PULMOSEG_CAPTURE_DIR``, from
+    :attr:`SettingsModel.flat_names`; a top-level field by its own name) and by its nested
+    spelling with ``__`` between the parts (``PULMOSEG_CAPTURE__DIR``).
+    """
+    flat: dict[tuple[str, ...], list[str]] = {}
+    for old, path in model.flat_names.items():
+        flat.setdefault(tuple(path), []).append(old)
+    names = {}
+    for path in leaf_paths(model):
+        spellings = [*flat.get(path, []), "__".join(path)]
+        names[path] = list(dict.fromkeys(prefix + name.upper() for name in spellings))
+    return names
+
+
+def env_layers(model: type[SettingsModel], env: Mapping[str, str], prefix: str) -> list[Layer]:
+    """One layer per settings variable set in ``env``, so errors name the variable.
 
     Other variables with the prefix are ignored: they may belong to other components.
     """
     layers = []
-    for name in model.model_fields:
-        variable = prefix + name.upper()
-        if variable in env:
-            layers.append(Layer(f"environment variable {variable}", {name: env[variable]}))
+    for path, variables in env_names(model, prefix).items():
+        for variable in variables:
+            if variable in env:
+                value: Any = env[variable]
+                for part in reversed(path):
+                    value = {part: value}
+                layers.append(Layer(f"environment variable {variable}", value))
     return layers
 
 
@@ -141,6 +218,9 @@ class SettingsModel(BaseModel):
     noun: ClassVar[str] = "Setting"
     #: Dotted path of this section inside its parent (e.g. "data."), for messages about it.
     key_prefix: ClassVar[str] = ""
+    #: Names a value had before it moved into a group ("capture_dir" -> ("capture", "dir")):
+    #: still accepted at the top level of files, environment and overrides.
+    flat_names: ClassVar[Mapping[str, tuple[str, ...]]] = {}
 
     def __init__(self, **values: Any) -> None:
         try:
@@ -194,7 +274,9 @@ class SettingsModel(BaseModel):
                     f"{cls.noun} values{where} must be a mapping of names to values, "
                     f"got {type(layer.values).__name__}."
                 )
-            _merge(merged, layer.values, layer.source, (), origins)
+            _merge(
+                merged, nest_flat_names(cls, layer.values, layer.source), layer.source, (), origins
+            )
         try:
             return cls.model_validate(merged)
         except ValidationError as exc:
@@ -228,6 +310,79 @@ class SettingsModel(BaseModel):
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict of the resolved values (``from_layers`` takes it back)."""
         return self.model_dump()
+
+
+class EnvSettingsModel(SettingsModel):
+    """The settings of a process, or one group of them, as read from YAML and environment text.
+
+    Read-only (see :meth:`SettingsModel.with_overrides`). Its old flat names
+    (:attr:`SettingsModel.flat_names`) are accepted by direct construction too.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nest_flat_names(cls, data: Any) -> Any:
+        return nest_flat_names(cls, data) if isinstance(data, Mapping) else data
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _from_text(cls, value: Any, info: ValidationInfo) -> Any:
+        """Environment values are text: blank or "none" clears an optional setting, lists are
+        comma-separated, options ignore case, and numbers and booleans may carry spaces."""
+        if not isinstance(value, str):
+            return value
+        name = info.field_name or ""
+        annotation = cls.model_fields[name].annotation
+        text = value.strip()
+        if is_optional(annotation):
+            if text.lower() in ("", "none"):
+                return None
+            annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+        if typing.get_origin(annotation) is Annotated:  # e.g. Fraction | None
+            annotation = typing.get_args(annotation)[0]
+        if typing.get_origin(annotation) in (tuple, list):
+            return [part for part in (p.strip() for p in text.split(",")) if part]
+        if isinstance(annotation, type) and issubclass(annotation, Option):
+            return annotation.parse(value, f"{cls.noun} '{cls.key_prefix}{name}'")
+        return text if annotation in (bool, int, float) else value
+
+    @field_validator("*")
+    @classmethod
+    def _expand_user(cls, value: Any) -> Any:
+        return value.expanduser() if isinstance(value, Path) else value
+
+
+def nest_flat_names(
+    model: type[SettingsModel], values: Mapping[str, Any], source: str = ""
+) -> Mapping[str, Any]:
+    """``values`` with each old flat name moved to its group (``capture_dir: x`` becomes
+    ``capture: {dir: x}``); giving both spellings of one value is an error."""
+    flat = model.flat_names
+    if not flat or not isinstance(values, Mapping) or not any(key in flat for key in values):
+        return values
+    out: dict[str, Any] = {key: value for key, value in values.items() if key not in flat}
+    for old, value in values.items():
+        path = flat.get(old)
+        if path is None:
+            continue
+        node = out
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is not None and not isinstance(child, Mapping):
+                break  # the group itself is not a mapping: validation reports that
+            node[part] = dict(child or {})
+            node = node[part]
+        else:
+            if path[-1] in node:
+                where = f" in {source}" if source else ""
+                raise ValueError(
+                    f"{model.noun} '{old}' is the old name of '{'.'.join(path)}'; "
+                    f"give only one of them{where}."
+                )
+            node[path[-1]] = value
+    return out
 
 
 def _merge(
@@ -276,10 +431,18 @@ def _describe(
     kind = error["type"]
     noun = model.noun
     if kind == "extra_forbidden":
-        known = list(_section(model, loc[:-1]).model_fields)
+        section_model = _section(model, loc[:-1])
+        known = list(section_model.model_fields)
         parent = _dotted(model.key_prefix, loc[:-1])
         where = f" in {source}" if source else ""
-        hint = did_you_mean(loc[-1], known, prefix=f"{parent}." if parent else "")
+        # An old flat name is suggested as the grouped name it stands for.
+        spelled = {name: name for name in known}
+        if issubclass(section_model, SettingsModel):
+            spelled |= {old: ".".join(new) for old, new in section_model.flat_names.items()}
+        close = difflib.get_close_matches(str(loc[-1]), list(spelled), n=1)
+        hint = (
+            f" Did you mean '{f'{parent}.' if parent else ''}{spelled[close[0]]}'?" if close else ""
+        )
         section = f" of '{parent}'" if parent else ""
         return ValueError, (
             f"Unknown {noun.lower()} '{key}'{where}.{hint} "
@@ -288,6 +451,9 @@ def _describe(
     suffix = f" (from {source})." if source else "."
     if kind in _EXPECTED:
         return TypeError, f"{noun} '{key}' must be {_EXPECTED[kind]}, got {value}{suffix}"
+    if kind == _RANGE:
+        converted = _SHORT.repr(error.get("ctx", {}).get("value", error.get("input")))
+        return ValueError, f"{noun} '{key}' {error['msg']}, got {converted}{suffix}"
     if kind == "value_error":
         message = str(error.get("ctx", {}).get("error", error["msg"]))
         if source and loc:

@@ -3,7 +3,9 @@
 A quick look is what tells a user whether a SEG is plausible before opening a viewer (as
 TotalSegmentator's ``--preview`` does). The picture is built from what a receiver gets: the
 uploaded CT files and the returned SEG (read back with highdicom), with the segment colours
-and labels the SEG itself declares, so it shows the file, not what we meant to write.
+and labels the SEG itself declares, so it shows the file, not what we meant to write. The
+caption adds what the summary says about the study: the CT grade, the label-free density bands
+of the whole lung envelope and, when it fired, the under-reading flag.
 """
 
 from __future__ import annotations
@@ -27,6 +29,13 @@ WINDOW_HU = (-1350.0, 150.0)
 TILE_PX = 320
 OVERLAY_ALPHA = 0.45
 MAX_SLICES = 3
+#: The whole envelope's bands in the caption, with their short names.
+CAPTION_BANDS = (
+    ("well_aerated", "well-aerated"),
+    ("poorly_aerated", "poorly aerated"),
+    ("non_aerated", "non-aerated"),
+    ("compromised", "compromised"),
+)
 
 
 def _segments(seg: pydicom.Dataset) -> dict[int, tuple[str, tuple[int, int, int]]]:
@@ -81,20 +90,52 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
+def caption_lines(summary: dict[str, Any]) -> list[str]:
+    """The summary's grade, density bands and under-reading flag as caption lines (none of
+    them when the summary lacks the part)."""
+    lines = []
+    clinical = summary.get("clinical") or {}
+    if clinical.get("severity_grade"):
+        involvement = clinical.get("involvement_percent")
+        share = f"lung involvement {involvement:.1f} %, " if involvement is not None else ""
+        lines.append(f"{share}CT grade {clinical['severity_grade']}")
+    density = summary.get("density") or {}
+    whole = next((r for r in density.get("regions", []) if r.get("region") == "whole"), None)
+    if whole:
+        fractions = {b["band"]: b["fraction"] for b in whole.get("bands", [])}
+        bands = ", ".join(
+            f"{label} {100 * fractions[name]:.1f} %"
+            for name, label in CAPTION_BANDS
+            if name in fractions
+        )
+        lines.append(f"density of the lung envelope ({density['envelope_ml']:,.0f} mL): {bands}")
+    verdict = summary.get("under_reading") or {}
+    if verdict.get("flagged"):
+        lines.append(
+            f"REVIEW: abnormal density {100 * verdict['density_fraction']:.1f} % of the "
+            f"envelope vs lesions {100 * verdict['lesion_fraction']:.1f} % (under-reading)"
+        )
+    return lines
+
+
 def render_preview(
     volume: CTVolume, labels: np.ndarray, seg: pydicom.Dataset, summary: dict[str, Any]
 ) -> Image.Image:
-    """The preview picture: tiles of the key slices, then a legend with the volumes."""
+    """The preview picture: tiles of the key slices, then a legend with the volumes and the
+    caption lines (:func:`caption_lines`)."""
     segments = _segments(seg)
     colours = {k: rgb for k, (_, rgb) in segments.items()}
     slices = key_slices(labels)
     tiles = [_tile(volume.hu[z], labels[z], colours) for z in slices]
-    gap, text_h = 8, 22 + 20 * (len(segments) + 2)
+    captions = caption_lines(summary)
+    gap, text_h = 8, 22 + 20 * (len(segments) + 2 + len(captions))
+    small, large = _font(14), _font(16)
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    text_w = max((measure.textlength(line, font=small) for line in captions), default=0)
     width = sum(t.width for t in tiles) + gap * (len(tiles) + 1)
     height = max(t.height for t in tiles) + 2 * gap + 24 + text_h
-    canvas = Image.new("RGB", (max(width, 480), height), (16, 16, 16))
+    canvas = Image.new("RGB", (max(width, 480, int(text_w) + 2 * gap), height), (16, 16, 16))
     draw = ImageDraw.Draw(canvas)
-    small, large = _font(14), _font(16)
     x = gap
     for z, tile in zip(slices, tiles, strict=True):
         canvas.paste(tile, (x, gap))
@@ -117,6 +158,10 @@ def render_preview(
         ml = volumes.get(name)
         figure = f"{ml:,.1f} mL" if isinstance(ml, int | float) else "—"
         draw.text((gap + 20, y), f"{name}: {figure}", (230, 230, 230), font=small)
+        y += 20
+    for line in captions:
+        colour = (255, 190, 90) if line.startswith("REVIEW") else (230, 230, 230)
+        draw.text((gap, y), line, colour, font=small)
         y += 20
     voxels = int(np.prod(labels.shape))
     draw.text(

@@ -16,13 +16,13 @@ import highdicom as hd
 import numpy as np
 import pydicom
 from pydicom.sr.codedict import codes
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import ExplicitVRLittleEndian, RLELossless
 
 from service.core.classes import ClassInfo, CodedConcept
 from service.core.errors import InvalidStudyError
 from service.core.manifest import ModelManifest
 from service.core.options import SegmentationType
-from service.dicom.seg_source import TYPE2_COPIED, check_seg_dataset, seg_source_images, type2_value
+from service.dicom.seg_source import check_seg_dataset, seg_source_images
 from service.dicom.sequence_encoding import sequences_pre_encoded
 from service.dicom.volume import CTVolume
 
@@ -33,9 +33,6 @@ CONTENT_DESCRIPTION = "Lung and lesion segmentation"
 _LO_MAX = 64  # DICOM LO value representation: at most 64 characters
 SEG_FILE_NAME = "seg.dcm"
 
-#: Type 2 attributes the SEG copies from its first source image (missing ones are written empty).
-COPIED_FROM_SOURCE = TYPE2_COPIED
-
 
 def _segmentation_type(
     value: SegmentationType | hd.seg.SegmentationTypeValues | str,
@@ -45,6 +42,16 @@ def _segmentation_type(
         value = value.value
     kind = SegmentationType.parse(value, "Argument 'segmentation_type'")
     return hd.seg.SegmentationTypeValues(kind.value)
+
+
+def default_transfer_syntax(kind: hd.seg.SegmentationTypeValues) -> str:
+    """RLE Lossless for LABELMAP, whose frames are 8 bits a pixel and mostly runs of one
+    label; BINARY stays uncompressed (1 bit a pixel already, read by every receiver).
+
+    RLE rather than JPEG-LS (smaller still): RLE is the one compression that
+    @cornerstonejs/adapters, which OHIF uses to read SEGs, decodes itself (docs/viewer.md).
+    """
+    return RLELossless if kind == hd.seg.SegmentationTypeValues.LABELMAP else ExplicitVRLittleEndian
 
 
 def _code(concept: CodedConcept) -> hd.sr.CodedConcept:
@@ -87,17 +94,6 @@ def _check_labels(labels: np.ndarray, volume: CTVolume, n_classes: int) -> np.nd
     return labels.astype(np.uint8 if n_classes <= 256 else np.uint16, copy=False)
 
 
-def check_seg_source(source: pydicom.Dataset) -> None:
-    """Refuse a source whose patient/study attributes cannot be carried into a SEG.
-
-    Missing or empty Type 2 attributes are fine (the SEG writes them empty) and formatting
-    variants are repaired (see ``service.dicom.seg_source``); what remains is a value that cannot be
-    interpreted, e.g. a Patient Sex of 'X'. Messages name the attribute, never its value.
-    """
-    for keyword in TYPE2_COPIED:
-        type2_value(source, keyword)
-
-
 def build_segmentation(
     volume: CTVolume,
     labels: np.ndarray,
@@ -111,13 +107,17 @@ def build_segmentation(
     ),
     manufacturer: str = "pulmoseg",
     device_serial_number: str = "0",
-    transfer_syntax_uid: str = ExplicitVRLittleEndian,
+    transfer_syntax_uid: str | None = None,
 ) -> hd.seg.Segmentation:
     """Encode ``labels`` (z, y, x class indices, same grid as ``volume``) as a DICOM-SEG.
 
     Segment number k is manifest class k (the manifest guarantees indices 0..N-1), so the label
     value *is* the segment number and the SEG reads back into the same label volume. BINARY is
     the widely supported default; LABELMAP (DICOM 2024) is smaller for receivers that read it.
+
+    ``transfer_syntax_uid`` None picks per type (:func:`default_transfer_syntax`): a LABELMAP's
+    8-bit frames are RLE Lossless; uncompressed they made it 4-8 times larger than BINARY's
+    1-bit frames, compressed it is 6-10 times smaller (docs/benchmarks.md, "LABELMAP SEG").
     """
     if not isinstance(volume, CTVolume):
         raise TypeError(f"Argument 'volume' must be a CTVolume, got {type(volume).__name__}.")
@@ -161,7 +161,7 @@ def build_segmentation(
             content_label=CONTENT_LABEL,
             content_description=CONTENT_DESCRIPTION,
             series_description=series_description,
-            transfer_syntax_uid=transfer_syntax_uid,
+            transfer_syntax_uid=transfer_syntax_uid or default_transfer_syntax(kind),
             # Omitting empty frames keeps SEGs small; an all-empty result must keep them all.
             omit_empty_frames=bool(pixels.any()),
         )

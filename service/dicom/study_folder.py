@@ -16,7 +16,8 @@ instances) all decide with this module, so a folder one of them segments the oth
 Every skip is listed (:class:`SkippedFile`, for the client's output, ``summary.json``, a
 dead-letter reason) and logged as counts by reason, never by name (an export may name its
 folders after the patient). A study with nothing left is an ``InvalidStudyError`` naming
-what was skipped.
+what was skipped. Whatever the entry point, what the rule keeps and skips is one
+:class:`StudyInstances`.
 """
 
 from __future__ import annotations
@@ -246,23 +247,32 @@ def _relative(path: Path, root: Path) -> str:
 
 
 @dataclass
-class StudyFiles:
-    """The files of a study that hold DICOM instances (sorted), their data sets, the skips."""
+class StudyInstances:
+    """The DICOM instances of one study that the rule kept, and what it skipped.
 
-    files: list[Path] = field(default_factory=list)
+    ``datasets`` are whole instances or headers only, as the caller read them. ``files[i]`` is
+    the file ``datasets[i]`` came from; uploaded instances have no files (``files`` is empty).
+    """
+
     datasets: list[Dataset] = field(default_factory=list, repr=False)
     skipped: list[SkippedFile] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def series_uids(self) -> set[str]:
+        """The Series Instance UIDs of the instances kept ('' for an instance without one)."""
+        return {str(ds.get("SeriesInstanceUID") or "") for ds in self.datasets}
 
 
 def sort_study_files(
     files: Iterable[Path], root: Path, read: Callable[[Path, str], Dataset]
-) -> StudyFiles:
+) -> StudyInstances:
     """Apply :func:`keep_or_skip` to ``files`` (named relative to ``root``), in order.
 
     ``read(path, name)`` reads one file (see :func:`keep_or_skip`). Does not raise when nothing
     is kept: the caller knows what to call the study in its message.
     """
-    result = StudyFiles()
+    result = StudyInstances()
     for path in files:
         name = _relative(path, root)
         item = keep_or_skip(name, partial(read, path, name))
@@ -274,18 +284,17 @@ def sort_study_files(
     return result
 
 
-def read_study_folder(
-    folder: str | Path, read: Callable[[Path, str], Dataset] | None = None
-) -> StudyFiles:
+def sort_study_folder(folder: str | Path, read: Callable[[Path, str], Dataset]) -> StudyInstances:
     """Every DICOM instance under ``folder`` by the rule above, whatever the file names.
 
-    ``read`` defaults to reading whole files with :func:`read_dataset`; the client passes a
-    header-only reader. Raises ``InvalidStudyError`` for a missing folder and when nothing is
-    left, naming what was skipped.
+    ``read(path, name)`` reads one file: whole and decoded for segmentation
+    (``service.dicom.study_input.read_study_folder``), its header for the client's upload list.
+    Raises ``InvalidStudyError`` for a missing folder and when nothing is left, naming what was
+    skipped.
     """
     root = Path(folder)
     files, hidden = walk_study_folder(root)
-    result = sort_study_files(files, root, read or read_dataset)
+    result = sort_study_files(files, root, read)
     result.skipped = sorted([*hidden, *result.skipped], key=lambda s: s.path)
     if not result.datasets:
         raise no_instances_error(f"Study folder '{root}'", result.skipped)
@@ -296,40 +305,33 @@ def read_study_folder(
 # --- the client's view -----------------------------------------------------------------------
 
 
-@dataclass
-class StudyFolder:
-    """What the client uploads (sorted) and what it leaves out, with reasons."""
-
-    files: list[Path] = field(default_factory=list)
-    skipped: list[SkippedFile] = field(default_factory=list)
-    series_uids: set[str] = field(default_factory=set)
-
-
 def _read_header(path: Path, name: str) -> Dataset:
     """The header only: the client decides what to send, the server decodes the pixels."""
     return read_dataset(path, name, stop_before_pixels=True)
 
 
-def scan_study_folder(folder: str | Path, *, series_uid: str | None = None) -> StudyFolder:
-    """The files under ``folder`` the client uploads: the study-folder rule, then the series.
+def scan_study_folder(folder: str | Path, *, series_uid: str | None = None) -> StudyInstances:
+    """The files under ``folder`` the client uploads (with their headers): the study-folder
+    rule, then the series.
 
     With ``series_uid``, instances of other series are skipped too ("another series"). Raises
     ``InvalidStudyError`` (a ``ValueError``) for a missing folder and when nothing is left,
     naming the series found, so a typo in ``series_uid`` is easy to fix.
     """
-    study = read_study_folder(folder, _read_header)
-    result = StudyFolder(skipped=list(study.skipped))
+    study = sort_study_folder(folder, _read_header)
+    if series_uid is None:
+        return study
+    result = StudyInstances(skipped=list(study.skipped))
     for path, header in zip(study.files, study.datasets, strict=True):
-        uid = str(header.get("SeriesInstanceUID") or "")
-        result.series_uids.add(uid)
-        if series_uid is not None and uid != series_uid:
+        if str(header.get("SeriesInstanceUID") or "") != series_uid:
             result.skipped.append(
                 SkippedFile(_relative(path, Path(folder)), SkipReason.OTHER_SERIES)
             )
             continue
         result.files.append(path)
+        result.datasets.append(header)
     if not result.files:
-        found = ", ".join(sorted(u or "(none)" for u in result.series_uids))
+        found = ", ".join(sorted(u or "(none)" for u in study.series_uids))
         raise InvalidStudyError(
             f"Study folder '{folder}' holds no instance of series {series_uid}; "
             f"series found: {found}."

@@ -26,12 +26,13 @@ from service.core.identifiers import uid_hash
 from service.dicom.identifier_repair import repair_identifiers
 from service.dicom.study_folder import (
     SkippedFile,
+    StudyInstances,
     keep_or_skip,
     label,
     log_skipped,
     no_instances_error,
     read_dataset,
-    read_study_folder,
+    sort_study_folder,
 )
 
 logger = logging.getLogger(__name__)
@@ -83,28 +84,20 @@ def _check_elements_decode(ds: Dataset, name: str) -> None:
         ) from exc
 
 
-@dataclass(frozen=True)
-class StudyInstances:
-    """The DICOM instances of one study, and what the study-folder rule skipped."""
-
-    datasets: list[Dataset] = field(repr=False)
-    skipped: list[SkippedFile] = field(default_factory=list)
-
-
-def read_folder_study(path: str | Path) -> StudyInstances:
+def read_study_folder(path: str | Path) -> StudyInstances:
     """Read every regular file below ``path`` as DICOM, whatever its suffix.
 
     Hidden files, DICOMDIR indexes and files that are not DICOM are skipped and listed; a
     damaged DICOM file fails the study, naming the file (relative to ``path``).
     """
-    study = read_study_folder(path, _parse_file)
+    study = sort_study_folder(path, _parse_file)
     logger.info("loaded %d instances from a study folder", len(study.datasets))
-    return StudyInstances(study.datasets, study.skipped)
+    return study
 
 
 def load_instances_from_dir(path: str | Path) -> list[Dataset]:
-    """The data sets of :func:`read_folder_study`, for callers that need no skip list."""
-    return read_folder_study(path).datasets
+    """The data sets of :func:`read_study_folder`, for callers that need no skip list."""
+    return read_study_folder(path).datasets
 
 
 #: How often (in instances) parsing reports progress and checks for cancellation.
@@ -195,7 +188,7 @@ def load_study(
             source.instances, on_progress=on_progress, is_cancelled=is_cancelled
         )
     assert source.folder is not None  # guaranteed by StudySource.__post_init__
-    study = read_folder_study(source.folder)
+    study = read_study_folder(source.folder)
     if on_progress is not None:
         on_progress(1.0)
     return study

@@ -14,7 +14,11 @@ SERVICE_NAME = "pulmoseg.v1.SegmentationService"
 #: The quality service (reference VolDice, study records) of the same API.
 QUALITY_SERVICE_NAME = "pulmoseg.v1.QualityService"
 
+#: Metadata key by which a client names the file a submitted training config came from, so
+#: the server's messages name the user's file instead of "config_yaml".
+CONFIG_NAME_METADATA = "pulmoseg-config-name"
+
 #: Largest data payload per InstanceChunk/SegChunk message (gRPC's default limit is 4 MiB).
 MAX_CHUNK_BYTES = 1024 * 1024
 
-__all__ = ["MAX_CHUNK_BYTES", "QUALITY_SERVICE_NAME", "SERVICE_NAME"]
+__all__ = ["CONFIG_NAME_METADATA", "MAX_CHUNK_BYTES", "QUALITY_SERVICE_NAME", "SERVICE_NAME"]

@@ -87,7 +87,7 @@ class SegChunk(_message.Message):
     def __init__(self, data: _Optional[bytes] = ..., offset: _Optional[int] = ...) -> None: ...
 
 class StudySummary(_message.Message):
-    __slots__ = ("study_uid_hash", "class_volumes_ml", "num_instances", "model_name", "model_version", "provider", "stage_seconds", "seg_size_bytes", "seg_sha256", "clinical", "consistency", "flagged", "sr_size_bytes", "sr_sha256", "applicability", "quality", "review_required")
+    __slots__ = ("study_uid_hash", "class_volumes_ml", "num_instances", "model_name", "model_version", "provider", "stage_seconds", "seg_size_bytes", "seg_sha256", "clinical", "consistency", "flagged", "sr_size_bytes", "sr_sha256", "applicability", "quality", "review_required", "density", "under_reading")
     class ClassVolumesMlEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -119,6 +119,8 @@ class StudySummary(_message.Message):
     APPLICABILITY_FIELD_NUMBER: _ClassVar[int]
     QUALITY_FIELD_NUMBER: _ClassVar[int]
     REVIEW_REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    DENSITY_FIELD_NUMBER: _ClassVar[int]
+    UNDER_READING_FIELD_NUMBER: _ClassVar[int]
     study_uid_hash: str
     class_volumes_ml: _containers.ScalarMap[str, float]
     num_instances: int
@@ -136,7 +138,57 @@ class StudySummary(_message.Message):
     applicability: Applicability
     quality: QualityScore
     review_required: bool
-    def __init__(self, study_uid_hash: _Optional[str] = ..., class_volumes_ml: _Optional[_Mapping[str, float]] = ..., num_instances: _Optional[int] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., provider: _Optional[str] = ..., stage_seconds: _Optional[_Mapping[str, float]] = ..., seg_size_bytes: _Optional[int] = ..., seg_sha256: _Optional[str] = ..., clinical: _Optional[_Union[ClinicalSummary, _Mapping]] = ..., consistency: _Optional[_Union[ConsistencyQuality, _Mapping]] = ..., flagged: _Optional[bool] = ..., sr_size_bytes: _Optional[int] = ..., sr_sha256: _Optional[str] = ..., applicability: _Optional[_Union[Applicability, _Mapping]] = ..., quality: _Optional[_Union[QualityScore, _Mapping]] = ..., review_required: _Optional[bool] = ...) -> None: ...
+    density: DensityQuantification
+    under_reading: UnderReading
+    def __init__(self, study_uid_hash: _Optional[str] = ..., class_volumes_ml: _Optional[_Mapping[str, float]] = ..., num_instances: _Optional[int] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., provider: _Optional[str] = ..., stage_seconds: _Optional[_Mapping[str, float]] = ..., seg_size_bytes: _Optional[int] = ..., seg_sha256: _Optional[str] = ..., clinical: _Optional[_Union[ClinicalSummary, _Mapping]] = ..., consistency: _Optional[_Union[ConsistencyQuality, _Mapping]] = ..., flagged: _Optional[bool] = ..., sr_size_bytes: _Optional[int] = ..., sr_sha256: _Optional[str] = ..., applicability: _Optional[_Union[Applicability, _Mapping]] = ..., quality: _Optional[_Union[QualityScore, _Mapping]] = ..., review_required: _Optional[bool] = ..., density: _Optional[_Union[DensityQuantification, _Mapping]] = ..., under_reading: _Optional[_Union[UnderReading, _Mapping]] = ...) -> None: ...
+
+class DensityBand(_message.Message):
+    __slots__ = ("band", "volume_ml", "fraction")
+    BAND_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_ML_FIELD_NUMBER: _ClassVar[int]
+    FRACTION_FIELD_NUMBER: _ClassVar[int]
+    band: str
+    volume_ml: float
+    fraction: float
+    def __init__(self, band: _Optional[str] = ..., volume_ml: _Optional[float] = ..., fraction: _Optional[float] = ...) -> None: ...
+
+class DensityRegion(_message.Message):
+    __slots__ = ("region", "envelope_ml", "bands")
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    ENVELOPE_ML_FIELD_NUMBER: _ClassVar[int]
+    BANDS_FIELD_NUMBER: _ClassVar[int]
+    region: str
+    envelope_ml: float
+    bands: _containers.RepeatedCompositeFieldContainer[DensityBand]
+    def __init__(self, region: _Optional[str] = ..., envelope_ml: _Optional[float] = ..., bands: _Optional[_Iterable[_Union[DensityBand, _Mapping]]] = ...) -> None: ...
+
+class DensityQuantification(_message.Message):
+    __slots__ = ("envelope_ml", "abnormal_ml", "abnormal_fraction", "well_aerated_fraction", "regions")
+    ENVELOPE_ML_FIELD_NUMBER: _ClassVar[int]
+    ABNORMAL_ML_FIELD_NUMBER: _ClassVar[int]
+    ABNORMAL_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    WELL_AERATED_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    REGIONS_FIELD_NUMBER: _ClassVar[int]
+    envelope_ml: float
+    abnormal_ml: float
+    abnormal_fraction: float
+    well_aerated_fraction: float
+    regions: _containers.RepeatedCompositeFieldContainer[DensityRegion]
+    def __init__(self, envelope_ml: _Optional[float] = ..., abnormal_ml: _Optional[float] = ..., abnormal_fraction: _Optional[float] = ..., well_aerated_fraction: _Optional[float] = ..., regions: _Optional[_Iterable[_Union[DensityRegion, _Mapping]]] = ...) -> None: ...
+
+class UnderReading(_message.Message):
+    __slots__ = ("flagged", "reason", "density_fraction", "lesion_fraction", "margin")
+    FLAGGED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    DENSITY_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    LESION_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    MARGIN_FIELD_NUMBER: _ClassVar[int]
+    flagged: bool
+    reason: str
+    density_fraction: float
+    lesion_fraction: float
+    margin: float
+    def __init__(self, flagged: _Optional[bool] = ..., reason: _Optional[str] = ..., density_fraction: _Optional[float] = ..., lesion_fraction: _Optional[float] = ..., margin: _Optional[float] = ...) -> None: ...
 
 class QualityScore(_message.Message):
     __slots__ = ("score", "flagged", "threshold", "variant", "signals")
@@ -389,7 +441,7 @@ class GetStudyQualityRequest(_message.Message):
     def __init__(self, study_hash: _Optional[str] = ...) -> None: ...
 
 class StudyQualityRecord(_message.Message):
-    __slots__ = ("study_hash", "created", "model_name", "model_version", "provider", "num_instances", "clinical", "consistency", "flagged", "reference", "stage_seconds", "applicability", "quality")
+    __slots__ = ("study_hash", "created", "model_name", "model_version", "provider", "num_instances", "clinical", "consistency", "flagged", "reference", "stage_seconds", "applicability", "quality", "density", "under_reading")
     class StageSecondsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -410,6 +462,8 @@ class StudyQualityRecord(_message.Message):
     STAGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     APPLICABILITY_FIELD_NUMBER: _ClassVar[int]
     QUALITY_FIELD_NUMBER: _ClassVar[int]
+    DENSITY_FIELD_NUMBER: _ClassVar[int]
+    UNDER_READING_FIELD_NUMBER: _ClassVar[int]
     study_hash: str
     created: _timestamp_pb2.Timestamp
     model_name: str
@@ -423,7 +477,9 @@ class StudyQualityRecord(_message.Message):
     stage_seconds: _containers.ScalarMap[str, float]
     applicability: Applicability
     quality: QualityScore
-    def __init__(self, study_hash: _Optional[str] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., provider: _Optional[str] = ..., num_instances: _Optional[int] = ..., clinical: _Optional[_Union[ClinicalSummary, _Mapping]] = ..., consistency: _Optional[_Union[ConsistencyQuality, _Mapping]] = ..., flagged: _Optional[bool] = ..., reference: _Optional[_Union[ReferenceQuality, _Mapping]] = ..., stage_seconds: _Optional[_Mapping[str, float]] = ..., applicability: _Optional[_Union[Applicability, _Mapping]] = ..., quality: _Optional[_Union[QualityScore, _Mapping]] = ...) -> None: ...
+    density: DensityQuantification
+    under_reading: UnderReading
+    def __init__(self, study_hash: _Optional[str] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., provider: _Optional[str] = ..., num_instances: _Optional[int] = ..., clinical: _Optional[_Union[ClinicalSummary, _Mapping]] = ..., consistency: _Optional[_Union[ConsistencyQuality, _Mapping]] = ..., flagged: _Optional[bool] = ..., reference: _Optional[_Union[ReferenceQuality, _Mapping]] = ..., stage_seconds: _Optional[_Mapping[str, float]] = ..., applicability: _Optional[_Union[Applicability, _Mapping]] = ..., quality: _Optional[_Union[QualityScore, _Mapping]] = ..., density: _Optional[_Union[DensityQuantification, _Mapping]] = ..., under_reading: _Optional[_Union[UnderReading, _Mapping]] = ...) -> None: ...
 
 class ListStudyQualityRequest(_message.Message):
     __slots__ = ("since", "until", "model_version", "flagged_only", "page_size", "page_token")

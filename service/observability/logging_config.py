@@ -12,8 +12,9 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any, TextIO
+
+from service.core.options import Option
 
 LOG_LEVELS: tuple[str, ...] = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -21,7 +22,7 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _RECORD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
-class LogFormat(StrEnum):
+class LogFormat(Option):
     """How log lines look: ``text`` for people, ``json`` for machines."""
 
     TEXT = "text"

@@ -9,8 +9,11 @@ unreadable) and involvement is a ratio 0..1, as the conventions ask for ratios.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from service.core.study_outcome import CountedBy, Metric, StudyOutcome, declared_metrics
 
 #: Dice-like scores: fine steps where models live (0.7..1), coarse below.
 SCORE_BUCKETS = (
@@ -64,19 +67,10 @@ class QualityMetrics:
             buckets=VOLUME_BUCKETS,
             registry=r,
         )
-        self.involvement = Histogram(
-            "pulmoseg_lung_involvement_ratio",
-            "Share of the lungs' volume taken by lesions (GGO + consolidation), per study.",
-            ["model_version"],
-            buckets=RATIO_BUCKETS,
-            registry=r,
-        )
-        self.grades = Counter(
-            "pulmoseg_severity_grade_total",
-            "Studies by MosMedData CT severity grade (CT-0 .. CT-4).",
-            ["grade", "model_version"],
-            registry=r,
-        )
+        #: The outcome fields that declare their own metric (``service.core.study_outcome``).
+        self.declared: list[tuple[tuple[str, ...], Metric | CountedBy, Histogram | Counter]] = [
+            (path, spec, _declared_collector(spec, r)) for path, spec in declared_metrics()
+        ]
         self.assessed = Counter(
             "pulmoseg_quality_studies_total",
             "Studies that went through the quality step.",
@@ -127,8 +121,9 @@ class QualityMetrics:
         self.review_flags = Counter(
             "pulmoseg_review_flagged_studies_total",
             "Studies flagged for review by reason: quality_score (score under its threshold), "
-            "consistency (consistency VolDice under its threshold); a study with both counts "
-            "under both. Applicability reasons: pulmoseg_not_applicable_reasons_total.",
+            "consistency (consistency VolDice under its threshold), under_reading (abnormal "
+            "density beyond the lesions); a study with two counts under both. Applicability "
+            "reasons: pulmoseg_not_applicable_reasons_total.",
             ["reason", "model_version"],
             registry=r,
         )
@@ -139,30 +134,36 @@ class QualityMetrics:
             registry=r,
         )
 
-    def observe_study(
-        self,
-        model_version: str,
-        class_volumes_ml: Mapping[str, float],
-        lesion_classes: tuple[str, ...],
-        involvement_percent: float | None,
-        grade: str | None,
-        consistency: Mapping[str, float] | None,
-        flagged: bool,
+    def observe_outcome(
+        self, outcome: StudyOutcome, lesion_classes: tuple[str, ...], reasons: Iterable[str]
     ) -> None:
-        self.assessed.labels(model_version=model_version).inc()
+        """One assessed study: lesion volumes, consistency, flags, the quality score and every
+        field that declares its own metric; ``reasons`` are the quality step's flag reasons."""
+        version = outcome.model_version
+        self.assessed.labels(model_version=version).inc()
+        clinical = outcome.clinical
+        volumes = clinical.class_volumes_ml if clinical is not None else {}
         for name in lesion_classes:
-            if name in class_volumes_ml:
-                self.lesion_volume.labels(name, model_version).observe(class_volumes_ml[name])
-        if involvement_percent is not None:
-            self.involvement.labels(model_version=model_version).observe(involvement_percent / 100)
-        if grade:
-            self.grades.labels(grade=grade, model_version=model_version).inc()
-        if consistency is not None:
-            self.consistency_checks.labels(model_version=model_version).inc()
-            for name, score in consistency.items():
-                self.consistency_voldice.labels(name, model_version).observe(score)
-        if flagged:
-            self.flagged.labels(model_version=model_version).inc()
+            if name in volumes:
+                self.lesion_volume.labels(name, version).observe(volumes[name])
+        for path, spec, collector in self.declared:
+            value = _field_at(outcome, path)
+            if value is None or value == "":
+                continue
+            if isinstance(spec, Metric) and isinstance(collector, Histogram):
+                collector.labels(model_version=version).observe(float(value) * spec.scale)
+            elif isinstance(spec, CountedBy) and isinstance(collector, Counter):
+                collector.labels(str(value), version).inc()
+        if outcome.consistency is not None:
+            self.consistency_checks.labels(model_version=version).inc()
+            for name, score in outcome.consistency.voldice.items():
+                self.consistency_voldice.labels(name, version).observe(score)
+        if outcome.flagged:
+            self.flagged.labels(model_version=version).inc()
+        if outcome.quality is not None:
+            self.observe_quality_score(
+                version, outcome.quality.score, outcome.quality.variant, reasons
+            )
 
     def observe_quality_score(
         self, model_version: str, score: float, variant: str, reasons: Iterable[str]
@@ -197,5 +198,24 @@ class QualityMetrics:
             self.not_applicable,
         ):
             counter.labels(model_version=model_version)
-        for reason in ("quality_score", "consistency"):
+        for reason in ("quality_score", "consistency", "under_reading"):
             self.review_flags.labels(reason=reason, model_version=model_version)
+
+
+def _declared_collector(
+    spec: Metric | CountedBy, registry: CollectorRegistry
+) -> Histogram | Counter:
+    if isinstance(spec, Metric):
+        return Histogram(
+            spec.name, spec.help, ["model_version"], buckets=spec.buckets, registry=registry
+        )
+    return Counter(spec.name, spec.help, [spec.label, "model_version"], registry=registry)
+
+
+def _field_at(outcome: StudyOutcome, path: tuple[str, ...]) -> Any:
+    value: Any = outcome
+    for name in path:
+        if value is None:
+            return None
+        value = getattr(value, name)
+    return value

@@ -58,17 +58,18 @@ def start_gateway(settings: PacsSettings, segmenter: Segmenter | None = None) ->
             settings.host,
             settings.port,
         )
-    spool = Spool(settings.spool_dir, settings.dead_letter_path, settings.spool_max_bytes)
+    spool = Spool(settings.spool.dir, settings.spool.dead_letter_path, settings.spool.max_bytes)
     metrics = PacsMetrics()
+    metrics.spool_capacity.set(settings.spool.max_bytes)
     worker = Worker(settings, spool, metrics, segmenter=segmenter)
     listener = DicomListener(settings, spool, metrics)
     port = listener.start()
     worker.start()
     gateway = PacsGateway(settings, spool, metrics, listener, worker, port)
-    if settings.metrics_enabled:
+    if settings.metrics.enabled:
         try:
             gateway.health = start_health_server(
-                metrics, settings.metrics_host, settings.metrics_port, gateway.healthy
+                metrics, settings.metrics.host, settings.metrics.port, gateway.healthy
             )
         except OSError:
             gateway.stop()
@@ -77,7 +78,7 @@ def start_gateway(settings: PacsSettings, segmenter: Segmenter | None = None) ->
         "PACS gateway %s ready: DICOM port %d, gRPC service %s, destinations %s",
         settings.ae_title,
         port,
-        settings.grpc_target,
+        settings.grpc.target,
         ", ".join(settings.destination_names),
     )
     return gateway
@@ -85,9 +86,9 @@ def start_gateway(settings: PacsSettings, segmenter: Segmenter | None = None) ->
 
 def run_gateway(settings: PacsSettings) -> int:
     """Run until SIGTERM/SIGINT; returns the process exit code."""
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log.level, settings.log.format)
     # pynetdicom's INFO lines describe every association and message; keep them for --debug.
-    if settings.log_level != "DEBUG":
+    if settings.log.level != "DEBUG":
         logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     gateway = start_gateway(settings)
     stopping = threading.Event()

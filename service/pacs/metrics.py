@@ -67,6 +67,11 @@ class PacsMetrics:
         self.spool_bytes = Gauge(
             "pulmoseg_pacs_spool_bytes", "Bytes held in the spool now.", registry=r
         )
+        self.spool_capacity = Gauge(
+            "pulmoseg_pacs_spool_capacity_bytes",
+            "The spool's limit (setting spool_max_bytes); full, it refuses new instances.",
+            registry=r,
+        )
         self.spool_studies = Gauge(
             "pulmoseg_pacs_spool_studies",
             "Studies in the spool by state (arriving, segment, deliver).",

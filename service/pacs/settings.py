@@ -1,8 +1,10 @@
 """Typed settings of the PACS gateway (``pulmoseg pacs``), resolved like the server's.
 
-Same layering and messages as :mod:`service.serving.settings` (defaults < YAML file < environment
-``PULMOSEG_PACS_<FIELD>`` < overrides), but a model of its own: the gateway is a separate
-process with its own ports, and a gRPC server's settings file must not need gateway keys.
+Same layering, groups and messages as :mod:`service.serving.settings` (defaults < YAML file <
+environment ``PULMOSEG_PACS_<FIELD>`` or ``PULMOSEG_PACS_<GROUP>__<FIELD>`` < overrides; the
+flat names from before the groups, :data:`FLAT_NAMES`, stay valid), but a model of its own:
+the gateway is a separate process with its own ports, and a gRPC server's settings file must
+not need gateway keys. The ``log`` and ``metrics`` groups are the server's.
 Destinations are written ``AE_TITLE@host:port`` (several separated by commas in the
 environment) because that is how PACS administrators exchange them.
 """
@@ -14,13 +16,13 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from service.core.options import SegmentationType
-from service.core.settings_base import SettingsModel, check_choice, is_optional
-from service.observability.logging_config import LOG_LEVELS, LogFormat
+from service.core.settings_base import AtLeastOne, EnvSettingsModel, Port, Positive
+from service.observability.settings import LogSettings, MetricsSettings
 
 ENV_PREFIX = "PULMOSEG_PACS_"
 GIB = 1024**3
@@ -72,7 +74,81 @@ class DicomDestination(BaseModel):
         return f"{self.ae_title}@{self.host}:{self.port}"
 
 
-class PacsSettings(SettingsModel):
+class SpoolSettings(EnvSettingsModel):
+    """Where received studies wait until their SEG is delivered (or given up)."""
+
+    key_prefix: ClassVar[str] = "spool."
+
+    dir: Path = Path("pulmoseg-spool")
+    #: Studies that fail for good (invalid study, destination down after the last retry) end
+    #: here with a reason file; default ``<dir>/../<dir name>-dead-letter``.
+    dead_letter_dir: Path | None = None
+    #: The spool refuses instances (status Out of Resources) beyond this many bytes.
+    max_bytes: AtLeastOne = 20 * GIB
+    #: Work older than this is moved to the dead-letter folder instead of being retried forever.
+    max_age_s: Positive = 7 * DAY_S
+
+    @property
+    def dead_letter_path(self) -> Path:
+        if self.dead_letter_dir is not None:
+            return self.dead_letter_dir
+        return self.dir.parent / f"{self.dir.name}-dead-letter"
+
+
+class GrpcSettings(EnvSettingsModel):
+    """How the gateway reaches the pulmoseg server."""
+
+    key_prefix: ClassVar[str] = "grpc."
+
+    target: str = "127.0.0.1:50051"
+    token: str | None = None
+    tls_ca: Path | None = None
+    timeout_s: Positive = 600.0
+
+
+class RetrySettings(EnvSettingsModel):
+    """Retries of a destination (and of the gRPC server) before the dead-letter folder."""
+
+    key_prefix: ClassVar[str] = "retry."
+
+    max_attempts: AtLeastOne = 8
+    #: First retry delay; each further retry doubles it, up to ``max_delay_s``.
+    initial_delay_s: Positive = 5.0
+    max_delay_s: Positive = 600.0
+
+    @model_validator(mode="after")
+    def _check(self) -> RetrySettings:
+        if self.max_delay_s < self.initial_delay_s:
+            raise ValueError(
+                f"Setting 'retry.max_delay_s' ({self.max_delay_s}) must be >= "
+                f"'retry.initial_delay_s' ({self.initial_delay_s})."
+            )
+        return self
+
+
+#: The flat names from before the groups (still accepted in files, environment and overrides)
+#: and the value each one names now. docs/configuration.md shows this table.
+FLAT_NAMES: dict[str, tuple[str, ...]] = {
+    "spool_dir": ("spool", "dir"),
+    "dead_letter_dir": ("spool", "dead_letter_dir"),
+    "spool_max_bytes": ("spool", "max_bytes"),
+    "spool_max_age_s": ("spool", "max_age_s"),
+    "grpc_target": ("grpc", "target"),
+    "grpc_token": ("grpc", "token"),
+    "grpc_tls_ca": ("grpc", "tls_ca"),
+    "grpc_timeout_s": ("grpc", "timeout_s"),
+    "max_attempts": ("retry", "max_attempts"),
+    "retry_initial_delay_s": ("retry", "initial_delay_s"),
+    "retry_max_delay_s": ("retry", "max_delay_s"),
+    "metrics_enabled": ("metrics", "enabled"),
+    "metrics_host": ("metrics", "host"),
+    "metrics_port": ("metrics", "port"),
+    "log_level": ("log", "level"),
+    "log_format": ("log", "format"),
+}
+
+
+class PacsSettings(EnvSettingsModel):
     """Resolved settings of one gateway process (read-only; see :meth:`with_overrides`).
 
     ``host`` defaults to loopback, as the server's does, so a developer's listener is not
@@ -80,65 +156,33 @@ class PacsSettings(SettingsModel):
     An empty allow-list accepts every peer (a warning says so at start-up).
     """
 
-    model_config = ConfigDict(frozen=True)
+    flat_names: ClassVar[Mapping[str, tuple[str, ...]]] = FLAT_NAMES
 
     ae_title: str = "PULMOSEG"
     host: str = "127.0.0.1"
-    port: int = 11112
+    port: Port = 11112
     #: Calling AE titles allowed to associate; empty: any.
     allowed_calling_aets: tuple[str, ...] = ()
     #: Peer IP addresses allowed to associate; empty: any.
     allowed_hosts: tuple[str, ...] = ()
-    spool_dir: Path = Path("pulmoseg-spool")
-    #: Studies that fail for good (invalid study, destination down after the last retry) end
-    #: here with a reason file; default ``<spool_dir>/../<spool_dir name>-dead-letter``.
-    dead_letter_dir: Path | None = None
-    #: The spool refuses instances (status Out of Resources) beyond this many bytes.
-    spool_max_bytes: int = 20 * GIB
-    #: Work older than this is moved to the dead-letter folder instead of being retried forever.
-    spool_max_age_s: float = 7 * DAY_S
     #: A study is complete when no instance of it arrived for this many seconds.
-    study_timeout_s: float = 30.0
+    study_timeout_s: Positive = 30.0
     #: A study whose CT series was already segmented and delivered is skipped, unless this is set.
     resegment_duplicates: bool = False
     #: How long a delivered study is remembered for duplicate detection.
-    dedup_window_s: float = 7 * DAY_S
-    grpc_target: str = "127.0.0.1:50051"
-    grpc_token: str | None = None
-    grpc_tls_ca: Path | None = None
-    grpc_timeout_s: float = 600.0
+    dedup_window_s: Positive = 7 * DAY_S
     segmentation_type: SegmentationType = SegmentationType.BINARY
     #: C-STORE destinations of the SEG, ``AE_TITLE@host:port``.
     destinations: tuple[DicomDestination, ...] = ()
     #: DICOMweb base URL for STOW-RS (e.g. ``http://pacs:8042/dicom-web``); optional.
     stow_url: str | None = None
-    #: Attempts per destination (and for reaching the gRPC server) before the dead-letter folder.
-    max_attempts: int = 8
-    #: First retry delay; each further retry doubles it, up to ``retry_max_delay_s``.
-    retry_initial_delay_s: float = 5.0
-    retry_max_delay_s: float = 600.0
     #: Seconds to wait for a peer's network answers (association, C-STORE, STOW-RS).
-    network_timeout_s: float = 30.0
-    metrics_enabled: bool = True
-    metrics_host: str = "127.0.0.1"
-    metrics_port: int = 9091
-    log_level: str = "INFO"
-    log_format: LogFormat = LogFormat.TEXT
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _from_text(cls, value: Any, info: ValidationInfo) -> Any:
-        """Environment values are text: blank or "none" clears an optional setting; lists are
-        comma-separated."""
-        if not isinstance(value, str):
-            return value
-        annotation = cls.model_fields[info.field_name or ""].annotation
-        text = value.strip()
-        if is_optional(annotation) and text.lower() in ("", "none"):
-            return None
-        if info.field_name in ("allowed_calling_aets", "allowed_hosts", "destinations"):
-            return [part for part in (p.strip() for p in text.split(",")) if part]
-        return text if annotation in (bool, int, float) else value
+    network_timeout_s: Positive = 30.0
+    spool: SpoolSettings = Field(default_factory=SpoolSettings)
+    grpc: GrpcSettings = Field(default_factory=GrpcSettings)
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+    metrics: MetricsSettings = Field(default_factory=lambda: MetricsSettings(port=9091))
+    log: LogSettings = Field(default_factory=LogSettings)
 
     @field_validator("destinations", mode="before")
     @classmethod
@@ -160,18 +204,6 @@ class PacsSettings(SettingsModel):
     def _allowed_aets(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(check_ae_title("Setting 'allowed_calling_aets' entry", v) for v in value)
 
-    @field_validator("spool_dir", "dead_letter_dir", "grpc_tls_ca")
-    @classmethod
-    def _expand_user(cls, value: Path | None) -> Path | None:
-        return value.expanduser() if value is not None else None
-
-    @field_validator("segmentation_type", mode="before")
-    @classmethod
-    def _segmentation_type(cls, value: Any) -> Any:
-        if not isinstance(value, str):
-            return value
-        return SegmentationType.parse(value, "Setting 'segmentation_type'")
-
     @field_validator("stow_url")
     @classmethod
     def _stow_url(cls, value: str | None) -> str | None:
@@ -182,52 +214,14 @@ class PacsSettings(SettingsModel):
             )
         return value.rstrip("/") if value else value
 
-    @field_validator("log_level", mode="before")
-    @classmethod
-    def _log_level(cls, value: Any) -> Any:
-        if not isinstance(value, str):
-            return value
-        return check_choice("Setting 'log_level'", value.strip().upper(), LOG_LEVELS)
-
     @model_validator(mode="after")
     def _check(self) -> PacsSettings:
-        for name in ("port", "metrics_port"):
-            value = getattr(self, name)
-            if not 0 <= value <= 65535:
-                raise ValueError(f"Setting '{name}' must be a port number 0..65535, got {value}.")
-        for name in ("spool_max_bytes", "max_attempts"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"Setting '{name}' must be >= 1, got {getattr(self, name)}.")
-        for name in (
-            "spool_max_age_s",
-            "study_timeout_s",
-            "dedup_window_s",
-            "grpc_timeout_s",
-            "retry_initial_delay_s",
-            "retry_max_delay_s",
-            "network_timeout_s",
-        ):
-            if getattr(self, name) <= 0:
-                raise ValueError(
-                    f"Setting '{name}' must be > 0 seconds, got {getattr(self, name)}."
-                )
         if not self.destinations and not self.stow_url:
             raise ValueError(
                 "Setting 'destinations' (AE_TITLE@host:port, ...) or 'stow_url' must name at "
                 "least one place to send the SEG to."
             )
-        if self.retry_max_delay_s < self.retry_initial_delay_s:
-            raise ValueError(
-                f"Setting 'retry_max_delay_s' ({self.retry_max_delay_s}) must be >= "
-                f"'retry_initial_delay_s' ({self.retry_initial_delay_s})."
-            )
         return self
-
-    @property
-    def dead_letter_path(self) -> Path:
-        if self.dead_letter_dir is not None:
-            return self.dead_letter_dir
-        return self.spool_dir.parent / f"{self.spool_dir.name}-dead-letter"
 
     @property
     def destination_names(self) -> list[str]:
@@ -252,6 +246,6 @@ def load_pacs_settings(
 def redacted(settings: PacsSettings) -> dict[str, Any]:
     """Settings as a dict safe to log (the gRPC token is replaced)."""
     out = settings.model_dump()
-    if out["grpc_token"]:
-        out["grpc_token"] = "***"
+    if out["grpc"]["token"]:
+        out["grpc"]["token"] = "***"
     return out

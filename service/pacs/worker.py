@@ -60,9 +60,9 @@ Segmenter = Callable[[list[Path]], tuple[bytes, bytes]]
 def retry_policy(settings: PacsSettings) -> RetryPolicy:
     """The gateway's retry policy: the client's codes and back-off, the settings' budget."""
     return RetryPolicy(
-        max_attempts=settings.max_attempts,
-        initial_backoff_s=settings.retry_initial_delay_s,
-        max_backoff_s=settings.retry_max_delay_s,
+        max_attempts=settings.retry.max_attempts,
+        initial_backoff_s=settings.retry.initial_delay_s,
+        max_backoff_s=settings.retry.max_delay_s,
     )
 
 
@@ -145,8 +145,8 @@ class Worker:
         for batch in self.spool.batches():
             if self._stop.is_set():
                 break
-            if now - batch.closed_at > s.spool_max_age_s:
-                self._dead_letter(batch, f"still not done after {s.spool_max_age_s:g} s")
+            if now - batch.closed_at > s.spool.max_age_s:
+                self._dead_letter(batch, f"still not done after {s.spool.max_age_s:g} s")
             elif batch.state == BatchState.SEGMENT and now >= batch.next_attempt_at:
                 self._segment(batch)
             if batch.state == BatchState.DELIVER and batch.path.is_dir():
@@ -207,10 +207,10 @@ class Worker:
         """One attempt (``max_attempts=1``): the worker's own schedule retries, by the policy."""
         s = self.settings
         with SegmentationClient(
-            s.grpc_target,
-            token=s.grpc_token,
-            tls_ca=s.grpc_tls_ca,
-            timeout_s=s.grpc_timeout_s,
+            s.grpc.target,
+            token=s.grpc.token,
+            tls_ca=s.grpc.tls_ca,
+            timeout_s=s.grpc.timeout_s,
             client_name=f"pulmoseg-pacs {s.ae_title}",
             max_attempts=1,
         ) as client:

@@ -3,6 +3,6 @@ clinical summary.
 
 The plain functions here (transforms, consistency, clinical, reference, sr_writer, score_signals,
 quality_score) are tested without a server; :mod:`service.quality.monitor` ties them to the
-records store
-(:mod:`service.quality.records`) and the metrics (:mod:`service.observability.quality_metrics`).
+records store (:mod:`service.quality.records`, on the database of :mod:`service.records`) and
+the metrics (:mod:`service.observability.quality_metrics`).
 """

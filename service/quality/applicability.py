@@ -44,6 +44,7 @@ from service.core.manifest import (
     DEFAULT_SLICE_THICKNESS_MM_RANGE,
     ModelManifest,
 )
+from service.core.study_outcome import ApplicabilityOutcome
 
 __all__ = [
     "Applicability",
@@ -132,6 +133,16 @@ class Applicability:
     @property
     def reason_values(self) -> list[str]:
         return [r.value for r in self.reasons]
+
+    def outcome(self) -> ApplicabilityOutcome:
+        """The study outcome's ``applicability`` part (unmeasured values left out)."""
+        return ApplicabilityOutcome(
+            applicable=self.applicable,
+            reasons=self.reason_values,
+            details={str(k): str(v) for k, v in self.details.items()},
+            measurements={str(k): float(v) for k, v in self.measurements.items() if v is not None},
+            contrast_agent=self.contrast_agent,
+        )
 
     def describe(self) -> str:
         """One line naming every reason and its measured value, for logs and error details."""

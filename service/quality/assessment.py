@@ -6,22 +6,31 @@ warm predictor for the consistency inference, so the check costs one more infere
 study and nothing else. The label-free quality score (``service.quality.quality_score``) reuses
 that pass (its mapped-back labels and, when ``predict`` is an ``EntropyRecordingPredictor``, the
 entropy of its lesion call) and the applicability check's lung field: no inference of its own.
+The density bands and the under-reading check (``service.quality.study_density``) are measured
+on the served labels' envelope, about a second per study.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar
 
 import numpy as np
+from pydantic import Field
 
 from service.core.manifest import ModelManifest
+from service.core.settings_base import EnvSettingsModel, Fraction, NonNegative
+from service.core.study_outcome import (
+    ClinicalOutcome,
+    ConsistencyOutcome,
+    DensityOutcome,
+    UnderReadingOutcome,
+)
 from service.quality.applicability import Applicability
-from service.quality.clinical import LESIONS, LUNG, ClinicalSummary, clinical_summary
+from service.quality.clinical import LESIONS, LUNG, clinical_summary
 from service.quality.consistency import (
-    ConsistencyResult,
     class_voldice,
     flag_study,
     transformed_prediction,
@@ -31,22 +40,28 @@ from service.quality.quality_score import QualityScore, QualityScoreConfig, scor
 from service.quality.score_signals import study_signals
 from service.quality.selection import is_selected, transform_for
 from service.quality.sr_writer import build_summary_sr
+from service.quality.study_density import StudyDensity, study_density
 
 #: Provider names on which the consistency check runs for every study by default.
 GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider", "ROCMExecutionProvider")
 
 
-@dataclass(frozen=True)
-class QualityConfig:
-    """What the quality step does; built once from the service settings."""
+class QualityConfig(EnvSettingsModel):
+    """What the quality step does: the server's ``quality`` settings group, handed over as is."""
 
-    #: Share of studies checked for consistency; None: all on a GPU, none on the CPU.
-    consistency_fraction: float | None = None
-    flag_threshold: float = 0.8
-    lesion_floor_ml: float = 1.0
-    write_sr: bool = True
+    key_prefix: ClassVar[str] = "quality."
+
+    #: Share of studies checked for consistency (a second inference); None: all on a GPU,
+    #: none on the CPU.
+    consistency_fraction: Fraction | None = None
+    #: A study whose consistency VolDice of any class falls below this is flagged for review.
+    consistency_flag_threshold: Fraction = 0.8
+    #: Lesion volume (mL) at or under which a study is graded CT-0.
+    severity_lesion_floor_ml: NonNegative = 1.0
+    #: Send a DICOM SR (TID 1500) with the clinical summary beside the SEG.
+    write_summary_sr: bool = True
     #: The label-free quality score (service.quality.quality_score): on/off and threshold.
-    score: QualityScoreConfig = field(default_factory=QualityScoreConfig)
+    score: QualityScoreConfig = Field(default_factory=QualityScoreConfig)
 
     def fraction_for(self, provider: str) -> float:
         if self.consistency_fraction is not None:
@@ -58,12 +73,14 @@ class QualityConfig:
 class StudyQuality:
     """What the quality step found for one study (no patient data)."""
 
-    clinical: ClinicalSummary
+    clinical: ClinicalOutcome
     geometry: StudyGeometry
-    consistency: ConsistencyResult | None = None
+    consistency: ConsistencyOutcome | None = None
     sr_bytes: bytes = field(default=b"", repr=False)
     seconds: float = 0.0
     score: QualityScore | None = None
+    #: Density bands and the under-reading check; None when the model has no lung class.
+    density: StudyDensity | None = None
 
     @property
     def flagged(self) -> bool:
@@ -71,12 +88,15 @@ class StudyQuality:
         return self.consistency is not None and self.consistency.flagged
 
     @property
-    def flag_reasons(self) -> list[str]:
-        """Why the quality step flags the study: ``consistency`` and/or ``quality_score``."""
-        reasons = ["consistency"] if self.flagged else []
-        if self.score is not None and self.score.flagged:
-            reasons.append("quality_score")
-        return reasons
+    def density_outcome(self) -> DensityOutcome | None:
+        """The study outcome's ``density`` part (None when not measured)."""
+        return self.density.density.outcome() if self.density else None
+
+    @property
+    def under_reading_outcome(self) -> UnderReadingOutcome | None:
+        """The study outcome's ``under_reading`` part (None when not checked)."""
+        verdict = self.density.under_reading if self.density else None
+        return verdict.outcome() if verdict else None
 
 
 def flag_classes(class_names: list[str]) -> list[str]:
@@ -105,7 +125,7 @@ def assess_study(
     ``confine`` post-processes the consistency prediction once mapped back to the study's grid
     (the lung field the served labels were confined to), see ``consistency_voldice``."""
     started = time.perf_counter()
-    clinical = clinical_summary(class_volumes_ml, lesion_floor_ml=config.lesion_floor_ml)
+    clinical = clinical_summary(class_volumes_ml, lesion_floor_ml=config.severity_lesion_floor_ml)
     geometry = StudyGeometry.from_volume(volume)
     consistency = None
     back = None
@@ -114,8 +134,15 @@ def assess_study(
         transform = transform_for(study_hash)
         back = transformed_prediction(predict, volume.hu, labels, transform, confine=confine)
         scores = class_voldice(back, labels, classes)
-        flagged = flag_study(scores, config.flag_threshold, flag_classes(list(classes.values())))
-        consistency = ConsistencyResult(transform.value, scores, config.flag_threshold, flagged)
+        flagged = flag_study(
+            scores, config.consistency_flag_threshold, flag_classes(list(classes.values()))
+        )
+        consistency = ConsistencyOutcome(
+            transform=transform.value,
+            voldice=scores,
+            threshold=config.consistency_flag_threshold,
+            flagged=flagged,
+        )
     score = None
     if config.score.enabled:
         lesion_ids = [i for i, n in classes.items() if n in LESIONS]
@@ -134,9 +161,43 @@ def assess_study(
             entropy_voxels=int(getattr(predict, "lesion_voxels", 0)),
         )
         score = score_study(signals, config.score)
+    measured = StudyQuality(
+        clinical,
+        geometry,
+        consistency,
+        score=score,
+        density=measure_density(volume, labels, classes, clinical),
+    )
     sr = (
-        build_summary_sr(seg_bytes, clinical, manifest, software_version, applicability, score)
-        if config.write_sr
+        build_summary_sr(
+            seg_bytes,
+            clinical,
+            manifest,
+            software_version,
+            applicability,
+            score,
+            density=measured.density_outcome,
+            under_reading=measured.under_reading_outcome,
+        )
+        if config.write_summary_sr
         else b""
     )
-    return StudyQuality(clinical, geometry, consistency, sr, time.perf_counter() - started, score)
+    return replace(measured, sr_bytes=sr, seconds=time.perf_counter() - started)
+
+
+def measure_density(
+    volume: Any, labels: np.ndarray, classes: Mapping[int, str], clinical: ClinicalOutcome
+) -> StudyDensity | None:
+    """The density bands on the envelope of the served lung and lesion classes and the
+    under-reading check against the clinical lesion volume; None without a lung class."""
+    if LUNG not in classes.values():
+        return None
+    return study_density(
+        volume.hu,
+        labels,
+        volume.spacing_zyx,
+        [i for i, n in classes.items() if n in (LUNG, *LESIONS)],
+        lesion_volume_ml=clinical.lesion_volume_ml,
+        row_cosine=volume.row_cosine,
+        slice_normal=volume.slice_normal,
+    )

@@ -9,32 +9,13 @@ below a small volume floor (noise-level detections must not make a study CT-1).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from enum import StrEnum
+
+from service.core.study_outcome import ClinicalOutcome, SeverityGrade
+
+__all__ = ["LESIONS", "LUNG", "SeverityGrade", "clinical_summary", "severity_grade"]
 
 LUNG = "lung"
 LESIONS = ("ggo", "consolidation")
-
-
-class SeverityGrade(StrEnum):
-    """MosMedData CT severity: no lesion, <25 %, 25–50 %, 50–75 %, ≥75 % involvement."""
-
-    CT0 = "CT-0"
-    CT1 = "CT-1"
-    CT2 = "CT-2"
-    CT3 = "CT-3"
-    CT4 = "CT-4"
-
-
-@dataclass(frozen=True)
-class ClinicalSummary:
-    """Per-class volumes (mL), involvement (percent of lung volume or None) and grade."""
-
-    class_volumes_ml: dict[str, float]
-    lung_volume_ml: float | None
-    lesion_volume_ml: float | None
-    involvement_percent: float | None
-    grade: SeverityGrade | None
 
 
 def severity_grade(
@@ -54,15 +35,21 @@ def severity_grade(
 
 def clinical_summary(
     class_volumes_ml: Mapping[str, float], *, lesion_floor_ml: float = 1.0
-) -> ClinicalSummary:
-    """Summarise per-class volumes; models without lung and lesion classes get no grade."""
+) -> ClinicalOutcome:
+    """Summarise per-class volumes (the outcome's ``clinical`` part); models without lung and
+    lesion classes get no grade."""
     if lesion_floor_ml < 0:
         raise ValueError(f"Argument 'lesion_floor_ml' must be >= 0, got {lesion_floor_ml}.")
     volumes = {str(k): float(v) for k, v in class_volumes_ml.items()}
     if LUNG not in volumes or not any(name in volumes for name in LESIONS):
-        return ClinicalSummary(volumes, None, None, None, None)
+        return ClinicalOutcome(class_volumes_ml=volumes)
     lesion = sum(volumes.get(name, 0.0) for name in LESIONS)
     lung = volumes[LUNG] + lesion
     involvement = 100.0 * lesion / lung if lung > 0 else 0.0
-    grade = severity_grade(involvement, lesion, lesion_floor_ml)
-    return ClinicalSummary(volumes, lung, lesion, involvement, grade)
+    return ClinicalOutcome(
+        class_volumes_ml=volumes,
+        lung_volume_ml=lung,
+        lesion_volume_ml=lesion,
+        involvement_percent=involvement,
+        severity_grade=severity_grade(involvement, lesion, lesion_floor_ml),
+    )

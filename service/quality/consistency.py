@@ -9,7 +9,6 @@ often does not. Consistency is not accuracy: a model can be consistently wrong.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -18,20 +17,6 @@ from service.quality.transforms import ConsistencyTransform
 
 #: ``predict(volume) -> labels``: the predictor's label function (same grid in and out).
 LabelPredictor = Callable[[np.ndarray], np.ndarray]
-
-
-@dataclass(frozen=True)
-class ConsistencyResult:
-    """Per-class consistency VolDice (by class name), the transform used and the flag."""
-
-    transform: str
-    voldice: dict[str, float]
-    threshold: float
-    flagged: bool
-
-    @property
-    def minimum(self) -> float:
-        return min(self.voldice.values()) if self.voldice else 1.0
 
 
 def consistency_voldice(

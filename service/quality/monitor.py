@@ -11,11 +11,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
+
+import numpy as np
 
 from service.core.manifest import ModelManifest
+from service.core.study_outcome import StudyOutcome
 from service.observability.quality_metrics import QualityMetrics
 from service.quality.clinical import LESIONS
+from service.quality.geometry import StudyGeometry
 from service.quality.records import QualityStore, StudyRecord
 from service.quality.reference import (
     ReferenceMasks,
@@ -33,10 +37,21 @@ class ReferenceOutcome:
     record: StudyRecord
 
 
+@dataclass(frozen=True)
+class SegmentedStudy:
+    """A study as the monitor records it: its outcome, the prediction on its grid (kept for a
+    later reference) and its HU volume (for the opt-in capture; never stored by the monitor)."""
+
+    outcome: StudyOutcome
+    labels: np.ndarray
+    geometry: StudyGeometry
+    hu: np.ndarray
+
+
 class StudyObserver(Protocol):
     """Told of each recorded study and scored reference (``service.capture``); never raises."""
 
-    def study_segmented(self, result: Any, manifest: ModelManifest) -> None: ...
+    def study_segmented(self, study: SegmentedStudy, manifest: ModelManifest) -> None: ...
 
     def reference_submitted(
         self, study_hash: str, reference: ReferenceMasks, manifest: ModelManifest
@@ -59,79 +74,41 @@ class QualityMonitor:
         #: The opt-in training-data capture (None: off, nothing is kept).
         self.capture = capture
 
-    def record_study(
-        self,
-        result: Any,
-        manifest: ModelManifest,
-        provider: str,
-        stage_seconds: dict[str, float],
-    ) -> StudyRecord | None:
-        """Persist and export one segmented study (``result`` is a ``StudyResult``)."""
-        quality = result.quality
-        if quality is None:
-            return None
-        clinical = quality.clinical
-        consistency = quality.consistency
-        applicability = getattr(result, "applicability", None)
+    def record_study(self, study: SegmentedStudy, manifest: ModelManifest) -> StudyRecord:
+        """Persist and export one segmented study."""
+        outcome = study.outcome
         record = StudyRecord(
-            study_hash=result.study_uid_hash,
-            created_at=datetime.now(UTC),
-            model_name=manifest.name,
-            model_version=manifest.version,
-            provider=provider,
-            num_instances=result.num_instances,
-            class_volumes_ml=dict(clinical.class_volumes_ml),
-            lung_volume_ml=clinical.lung_volume_ml,
-            involvement_percent=clinical.involvement_percent,
-            grade=clinical.grade.value if clinical.grade else None,
-            consistency_transform=consistency.transform if consistency else None,
-            consistency_voldice=dict(consistency.voldice) if consistency else None,
-            flagged=quality.flagged,
-            stage_seconds=dict(stage_seconds),
-            applicability_reasons=applicability.reason_values if applicability else None,
-            applicability_measurements=(
-                dict(applicability.measurements) if applicability else None
-            ),
-            quality_score=quality.score.score if quality.score else None,
-            quality_flagged=quality.score.flagged if quality.score else None,
-            quality_signals=(
-                {**quality.score.as_record(), "threshold": quality.score.threshold}
-                if quality.score
-                else None
-            ),
+            study_hash=outcome.study_uid_hash, created_at=datetime.now(UTC), outcome=outcome
         )
-        self.store.save_study(record, result.labels, quality.geometry)
+        self.store.save_study(record, study.labels, study.geometry)
         if self.capture is not None:
-            self.capture.study_segmented(result, manifest)
+            self.capture.study_segmented(study, manifest)
         if self.metrics is not None:
-            self.metrics.observe_study(
-                manifest.version,
-                clinical.class_volumes_ml,
-                LESIONS,
-                clinical.involvement_percent,
-                record.grade,
-                consistency.voldice if consistency else None,
-                quality.flagged,
-            )
-            if quality.score is not None:
-                self.metrics.observe_quality_score(
-                    manifest.version,
-                    quality.score.score,
-                    quality.score.variant.value,
-                    quality.flag_reasons,
-                )
-        if quality.score is not None and quality.score.flagged:
+            self.metrics.observe_outcome(outcome, LESIONS, _flag_reasons(outcome))
+        quality = outcome.quality
+        if quality is not None and quality.flagged:
             logger.warning(
                 "study %s flagged for review: quality score %.3f below %.3f (%s)",
-                result.study_uid_hash,
-                quality.score.score,
-                quality.score.threshold,
-                quality.score.variant.value,
+                outcome.study_uid_hash,
+                quality.score,
+                quality.threshold,
+                quality.variant,
             )
-        if quality.flagged:
+        verdict = outcome.under_reading
+        if verdict is not None and verdict.flagged:
+            logger.warning(
+                "study %s flagged for review: abnormal density %.1f %% of the lung envelope vs "
+                "model lesions %.1f %% (margin %.1f points)",
+                outcome.study_uid_hash,
+                100 * verdict.density_fraction,
+                100 * verdict.lesion_fraction,
+                100 * verdict.margin,
+            )
+        consistency = outcome.consistency
+        if outcome.flagged:
             logger.warning(
                 "study %s flagged for review: consistency VolDice %s below %.2f",
-                result.study_uid_hash,
+                outcome.study_uid_hash,
                 {k: round(v, 3) for k, v in consistency.voldice.items()} if consistency else {},
                 consistency.threshold if consistency else float("nan"),
             )
@@ -148,7 +125,7 @@ class QualityMonitor:
             study_hash, scores.voldice, scores.continuous_dice, scores.segmentation_type
         )
         if self.metrics is not None:
-            self.metrics.observe_reference(record.model_version, scores.voldice)
+            self.metrics.observe_reference(record.outcome.model_version, scores.voldice)
         if self.capture is not None:
             self.capture.reference_submitted(study_hash, reference, manifest)
         logger.info(
@@ -163,3 +140,14 @@ class QualityMonitor:
         if self.capture is not None:
             self.capture.close()
         self.store.close()
+
+
+def _flag_reasons(outcome: StudyOutcome) -> list[str]:
+    """Why the quality step flags the study: ``consistency``, ``quality_score`` and/or
+    ``under_reading``."""
+    reasons = ["consistency"] if outcome.flagged else []
+    if outcome.quality is not None and outcome.quality.flagged:
+        reasons.append("quality_score")
+    if outcome.under_reading is not None and outcome.under_reading.flagged:
+        reasons.append(outcome.under_reading.reason or "under_reading")
+    return reasons

@@ -19,7 +19,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import ClassVar
 
+from service.core.settings_base import EnvSettingsModel, Fraction
+from service.core.study_outcome import QualityOutcome
 from service.quality.score_signals import QualitySignals
 
 __all__ = [
@@ -96,18 +99,14 @@ MODELS: dict[ScoreVariant, ScoreModel] = {
 }
 
 
-@dataclass(frozen=True)
-class QualityScoreConfig:
-    """Settings of the score: on/off and the flag threshold (None: the fitted one)."""
+class QualityScoreConfig(EnvSettingsModel):
+    """The ``quality.score`` settings group: on/off and the flag threshold (None: the fitted
+    one)."""
+
+    key_prefix: ClassVar[str] = "quality.score."
 
     enabled: bool = True
-    threshold: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
-            raise ValueError(
-                f"Setting 'quality_score_threshold' must be in [0, 1], got {self.threshold}."
-            )
+    threshold: Fraction | None = None
 
     def threshold_for(self, variant: ScoreVariant) -> float:
         return MODELS[variant].threshold if self.threshold is None else float(self.threshold)
@@ -123,9 +122,15 @@ class QualityScore:
     variant: ScoreVariant
     signals: QualitySignals = field(default_factory=QualitySignals)
 
-    def as_record(self) -> dict[str, object]:
-        """The JSON kept in the records (``quality_signals``) and summary.json."""
-        return {"variant": self.variant.value, **self.signals.as_dict()}
+    def outcome(self) -> QualityOutcome:
+        """The study outcome's ``quality`` part (unmeasured signals left out)."""
+        return QualityOutcome(
+            score=self.score,
+            flagged=self.flagged,
+            threshold=self.threshold,
+            variant=self.variant.value,
+            signals={k: float(v) for k, v in self.signals.as_dict().items() if v is not None},
+        )
 
 
 def feature_vector(signals: QualitySignals, variant: ScoreVariant) -> dict[str, float]:

@@ -1,168 +1,66 @@
-"""Persistent per-study quality records (SQLAlchemy; SQLite by default, any URL for replicas).
+"""Persistent per-study quality records, a store on the records database (``service.records``).
 
-The schema is created and upgraded by Alembic on open (:func:`migrate`), so a server started on
-an older database upgrades it and one started on an empty file creates it. Records hold the
-study hash only. The prediction is stored compressed beside the record because a reference may
-arrive days later, on another replica.
+Records hold the study hash only. The prediction is stored compressed beside the record because
+a reference may arrive days later, on another replica. Opening, migrations, paging and the
+tables belong to ``service.records``; this module maps rows to :class:`StudyRecord`.
 """
 
 from __future__ import annotations
 
-import base64
-import logging
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import Engine, create_engine, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import StaticPool
 
 from service.core.errors import StudyNotFoundError
+from service.core.study_outcome import StudyOutcome
 from service.quality.geometry import StudyGeometry
-from service.quality.records_schema import StudyPredictionRow, StudyQualityRow
+from service.records.database import open_engine, safe_url, utc
+from service.records.paging import check_page_size, decode_page_token, split_page
+from service.records.tables import StudyPredictionRow, StudyQualityRow
 
-logger = logging.getLogger(__name__)
-
-MIGRATIONS = Path(__file__).with_name("migrations")
 MAX_PAGE_SIZE = 500
 
 
 @dataclass(frozen=True)
 class StudyRecord:
-    """One study's quality record as the API and CLI show it."""
+    """One study's quality record: its outcome as answered, and the reference scores that a
+    radiologist's SEG later added (None until one arrives)."""
 
     study_hash: str
     created_at: datetime
-    model_name: str
-    model_version: str
-    provider: str
-    num_instances: int
-    class_volumes_ml: dict[str, float]
-    lung_volume_ml: float | None = None
-    involvement_percent: float | None = None
-    grade: str | None = None
-    consistency_transform: str | None = None
-    consistency_voldice: dict[str, float] | None = None
-    flagged: bool = False
+    outcome: StudyOutcome
     reference_voldice: dict[str, float] | None = None
     reference_cdice: dict[str, float] | None = None
     reference_type: str | None = None
     reference_at: datetime | None = None
-    stage_seconds: dict[str, float] = field(default_factory=dict)
-    #: Failed applicability checks ([] inside the model's range; None when they did not run).
-    applicability_reasons: list[str] | None = None
-    applicability_measurements: dict[str, float | None] | None = None
-    #: The label-free quality score, its flag and its signals (with "variant" and "threshold");
-    #: None for records written before the score existed or with it disabled.
-    quality_score: float | None = None
-    quality_flagged: bool | None = None
-    quality_signals: dict[str, Any] | None = None
-
-    @property
-    def quality_threshold(self) -> float | None:
-        value = (self.quality_signals or {}).get("threshold")
-        return None if value is None else float(value)
-
-
-def database_url(url: str | None, path: Path | None) -> str:
-    """The URL to open: an explicit URL, else a SQLite file, else in-memory SQLite."""
-    if url:
-        return url
-    if path is not None:
-        return f"sqlite:///{Path(path).expanduser().resolve()}"
-    return "sqlite://"
-
-
-def migrate(engine: Engine) -> None:
-    """Bring the database to the newest schema revision (idempotent)."""
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    """SQLite returns naive datetimes; every stored time is UTC."""
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
 
 
 def _to_record(row: StudyQualityRow) -> StudyRecord:
-    created = _utc(row.created_at)
-    assert created is not None  # the column is NOT NULL
+    created = utc(row.created_at)
+    if created is None:  # pragma: no cover - the column is NOT NULL
+        raise ValueError(f"Record of study '{row.study_hash}' has no creation time.")
     return StudyRecord(
         study_hash=row.study_hash,
         created_at=created,
-        model_name=row.model_name,
-        model_version=row.model_version,
-        provider=row.provider,
-        num_instances=row.num_instances,
-        class_volumes_ml=dict(row.class_volumes_ml),
-        lung_volume_ml=row.lung_volume_ml,
-        involvement_percent=row.involvement_percent,
-        grade=row.grade,
-        consistency_transform=row.consistency_transform,
-        consistency_voldice=row.consistency_voldice,
-        flagged=bool(row.flagged),
+        outcome=StudyOutcome.model_validate(row.outcome),
         reference_voldice=row.reference_voldice,
         reference_cdice=row.reference_cdice,
         reference_type=row.reference_type,
-        reference_at=_utc(row.reference_at),
-        stage_seconds=dict(row.stage_seconds or {}),
-        applicability_reasons=(
-            list(row.applicability_reasons) if row.applicability_reasons is not None else None
-        ),
-        applicability_measurements=row.applicability_measurements,
-        quality_score=row.quality_score,
-        quality_flagged=None if row.quality_flagged is None else bool(row.quality_flagged),
-        quality_signals=row.quality_signals,
+        reference_at=utc(row.reference_at),
     )
-
-
-def encode_page_token(last_id: int) -> str:
-    return base64.urlsafe_b64encode(f"id:{last_id}".encode()).decode()
-
-
-def decode_page_token(token: str) -> int | None:
-    if not token:
-        return None
-    try:
-        text = base64.urlsafe_b64decode(token.encode()).decode()
-        if not text.startswith("id:"):
-            raise ValueError(text)
-        return int(text[3:])
-    except ValueError:
-        raise ValueError(
-            f"Argument 'page_token' {token!r} is not a token from a previous page."
-        ) from None
 
 
 class QualityStore:
     """Thread-safe access to the records (one short session per call)."""
 
     def __init__(self, url: str) -> None:
-        if url.startswith("sqlite") and url.rstrip("/") in ("sqlite:", "sqlite:/", "sqlite://"):
-            # In-memory SQLite lives in one connection: share it across threads.
-            self.engine = create_engine(
-                url, poolclass=StaticPool, connect_args={"check_same_thread": False}
-            )
-            logger.warning(
-                "quality records are in memory and will not survive a restart; set "
-                "quality_db_path or quality_db_url to keep them"
-            )
-        else:
-            connect_args = {"check_same_thread": False} if url.startswith("sqlite") else {}
-            self.engine = create_engine(url, connect_args=connect_args)
-        self.url = self.engine.url.render_as_string(hide_password=True)
-        migrate(self.engine)
+        self.engine = open_engine(url)
+        self.url = safe_url(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def close(self) -> None:
@@ -181,32 +79,18 @@ class QualityStore:
 
     def save_study(self, record: StudyRecord, labels: np.ndarray, geometry: StudyGeometry) -> None:
         """Insert or replace the record and prediction of ``record.study_hash``."""
+        outcome = record.outcome
         values: dict[str, Any] = {
             "created_at": record.created_at,
-            "model_name": record.model_name,
-            "model_version": record.model_version,
-            "provider": record.provider,
-            "num_instances": record.num_instances,
-            "class_volumes_ml": record.class_volumes_ml,
-            "lung_volume_ml": record.lung_volume_ml,
-            "involvement_percent": record.involvement_percent,
-            "grade": record.grade,
-            "consistency_transform": record.consistency_transform,
-            "consistency_voldice": record.consistency_voldice,
-            "consistency_min": (
-                min(record.consistency_voldice.values()) if record.consistency_voldice else None
-            ),
-            "flagged": record.flagged,
+            # The columns lists filter on; everything else is in the outcome.
+            "model_version": outcome.model_version,
+            "flagged": outcome.flagged,
+            "review_required": outcome.review_required,
+            "outcome": outcome.model_dump(mode="json"),
             "reference_voldice": None,
             "reference_cdice": None,
             "reference_type": None,
             "reference_at": None,
-            "stage_seconds": record.stage_seconds,
-            "applicability_reasons": record.applicability_reasons,
-            "applicability_measurements": record.applicability_measurements,
-            "quality_score": record.quality_score,
-            "quality_flagged": record.quality_flagged,
-            "quality_signals": record.quality_signals,
         }
         blob = zlib.compress(np.ascontiguousarray(labels, dtype=np.uint8).tobytes(), 6)
         with self._sessions.begin() as session:
@@ -276,8 +160,7 @@ class QualityStore:
         page_token: str = "",
     ) -> tuple[list[StudyRecord], str]:
         """Newest first; returns a page and the token of the next one ("" at the end)."""
-        if not 1 <= page_size <= MAX_PAGE_SIZE:
-            raise ValueError(f"Argument 'page_size' must be 1..{MAX_PAGE_SIZE}, got {page_size}.")
+        check_page_size(page_size, MAX_PAGE_SIZE)
         query = select(StudyQualityRow).order_by(StudyQualityRow.id.desc())
         after = decode_page_token(page_token)
         if after is not None:
@@ -292,7 +175,5 @@ class QualityStore:
             query = query.where(StudyQualityRow.flagged.is_(True))
         with self._sessions() as session:
             rows = list(session.scalars(query.limit(page_size + 1)))
-        more = len(rows) > page_size
-        rows = rows[:page_size]
-        token = encode_page_token(rows[-1].id) if more and rows else ""
-        return [_to_record(r) for r in rows], token
+        page, token = split_page(rows, page_size)
+        return [_to_record(r) for r in page], token

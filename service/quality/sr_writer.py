@@ -12,7 +12,10 @@ qualitative evaluation group (TID 1501, not tied to a segment: they judge the in
 label): "input within the model's declared range" Yes/No, and one coded evaluation per reason,
 so a viewer shows "this study is outside what the model was made for" beside the volumes.
 The quality score (``service.quality.quality_score``) adds one more TID 1501 group: the score
-as a unitless measurement and "quality score below the review threshold" Yes/No.
+as a unitless measurement and "quality score below the review threshold" Yes/No. The density
+bands (``service.quality.density``) add a last TID 1501 group: the lung envelope's volume, its
+well-aerated, poorly aerated, non-aerated and compromised shares and the abnormal-density share
+in percent, and "answer under-reads the density" Yes/No when the check ran.
 """
 
 from __future__ import annotations
@@ -28,9 +31,10 @@ from pydicom.sr.codedict import codes
 
 from service.core.classes import ClassInfo
 from service.core.manifest import ModelManifest
+from service.core.study_outcome import ClinicalOutcome, DensityOutcome, UnderReadingOutcome
 from service.dicom.seg_source import repair_conditional_attributes
 from service.quality.applicability import Applicability, ApplicabilityReason
-from service.quality.clinical import LUNG, ClinicalSummary
+from service.quality.clinical import LUNG
 from service.quality.quality_score import QualityScore
 
 logger = logging.getLogger(__name__)
@@ -72,6 +76,21 @@ QUALITY_FLAGGED = hd.sr.CodedConcept(
     "QUALITYFLAG", PRIVATE_SCHEME, "Quality score below the review threshold"
 )
 NO_UNITS = hd.sr.CodedConcept("1", "UCUM", "no units")
+DENSITY = hd.sr.CodedConcept("LUNGDENSITY", PRIVATE_SCHEME, "Lung density bands (label-free)")
+ENVELOPE_VOLUME = hd.sr.CodedConcept("ENVELOPEVOL", PRIVATE_SCHEME, "Lung envelope volume")
+#: The whole envelope's bands in the SR: band name -> (code value, meaning with its HU range).
+DENSITY_BANDS = {
+    "well_aerated": ("WELLAERATED", "Well-aerated lung -950 to -700 HU"),
+    "poorly_aerated": ("POORLYAERATED", "Poorly aerated lung -500 to -100 HU"),
+    "non_aerated": ("NONAERATED", "Non-aerated lung -100 to +100 HU"),
+    "compromised": ("COMPROMISED", "Compromised lung -500 to +100 HU"),
+}
+ABNORMAL_DENSITY = hd.sr.CodedConcept(
+    "ABNORMALDENS", PRIVATE_SCHEME, "Abnormal density -700 to -250 HU"
+)
+UNDER_READS = hd.sr.CodedConcept(
+    "UNDERREADING", PRIVATE_SCHEME, "Lesions under-read against lung density"
+)
 SR_SERIES_NUMBER = 301
 _LO_MAX = 64
 
@@ -87,7 +106,7 @@ def _code(concept: object) -> hd.sr.CodedConcept:
 def _group(
     cls: ClassInfo,
     seg: Dataset,
-    summary: ClinicalSummary,
+    summary: ClinicalOutcome,
     algorithm: hd.sr.AlgorithmIdentification,
 ) -> hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations:
     referenced = hd.sr.ReferencedSegment(
@@ -107,7 +126,7 @@ def _group(
         )
     ]
     evaluations = []
-    if cls.name == LUNG and summary.involvement_percent is not None and summary.grade:
+    if cls.name == LUNG and summary.involvement_percent is not None and summary.severity_grade:
         measurements.append(
             hd.sr.Measurement(
                 name=INVOLVEMENT,
@@ -116,7 +135,7 @@ def _group(
                 algorithm_id=algorithm,
             )
         )
-        grade = summary.grade.value
+        grade = summary.severity_grade.value
         evaluations.append(
             hd.sr.QualitativeEvaluation(
                 name=SEVERITY,
@@ -180,6 +199,51 @@ def _quality_group(
     )
 
 
+def _density_group(
+    density: DensityOutcome,
+    under_reading: UnderReadingOutcome | None,
+    algorithm: hd.sr.AlgorithmIdentification,
+) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    """The whole envelope's volume and band shares (percent) and the under-reading verdict."""
+
+    def percent(name: hd.sr.CodedConcept, fraction: float) -> hd.sr.Measurement:
+        value = round(100.0 * fraction, 2)
+        return hd.sr.Measurement(name=name, value=value, unit=PERCENT, algorithm_id=algorithm)
+
+    whole = next((r for r in density.regions if r.region == "whole"), None)
+    fractions = {b.band: b.fraction for b in whole.bands} if whole else {}
+    measurements = [
+        hd.sr.Measurement(
+            name=ENVELOPE_VOLUME,
+            value=round(density.envelope_ml, 3),
+            unit=MILLILITER,
+            algorithm_id=algorithm,
+        ),
+        *(
+            percent(hd.sr.CodedConcept(code, PRIVATE_SCHEME, meaning), fractions[band])
+            for band, (code, meaning) in DENSITY_BANDS.items()
+            if band in fractions
+        ),
+        percent(ABNORMAL_DENSITY, density.abnormal_fraction),
+    ]
+    evaluations = (
+        [
+            hd.sr.QualitativeEvaluation(
+                name=UNDER_READS, value=codes.SCT.Yes if under_reading.flagged else codes.SCT.No
+            )
+        ]
+        if under_reading is not None
+        else None
+    )
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="lung density"),
+        finding_type=DENSITY,
+        algorithm_id=algorithm,
+        measurements=measurements,
+        qualitative_evaluations=evaluations,
+    )
+
+
 def _scheme_identification() -> Dataset:
     item = Dataset()
     item.CodingSchemeDesignator = PRIVATE_SCHEME
@@ -190,14 +254,18 @@ def _scheme_identification() -> Dataset:
 
 def build_summary_sr(
     seg_bytes: bytes,
-    summary: ClinicalSummary,
+    summary: ClinicalOutcome,
     manifest: ModelManifest,
     software_version: str,
     applicability: Applicability | None = None,
     score: QualityScore | None = None,
+    *,
+    density: DensityOutcome | None = None,
+    under_reading: UnderReadingOutcome | None = None,
 ) -> bytes:
     """The TID 1500 SR (Part-10 bytes) for a study's SEG, its clinical summary and, when
-    given, the applicability checks and the quality score (one TID 1501 group each)."""
+    given, the applicability checks, the quality score and the density bands with the
+    under-reading verdict (one TID 1501 group each)."""
     seg = pydicom.dcmread(io.BytesIO(seg_bytes))
     algorithm = hd.sr.AlgorithmIdentification(
         name=manifest.name[:_LO_MAX], version=manifest.version[:_LO_MAX]
@@ -213,6 +281,8 @@ def build_summary_sr(
         groups.append(_applicability_group(applicability, algorithm))
     if score is not None:
         groups.append(_quality_group(score, algorithm))
+    if density is not None:
+        groups.append(_density_group(density, under_reading, algorithm))
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
         procedure_reported=codes.LN.CTUnspecifiedBodyRegion,

@@ -22,6 +22,7 @@ from service.core.errors import (  # re-exported: servicer code imports them fro
     InvalidReferenceError,
     InvalidStudyError,
     ModelError,
+    PermissionDeniedError,
     ResourceLimitError,
     ServiceNotReadyError,
     StudyNotApplicableError,
@@ -45,6 +46,7 @@ STATUS_TABLE: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (concurrent.futures.CancelledError, grpc.StatusCode.CANCELLED),
     (ResourceLimitError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (AuthenticationError, grpc.StatusCode.UNAUTHENTICATED),
+    (PermissionDeniedError, grpc.StatusCode.PERMISSION_DENIED),
     (UnsupportedRequestError, grpc.StatusCode.UNIMPLEMENTED),
 )
 

@@ -104,10 +104,10 @@ class QualityServicer(pb2_grpc.QualityServiceServicer):
                         "The reference upload must start with a header naming the study hash."
                     )
                 size += len(request.chunk)
-                if size > self._settings.max_upload_bytes:
+                if size > self._settings.limits.max_upload_bytes:
                     raise ResourceLimitError(
                         f"The reference SEG exceeds max_upload_bytes "
-                        f"({self._settings.max_upload_bytes} bytes)."
+                        f"({self._settings.limits.max_upload_bytes} bytes)."
                     )
                 parts.append(request.chunk)
         if header is None:

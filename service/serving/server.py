@@ -17,7 +17,6 @@ while running and queued studies finish, and only then does gRPC's own shutdown 
 
 from __future__ import annotations
 
-import hmac
 import logging
 import signal
 import sys
@@ -25,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,22 +38,23 @@ from service.grpc_api import QUALITY_SERVICE_NAME, SERVICE_NAME, training_pb2_gr
 from service.grpc_api import segmentation_pb2_grpc as pb2_grpc
 from service.observability.logging_config import configure_logging
 from service.observability.metrics import MetricsServer, ServiceMetrics, start_metrics_server
-from service.quality.assessment import QualityConfig
 from service.quality.monitor import QualityMonitor
-from service.quality.quality_score import QualityScoreConfig
-from service.quality.records import QualityStore, database_url
-from service.serving.errors import AuthenticationError, log_failure, status_for
+from service.quality.records import QualityStore
+from service.records.database import database_url
+from service.serving.access import (
+    TRAINING_SERVICE_NAME,
+    AccessInterceptor,
+    check_training_access,
+    describe_training,
+)
 from service.serving.model_versions import ModelVersion, newest_model_version
 from service.serving.model_watch import ModelFolderWatch
 from service.serving.pipeline import SegmentationPipeline
 from service.serving.quality_servicer import QualityServicer
 from service.serving.servicer import SegmentationServicer, ServingState
 from service.serving.settings import ServiceSettings, load_settings
-from service.serving.training_servicer import (
-    TRAINING_SERVICE_NAME,
-    TrainingServicer,
-    open_job_manager,
-)
+from service.serving.training_servicer import TrainingServicer, open_job_manager
+from service.training_jobs.audit import AuditLog
 from service.training_jobs.manager import JobManager
 
 logger = logging.getLogger(__name__)
@@ -65,72 +66,48 @@ ARM_POLL_S = 0.1
 FINISH_S = 5.0
 
 
-class _TokenAuthInterceptor(grpc.ServerInterceptor):
-    """Requires ``authorization: Bearer <token>`` on pulmoseg calls.
-
-    Health checks and reflection stay open so probes work without the secret.
-    """
-
-    def __init__(self, token: str, metrics: ServiceMetrics) -> None:
-        self._expected = f"Bearer {token}".encode()
-        self._metrics = metrics
-        self._prefixes = (
-            f"/{SERVICE_NAME}/",
-            f"/{QUALITY_SERVICE_NAME}/",
-            f"/{TRAINING_SERVICE_NAME}/",
-        )
-
-    def intercept_service(self, continuation: Callable, details: grpc.HandlerCallDetails) -> Any:
-        if not details.method.startswith(self._prefixes):
-            return continuation(details)
-        given = dict(details.invocation_metadata or ()).get("authorization")
-        if given is not None and hmac.compare_digest(str(given).encode(), self._expected):
-            return continuation(details)
-        error = AuthenticationError(
-            "This server requires metadata 'authorization: Bearer <token>'; none was sent."
-            if given is None
-            else "The bearer token in the 'authorization' metadata is not valid."
-        )
-        code, message = status_for(error)
-        method = details.method.rsplit("/", 1)[-1]
-        log_failure(method, error, code)
-        self._metrics.record_request(method, code.name)
-
-        def deny(_request: Any, context: grpc.ServicerContext) -> None:
-            context.abort(code, message)
-
-        handler = continuation(details)
-        if handler is not None and handler.request_streaming and handler.response_streaming:
-            return grpc.stream_stream_rpc_method_handler(deny)
-        if handler is not None and handler.request_streaming:
-            return grpc.stream_unary_rpc_method_handler(deny)
-        return grpc.unary_unary_rpc_method_handler(deny)
-
-
 @dataclass
 class RunningServer:
-    """A started server; ``port``/``metrics_port`` are the bound ports (useful with port 0)."""
+    """A started server; ``port``/``metrics_port`` are the bound ports (useful with port 0).
+
+    Built once by :func:`build_server`, with everything it runs; it wires the reload of the
+    training service and the model-folder watch to itself.
+    """
 
     server: grpc.Server
     settings: ServiceSettings
     port: int
     metrics: ServiceMetrics
-    metrics_server: MetricsServer | None
     health: health.HealthServicer
     servicer: SegmentationServicer
     state: ServingState = field(repr=False)
-    on_load_failed: Callable[[BaseException], None] | None = None
     #: Per-study quality records and metrics (None only for servers built without one).
     monitor: QualityMonitor | None = None
+    metrics_server: MetricsServer | None = None
+    #: Training jobs (TrainingService), when the setting 'training.enabled' is on.
+    jobs: JobManager | None = None
+    #: The TrainingService; a promoted model is served through :meth:`reload`.
+    training: TrainingServicer | None = field(default=None, repr=False)
+    on_load_failed: Callable[[BaseException], None] | None = None
     #: Called after a model is in place and before health turns SERVING; :func:`serve` uses it
     #: to re-arm its signal handlers (Holoscan replaces them when a model loads) first, so a
     #: SIGHUP or SIGTERM sent as soon as a probe sees SERVING is never lost.
     before_serving: Callable[[SegmentationPipeline], None] | None = None
     _reload_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    #: Training jobs (TrainingService), when the setting 'training_enabled' is on.
-    jobs: JobManager | None = None
-    #: Polls the model folder for a newer version, when the setting 'model_poll_s' is set.
-    model_watch: ModelFolderWatch | None = None
+    #: Polls the model folder for a newer version, when the setting 'model_poll_s' is set
+    #: (started by :func:`build_server`).
+    model_watch: ModelFolderWatch | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        if self.training is not None:
+            self.training.reload = self.reload
+        if self.settings.model_poll_s > 0 and self.settings.model_path is not None:
+            self.model_watch = ModelFolderWatch(
+                self.settings.model_path,
+                self.settings.model_poll_s,
+                lambda: self.state.serving_version,
+                self.reload,
+            )
 
     @property
     def address(self) -> str:
@@ -203,7 +180,7 @@ class RunningServer:
         runner = StudyRunner.load(
             chosen.path,
             require_gpu=self.settings.require_gpu,
-            quality=quality_config(self.settings),
+            quality=self.settings.quality,
             applicability_policy=self.settings.applicability_policy,
         )
         warm_up(runner)  # a model that cannot segment a study is refused here, with the reason
@@ -297,11 +274,12 @@ def _read(path: Any, setting: str) -> bytes:
 def _bind(server: grpc.Server, settings: ServiceSettings) -> int:
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     address = f"{host}:{settings.port}"
+    tls = settings.tls
     try:
-        if settings.tls_enabled:
-            ca = _read(settings.tls_client_ca, "tls_client_ca") if settings.tls_client_ca else None
+        if tls.enabled:
+            ca = _read(tls.client_ca, "tls.client_ca") if tls.client_ca else None
             creds = grpc.ssl_server_credentials(
-                [(_read(settings.tls_key, "tls_key"), _read(settings.tls_cert, "tls_cert"))],
+                [(_read(tls.key, "tls.key"), _read(tls.cert, "tls.cert"))],
                 root_certificates=ca,
                 require_client_auth=ca is not None,
             )
@@ -313,24 +291,11 @@ def _bind(server: grpc.Server, settings: ServiceSettings) -> int:
         ) from exc
 
 
-def quality_config(settings: ServiceSettings) -> QualityConfig:
-    """The quality step's configuration from the service settings."""
-    return QualityConfig(
-        consistency_fraction=settings.consistency_fraction,
-        flag_threshold=settings.consistency_flag_threshold,
-        lesion_floor_ml=settings.severity_lesion_floor_ml,
-        write_sr=settings.write_summary_sr,
-        score=QualityScoreConfig(
-            enabled=settings.quality_score_enabled, threshold=settings.quality_score_threshold
-        ),
-    )
-
-
 def open_quality_monitor(settings: ServiceSettings, metrics: ServiceMetrics) -> QualityMonitor:
     """Open (and migrate) the records database named by the settings."""
-    store = QualityStore(database_url(settings.quality_db_url, settings.quality_db_path))
+    store = QualityStore(database_url(settings.records.db_url, settings.records.db_path))
     logger.info("quality records at %s", store.url)
-    return QualityMonitor(store, metrics.quality, open_capture(settings, metrics.registry))
+    return QualityMonitor(store, metrics.quality, open_capture(settings.capture, metrics.registry))
 
 
 def build_server(
@@ -346,31 +311,101 @@ def build_server(
     ``on_load_failed`` is called (from that thread) with the exception if loading fails.
     With ``autoload=False`` the server stays NOT_SERVING until :meth:`RunningServer.start_loading`
     (lets tests and embedders observe the loading phase deterministically).
+    If a step fails, what the steps before it opened is closed again (in reverse order).
     """
     if pipeline is None and settings.model_path is None:
         raise ValueError("Setting 'model_path' is required to load a model (PULMOSEG_MODEL_PATH).")
+    check_training_access(settings)
     metrics = ServiceMetrics()
-    interceptors = (
-        [_TokenAuthInterceptor(settings.auth_token, metrics)] if settings.auth_token else []
+    state = ServingState()
+    with ExitStack() as undo:
+        monitor = open_quality_monitor(settings, metrics)
+        undo.callback(monitor.close)
+        audit = AuditLog(monitor.store.engine) if settings.training.enabled else None
+        server = _new_grpc_server(settings, metrics, audit)
+        services = _add_services(server, settings, metrics, state, monitor, audit)
+        metrics_server = _start_metrics(settings, metrics)
+        if metrics_server is not None:
+            undo.callback(metrics_server.stop)
+        port = _bind(server, settings)
+        undo.callback(_release_port, server)
+        if services.jobs is not None:
+            services.jobs.start()  # reconciles jobs left by a previous server, then schedules
+            undo.callback(services.jobs.stop)
+        server.start()
+        undo.pop_all()  # started: from here on RunningServer.stop cleans up
+    running = RunningServer(
+        server=server,
+        settings=settings,
+        port=port,
+        metrics=metrics,
+        health=services.health,
+        servicer=services.segmentation,
+        state=state,
+        monitor=monitor,
+        metrics_server=metrics_server,
+        jobs=services.jobs,
+        training=services.training,
+        on_load_failed=on_load_failed,
     )
-    server = grpc.server(
+    _start_serving(running, pipeline, autoload)
+    return running
+
+
+def _release_port(server: grpc.Server) -> None:
+    """Free the port of a server that was bound but never started: gRPC closes its listeners
+    only when it stops, and ``stop`` does nothing before ``start`` (health is NOT_SERVING and
+    no model is loaded, so no call is served in between)."""
+    server.start()
+    server.stop(None).wait()
+
+
+def _new_grpc_server(
+    settings: ServiceSettings, metrics: ServiceMetrics, audit: AuditLog | None = None
+) -> grpc.Server:
+    """The gRPC server with its thread pool and, with a token or training, the access check."""
+    limits = settings.limits
+    interceptors = (
+        [AccessInterceptor(settings, metrics, audit)] if AccessInterceptor.needed(settings) else []
+    )
+    return grpc.server(
         # Queued studies each hold a thread while they wait: they get their own, so health checks
         # and model info never starve behind a full queue.
         ThreadPoolExecutor(
-            settings.max_workers + settings.queue_length, thread_name_prefix="pulmoseg-grpc"
+            limits.max_workers + limits.queue_length, thread_name_prefix="pulmoseg-grpc"
         ),
         interceptors=interceptors,
         options=[("grpc.so_reuseport", 0)],  # a second server must not share our port silently
     )
-    state = ServingState()
-    monitor = open_quality_monitor(settings, metrics)
-    servicer = SegmentationServicer(settings, metrics, state, monitor)
-    pb2_grpc.add_SegmentationServiceServicer_to_server(servicer, server)
+
+
+@dataclass(frozen=True)
+class _Services:
+    """The servicers :func:`_add_services` registered that the running server holds."""
+
+    segmentation: SegmentationServicer
+    training: TrainingServicer
+    health: health.HealthServicer
+    jobs: JobManager | None
+
+
+def _add_services(
+    server: grpc.Server,
+    settings: ServiceSettings,
+    metrics: ServiceMetrics,
+    state: ServingState,
+    monitor: QualityMonitor,
+    audit: AuditLog | None = None,
+) -> _Services:
+    """Register segmentation, quality, training, health (NOT_SERVING until a model loads) and
+    reflection."""
+    segmentation = SegmentationServicer(settings, metrics, state, monitor)
+    pb2_grpc.add_SegmentationServiceServicer_to_server(segmentation, server)
     pb2_grpc.add_QualityServiceServicer_to_server(
         QualityServicer(settings, metrics, monitor, state), server
     )
     jobs = open_job_manager(settings, monitor.store.engine)
-    training = TrainingServicer(settings, metrics, state, jobs)
+    training = TrainingServicer(settings, metrics, state, jobs, audit)
     training_pb2_grpc.add_TrainingServiceServicer_to_server(training, server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     for name in ("", SERVICE_NAME):
@@ -386,68 +421,38 @@ def build_server(
         ),
         server,
     )
-    try:
-        port = _bind(server, settings)
-    except OSError:
-        monitor.close()
-        raise
-    metrics_server = None
-    if settings.metrics_enabled:
-        try:
-            metrics_server = start_metrics_server(
-                metrics, settings.metrics_host, settings.metrics_port
-            )
-        except OSError:
-            server.stop(None)
-            monitor.close()
-            raise
-    if jobs is not None:
-        try:  # reconciles jobs left by a previous server, then schedules in the background
-            jobs.start()
-        except OSError:
-            if metrics_server is not None:
-                metrics_server.stop()
-            server.stop(None)
-            monitor.close()
-            raise
-    server.start()
-    running = RunningServer(
-        server,
-        settings,
-        port,
-        metrics,
-        metrics_server,
-        health_servicer,
-        servicer,
-        state,
-        on_load_failed,
-        monitor,
-    )
-    running.jobs = jobs
-    if settings.model_poll_s > 0 and settings.model_path is not None:
-        running.model_watch = ModelFolderWatch(
-            settings.model_path,
-            settings.model_poll_s,
-            lambda: running.state.serving_version,
-            running.reload,
-        )
+    return _Services(segmentation, training, health_servicer, jobs)
+
+
+def _start_metrics(settings: ServiceSettings, metrics: ServiceMetrics) -> MetricsServer | None:
+    """The Prometheus endpoint, unless the setting 'metrics.enabled' is off."""
+    if not settings.metrics.enabled:
+        return None
+    return start_metrics_server(metrics, settings.metrics.host, settings.metrics.port)
+
+
+def _start_serving(
+    running: RunningServer, pipeline: SegmentationPipeline | None, autoload: bool
+) -> None:
+    """Start the model-folder watch, then serve ``pipeline`` or start loading the model."""
+    if running.model_watch is not None:
         running.model_watch.start()
-    training.reload = running.reload
     logger.info(
         "gRPC server bound to %s (%s)",
         running.address,
-        "TLS" if settings.tls_enabled else "plaintext",
+        "TLS" if running.settings.tls.enabled else "plaintext",
     )
+    level, text = describe_training(running.settings)
+    logger.log(level, text)
     if pipeline is not None:
         running._set_pipeline(pipeline)
     elif autoload:
         running.start_loading()
-    return running
 
 
 def serve(settings: ServiceSettings) -> int:
     """Run until SIGTERM/SIGINT (graceful stop) or a model load failure; returns the exit code."""
-    configure_logging(settings.log_level, settings.log_format)  # replaces any provisional set-up
+    configure_logging(settings.log.level, settings.log.format)  # replaces any provisional set-up
     stop = threading.Event()
     failed: list[BaseException] = []
 

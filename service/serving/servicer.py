@@ -20,7 +20,6 @@ is the product, the record its bookkeeping.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import queue
 import threading
@@ -37,14 +36,8 @@ from service.core.options import SegmentationType
 from service.core.progress import ProgressStage
 from service.grpc_api import segmentation_pb2 as pb2
 from service.grpc_api import segmentation_pb2_grpc as pb2_grpc
+from service.grpc_api.outcome_messages import to_message
 from service.grpc_api.progress import ProgressRelay, stage_to_proto
-from service.grpc_api.quality_messages import (
-    applicability_from_result,
-    clinical_from_summary,
-    consistency_message,
-    quality_from_score,
-    review_required,
-)
 from service.observability.metrics import ServiceMetrics
 from service.serving.admission import AdmissionQueue, DrainGate, Ticket
 from service.serving.errors import (
@@ -57,10 +50,11 @@ from service.serving.errors import (
 from service.serving.model_versions import list_model_versions
 from service.serving.pipeline import SegmentationPipeline
 from service.serving.settings import ServiceSettings
-from service.serving.upload import UploadReceiver
+from service.serving.upload import ReceivedUpload, UploadReceiver
 
 if TYPE_CHECKING:
     from service.app.study_result import StudyResult
+    from service.core.study_outcome import StudyOutcome
     from service.quality.monitor import QualityMonitor
 
 logger = logging.getLogger(__name__)
@@ -80,6 +74,17 @@ _SEG_TYPES = {
     pb2.SEGMENTATION_TYPE_BINARY: SegmentationType.BINARY,
     pb2.SEGMENTATION_TYPE_LABELMAP: SegmentationType.LABELMAP,
 }
+
+
+def _segmentation_type(requested: int) -> SegmentationType:
+    """The SEG type a header asks for; an unknown enum value is the client's error."""
+    seg_type = _SEG_TYPES.get(requested)  # type: ignore[call-overload]
+    if seg_type is None:
+        raise UnsupportedRequestError(
+            f"segmentation_type {requested} is not supported; "
+            "use SEGMENTATION_TYPE_BINARY or SEGMENTATION_TYPE_LABELMAP."
+        )
+    return seg_type
 
 
 class ServingState:
@@ -127,9 +132,11 @@ class SegmentationServicer(pb2_grpc.SegmentationServiceServicer):
         self._metrics = metrics
         self._state = state
         self._monitor = monitor
-        self._admission = AdmissionQueue(settings.max_concurrent_studies, settings.queue_length)
+        self._admission = AdmissionQueue(
+            settings.limits.max_concurrent_studies, settings.limits.queue_length
+        )
         self._studies = ThreadPoolExecutor(
-            settings.max_concurrent_studies, thread_name_prefix="pulmoseg-study"
+            settings.limits.max_concurrent_studies, thread_name_prefix="pulmoseg-study"
         )
 
     def shutdown(self) -> None:
@@ -226,6 +233,7 @@ class SegmentationServicer(pb2_grpc.SegmentationServiceServicer):
     def _segment_study(
         self, requests: Iterator[pb2.SegmentStudyRequest], context: grpc.ServicerContext
     ) -> Iterator[pb2.SegmentStudyResponse]:
+        """Admission, upload, pipeline, SEG/SR chunks, then the summary: one step each."""
         pipeline = self._state.require()
         ticket = self._admission.enter()  # ResourceLimitError when the wait queue is full
         try:
@@ -237,32 +245,12 @@ class SegmentationServicer(pb2_grpc.SegmentationServiceServicer):
         started = time.perf_counter()
         relay = ProgressRelay()
         try:
-            receiver = UploadReceiver(self._settings.max_upload_bytes)
-            for request in requests:
-                before = receiver.total_bytes
-                completed = receiver.add(request)
-                self._metrics.record_upload(receiver.total_bytes - before)
-                header = receiver.header
-                if header is None:
-                    continue
-                if not completed:  # the header, or a chunk inside an instance
-                    yield from _progress(relay, ProgressStage.RECEIVING, 0.0)
-                elif header.expected_instance_count:
-                    fraction = len(receiver.instances) / header.expected_instance_count
-                    yield from _progress(relay, ProgressStage.RECEIVING, min(fraction, 0.99))
-            upload = receiver.finish()
-            yield from _progress(relay, ProgressStage.RECEIVING, 1.0)
+            upload = yield from self._receive(requests, relay)
             receiving_s = time.perf_counter() - started
-            seg_type = _SEG_TYPES.get(upload.header.segmentation_type)
-            if seg_type is None:
-                raise UnsupportedRequestError(
-                    f"segmentation_type {upload.header.segmentation_type} is not supported; "
-                    "use SEGMENTATION_TYPE_BINARY or SEGMENTATION_TYPE_LABELMAP."
-                )
-            client = upload.header.client_name or "unnamed client"
+            seg_type = _segmentation_type(upload.header.segmentation_type)
             logger.info(
                 "study received from %s: %d instances, %d bytes",
-                client,
+                upload.header.client_name or "unnamed client",
                 len(upload.instances),
                 upload.total_bytes,
             )
@@ -274,72 +262,63 @@ class SegmentationServicer(pb2_grpc.SegmentationServiceServicer):
                 self._observe_applicability(pipeline, exc.applicability)
                 raise
             self._observe_applicability(pipeline, result.applicability)
-            seg = result.seg_bytes
-            step = self._settings.chunk_bytes
-            for offset in range(0, len(seg), step):
-                yield pb2.SegmentStudyResponse(
-                    seg_chunk=pb2.SegChunk(data=seg[offset : offset + step], offset=offset)
-                )
-            quality = result.quality
-            sr = quality.sr_bytes if quality is not None else b""
-            if sr:
-                yield pb2.SegmentStudyResponse(report=pb2.StructuredReport(data=sr))
-            yield from _progress(relay, ProgressStage.DONE, 1.0)
+            yield from self._send_products(result, relay)
             total = time.perf_counter() - started  # one number: the summary and the metric
             stage_seconds = {
                 ProgressStage.RECEIVING.value: receiving_s,
                 **{k: float(v) for k, v in result.stage_seconds.items()},
                 "total": total,
             }
-            self._record_quality(result, pipeline, stage_seconds)
-            yield pb2.SegmentStudyResponse(
-                summary=pb2.StudySummary(
-                    study_uid_hash=result.study_uid_hash,
-                    class_volumes_ml=result.class_volumes_ml,
-                    num_instances=result.num_instances,
-                    model_name=pipeline.manifest.name,
-                    model_version=pipeline.manifest.version,
-                    provider=pipeline.provider,
-                    stage_seconds=stage_seconds,
-                    seg_size_bytes=len(seg),
-                    seg_sha256=hashlib.sha256(seg).hexdigest(),
-                    clinical=clinical_from_summary(quality.clinical) if quality else None,
-                    consistency=(
-                        consistency_message(quality.consistency)
-                        if quality is not None and quality.consistency is not None
-                        else None
-                    ),
-                    flagged=quality.flagged if quality is not None else False,
-                    sr_size_bytes=len(sr),
-                    sr_sha256=hashlib.sha256(sr).hexdigest() if sr else "",
-                    applicability=(
-                        applicability_from_result(result.applicability)
-                        if result.applicability is not None
-                        else None
-                    ),
-                    quality=(
-                        quality_from_score(quality.score)
-                        if quality is not None and quality.score is not None
-                        else None
-                    ),
-                    review_required=review_required(
-                        quality.flagged if quality is not None else False,
-                        quality.score if quality is not None else None,
-                        result.applicability,
-                    ),
-                )
-            )
+            outcome = result.outcome(pipeline.manifest, pipeline.provider, stage_seconds)
+            self._record_quality(result, outcome, pipeline)
+            yield pb2.SegmentStudyResponse(summary=to_message(outcome, pb2.StudySummary))
             self._metrics.record_study(total, stage_seconds)
             logger.info(
                 "study %s answered: %d instances, %.2f s, provider %s",
-                result.study_uid_hash,
-                result.num_instances,
+                outcome.study_uid_hash,
+                outcome.num_instances,
                 total,
                 pipeline.provider,
             )
         finally:
             self._metrics.in_progress.dec()
             self._admission.release(ticket)
+
+    def _receive(
+        self, requests: Iterator[pb2.SegmentStudyRequest], relay: ProgressRelay
+    ) -> Generator[pb2.SegmentStudyResponse, None, ReceivedUpload]:
+        """Take the client-streamed upload, relaying RECEIVING progress; returns the upload."""
+        receiver = UploadReceiver(self._settings.limits.max_upload_bytes)
+        for request in requests:
+            before = receiver.total_bytes
+            completed = receiver.add(request)
+            self._metrics.record_upload(receiver.total_bytes - before)
+            header = receiver.header
+            if header is None:
+                continue
+            if not completed:  # the header, or a chunk inside an instance
+                yield from _progress(relay, ProgressStage.RECEIVING, 0.0)
+            elif header.expected_instance_count:
+                fraction = len(receiver.instances) / header.expected_instance_count
+                yield from _progress(relay, ProgressStage.RECEIVING, min(fraction, 0.99))
+        upload = receiver.finish()
+        yield from _progress(relay, ProgressStage.RECEIVING, 1.0)
+        return upload
+
+    def _send_products(
+        self, result: StudyResult, relay: ProgressRelay
+    ) -> Iterator[pb2.SegmentStudyResponse]:
+        """The SEG in chunks, the SR when the quality step wrote one, then DONE."""
+        seg = result.seg_bytes
+        step = self._settings.limits.chunk_bytes
+        for offset in range(0, len(seg), step):
+            yield pb2.SegmentStudyResponse(
+                seg_chunk=pb2.SegChunk(data=seg[offset : offset + step], offset=offset)
+            )
+        sr = result.quality.sr_bytes if result.quality is not None else b""
+        if sr:
+            yield pb2.SegmentStudyResponse(report=pb2.StructuredReport(data=sr))
+        yield from _progress(relay, ProgressStage.DONE, 1.0)
 
     def _observe_applicability(self, pipeline: SegmentationPipeline, applicability: object) -> None:
         """Count the study's applicability (flagged or refused) on /metrics, by reason."""
@@ -348,17 +327,18 @@ class SegmentationServicer(pb2_grpc.SegmentationServiceServicer):
             self._metrics.quality.observe_applicability(pipeline.manifest.version, reasons)
 
     def _record_quality(
-        self, result: StudyResult, pipeline: SegmentationPipeline, stage_seconds: dict[str, float]
+        self, result: StudyResult, outcome: StudyOutcome, pipeline: SegmentationPipeline
     ) -> None:
         """Record the study's quality; a records failure is logged and counted, not raised."""
-        if self._monitor is None or result.quality is None:
+        study = result.segmented(outcome)
+        if self._monitor is None or study is None:
             return
         try:
-            self._monitor.record_study(result, pipeline.manifest, pipeline.provider, stage_seconds)
+            self._monitor.record_study(study, pipeline.manifest)
         except Exception as exc:
             logger.error(
                 "could not record quality of study %s (%s)",
-                result.study_uid_hash,
+                outcome.study_uid_hash,
                 type(exc).__name__,
                 exc_info=exc,
             )
@@ -370,7 +350,7 @@ class SegmentationServicer(pb2_grpc.SegmentationServiceServicer):
         """Wait in the admission queue, telling the client its position while it changes."""
         if ticket.admitted:
             return
-        limit_s = self._settings.queue_max_wait_s
+        limit_s = self._settings.limits.queue_max_wait_s
         deadline = time.monotonic() + limit_s
         last = -1
         receiving = stage_to_proto(ProgressStage.RECEIVING)

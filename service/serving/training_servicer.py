@@ -21,14 +21,18 @@ import yaml
 from sqlalchemy import Engine
 
 from service.core.errors import InvalidArgumentError, ResourceLimitError
+from service.grpc_api import CONFIG_NAME_METADATA
 from service.grpc_api import training_pb2 as tpb2
 from service.grpc_api import training_pb2_grpc as tpb2_grpc
 from service.grpc_api.quality_messages import timestamp
 from service.observability.metrics import ServiceMetrics
-from service.serving.errors import handled_call
+from service.serving.access import caller_identity
+from service.serving.errors import handled_call, status_for
 from service.serving.model_versions import list_model_versions
 from service.serving.settings import ServiceSettings
 from service.training_jobs import registry
+from service.training_jobs.audit import AuditLog
+from service.training_jobs.datasets import CAPTURED
 from service.training_jobs.errors import (
     JobStateError,
     PromotionRefusedError,
@@ -45,10 +49,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 DEFAULT_PAGE_SIZE = 50
-#: Fully qualified name of the training service (auth, reflection).
-TRAINING_SERVICE_NAME = "pulmoseg.v1.TrainingService"
 DISABLED = (
-    "Training jobs are disabled on this server: set the setting 'training_enabled' "
+    "Training jobs are disabled on this server: set the setting 'training.enabled' "
     "(PULMOSEG_TRAINING_ENABLED=true) to use the TrainingService."
 )
 
@@ -112,6 +114,12 @@ def job_message(record: JobRecord) -> tpb2.TrainingJob:
     return message
 
 
+def _printable(value: object) -> str:
+    """A metadata value safe to put in a message (printable, bounded)."""
+    text = "" if value is None else str(value)
+    return "".join(c for c in text if c.isprintable())[:256]
+
+
 def _job_id(value: str) -> str:
     text = value.strip()
     if not text or len(text) > 32 or not text.isalnum():
@@ -130,15 +138,17 @@ class TrainingServicer(tpb2_grpc.TrainingServiceServicer):
         metrics: ServiceMetrics,
         state: ServingState,
         manager: JobManager | None,
+        audit: AuditLog | None = None,
     ) -> None:
         self._settings = settings
+        self._audit = audit
         self._metrics = metrics
         self._state = state
         self._manager = manager
         self._promote_lock = threading.Lock()
         # Each open watch holds a server thread for as long as the job runs: bound them, so
         # watchers can never take the threads that segmentation calls need.
-        self._watch_slots = threading.BoundedSemaphore(max(1, settings.max_workers // 4))
+        self._watch_slots = threading.BoundedSemaphore(max(1, settings.limits.max_workers // 4))
         #: Serves the newest version of the model folder (set by build_server).
         self.reload: Callable[[], bool] | None = None
 
@@ -151,6 +161,34 @@ class TrainingServicer(tpb2_grpc.TrainingServiceServicer):
         with handled_call(method, context, self._metrics), self._state.drain.call():
             return work()
         raise AssertionError("grpc.ServicerContext.abort returned")  # pragma: no cover
+
+    def _audited(
+        self,
+        action: str,
+        context: grpc.ServicerContext,
+        job_id: Callable[[T | None], str],
+        work: Callable[[], T],
+    ) -> T:
+        """Run ``work`` and record who asked and what came of it (also when it is refused)."""
+        identity = caller_identity(context, self._settings)
+        try:
+            result = work()
+        except Exception as exc:
+            code, message = status_for(exc)
+            self._write_audit(action, identity, job_id(None), code.name, message)
+            raise
+        self._write_audit(action, identity, job_id(result), "OK")
+        return result
+
+    def _write_audit(
+        self, action: str, identity: str, job_id: str, outcome: str, detail: str = ""
+    ) -> None:
+        if self._audit is None:
+            return
+        try:
+            self._audit.record(action, identity, job_id, outcome, detail)
+        except Exception:  # the call's answer must not depend on the audit table
+            logger.exception("could not record the audit entry of %s by %s", action, identity)
 
     def SubmitTrainingJob(
         self, request: tpb2.SubmitTrainingJobRequest, context: grpc.ServicerContext
@@ -165,8 +203,18 @@ class TrainingServicer(tpb2_grpc.TrainingServiceServicer):
             model_name=s.model_name,
             model_version=s.model_version,
         )
+        metadata = dict(context.invocation_metadata() or ())
+        config_name = _printable(metadata.get(CONFIG_NAME_METADATA))
+
+        def work() -> tpb2.TrainingJob:
+            return job_message(self._jobs().submit(spec, config_name))
+
         return self._call(
-            "SubmitTrainingJob", context, lambda: job_message(self._jobs().submit(spec))
+            "SubmitTrainingJob",
+            context,
+            lambda: self._audited(
+                "submit", context, lambda job: job.job_id if job is not None else "", work
+            ),
         )
 
     def GetTrainingJob(
@@ -200,7 +248,12 @@ class TrainingServicer(tpb2_grpc.TrainingServiceServicer):
         return self._call(
             "CancelTrainingJob",
             context,
-            lambda: job_message(self._jobs().cancel(_job_id(request.job_id))),
+            lambda: self._audited(
+                "cancel",
+                context,
+                lambda _job: request.job_id[:64],
+                lambda: job_message(self._jobs().cancel(_job_id(request.job_id))),
+            ),
         )
 
     def WatchTrainingJob(
@@ -216,7 +269,8 @@ class TrainingServicer(tpb2_grpc.TrainingServiceServicer):
                 if not slot:
                     raise ResourceLimitError(
                         f"Too many WatchTrainingJob streams are open on this server (at most "
-                        f"{max(1, self._settings.max_workers // 4)}, a quarter of max_workers); "
+                        f"{max(1, self._settings.limits.max_workers // 4)}, a quarter of "
+                        "limits.max_workers); "
                         "poll GetTrainingJob instead."
                     )
                 for record in manager.watch(job_id, context.is_active):
@@ -228,7 +282,14 @@ class TrainingServicer(tpb2_grpc.TrainingServiceServicer):
     def PromoteModel(
         self, request: tpb2.PromoteModelRequest, context: grpc.ServicerContext
     ) -> tpb2.PromotionResult:
-        return self._call("PromoteModel", context, lambda: self._promote(request))
+        target = request.job_id or f"{request.model_name} {request.model_version}".strip()
+        return self._call(
+            "PromoteModel",
+            context,
+            lambda: self._audited(
+                "promote", context, lambda _answer: target[:64], lambda: self._promote(request)
+            ),
+        )
 
     # -- promotion -----------------------------------------------------------------------------
     def _candidate(self, request: tpb2.PromoteModelRequest) -> Candidate:
@@ -259,6 +320,7 @@ class TrainingServicer(tpb2_grpc.TrainingServiceServicer):
             model=model,
             data=Path(meta["data"]),
             config=yaml.safe_load(meta["config"]) or {},
+            own_voldice={k: float(v) for k, v in (meta.get("validation_voldice") or {}).items()},
         )
 
     def _serving_dir(self) -> Path:
@@ -270,8 +332,26 @@ class TrainingServicer(tpb2_grpc.TrainingServiceServicer):
             )
         return Path(path)
 
+    def _reference_set(self) -> Path:
+        """The site-held data promotion is decided on (setting 'training.reference_set')."""
+        chosen = self._settings.training.reference_set
+        if not chosen:
+            raise JobStateError(
+                "Promotion is decided on a site-held reference set and this server has none: "
+                "set 'training.reference_set' (PULMOSEG_TRAINING_REFERENCE_SET) to a dataset "
+                "folder with a manifest.json, or 'captured'."
+            )
+        if chosen.strip() == CAPTURED:
+            if self._settings.capture.dir is None:
+                raise JobStateError(
+                    "Setting 'training.reference_set' is 'captured' but 'capture.dir' is unset."
+                )
+            return Path(self._settings.capture.dir)
+        return Path(chosen).expanduser()
+
     def _promote(self, request: tpb2.PromoteModelRequest) -> tpb2.PromotionResult:
         serving_dir = self._serving_dir()
+        reference = self._reference_set()
         candidate = self._candidate(request)
         with self._promote_lock:
             versions = list_model_versions(serving_dir)
@@ -284,7 +364,7 @@ class TrainingServicer(tpb2_grpc.TrainingServiceServicer):
             numbers = [int(v.version) for v in versions if v.version.isdigit()]
             new_version = str(max(numbers, default=0) + 1)
             decision, installed = promote(
-                candidate, served.version, served.path, serving_dir, new_version
+                candidate, served.version, served.path, serving_dir, new_version, reference
             )
             swapped = bool(installed) and self.reload is not None and self.reload()
             record = {
@@ -323,15 +403,16 @@ class TrainingServicer(tpb2_grpc.TrainingServiceServicer):
 
 
 def open_job_manager(settings: ServiceSettings, engine: Engine) -> JobManager | None:
-    """The job manager when ``training_enabled`` is set (None otherwise)."""
-    if not settings.training_enabled:
+    """The job manager when ``training.enabled`` is set (None otherwise)."""
+    if not settings.training.enabled:
         return None
     from service.training_jobs.store import JobStore
 
     return JobManager(
         JobStore(engine),
-        settings.training_dir,
-        capture_dir=settings.capture_dir,
-        max_queued=settings.training_max_queued,
-        max_running=settings.training_max_running,
+        settings.training.dir,
+        capture_dir=settings.capture.dir,
+        data_root=settings.training.data_root,
+        max_queued=settings.training.max_queued,
+        max_running=settings.training.max_running,
     )

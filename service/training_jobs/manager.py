@@ -25,29 +25,19 @@ from typing import Any
 import yaml
 
 from service.training_jobs import registry
+from service.training_jobs.datasets import resolve_dataset
 from service.training_jobs.errors import (
     JobStateError,
     QueueFullError,
     TrainingUnavailableError,
 )
+from service.training_jobs.job_files import RUN_DIR, JobFolder, JobResult, WorkerJob
 from service.training_jobs.process import is_job_process, start_worker, terminate_group
 from service.training_jobs.progress import read_progress
-from service.training_jobs.spec import (
-    JobSpec,
-    resolve_dataset,
-    resolved_config,
-    training_available,
-    validate,
-)
-from service.training_jobs.store import FINISHED, JobRecord, JobState, JobStore
-from service.training_jobs.worker import (
-    CONFIG_FILE,
-    JOB_FILE,
-    RESULT_FILE,
-    TRAIN_DIR,
-    TRAIN_LOG,
-    log_tail,
-)
+from service.training_jobs.spec import JobSpec, resolved_config, training_available, validate
+from service.training_jobs.state import FINISHED, JobState
+from service.training_jobs.store import JobRecord, JobStore
+from service.training_jobs.worker import log_tail
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +58,7 @@ class JobManager:
         training_dir: Path,
         *,
         capture_dir: Path | None = None,
+        data_root: Path | None = None,
         max_queued: int = 4,
         max_running: int = 1,
         poll_s: float = 0.5,
@@ -76,6 +67,7 @@ class JobManager:
         self.training_dir = Path(training_dir).resolve()
         self.jobs_root = self.training_dir / "jobs"
         self._capture_dir = capture_dir
+        self._data_root = data_root
         self._max_queued = max_queued
         self._max_running = max_running
         self._poll_s = poll_s
@@ -113,12 +105,16 @@ class JobManager:
                 logger.exception("training job scheduler tick failed")
 
     # -- requests ------------------------------------------------------------------------------
-    def submit(self, spec: JobSpec) -> JobRecord:
+    def submit(self, spec: JobSpec, config_name: str = "") -> JobRecord:
+        """Check everything a job needs (spec, dataset, config, step limit), then queue it;
+        ``config_name`` is the user's file name that messages give for an inline config."""
         if not training_available():
             raise TrainingUnavailableError(NOT_INSTALLED)
         validate(spec)
-        data = resolve_dataset(spec.dataset, self._capture_dir)
-        config = resolved_config(spec, data, Path(TRAIN_DIR))  # checks the recipe / YAML
+        data = resolve_dataset(
+            spec.dataset, data_root=self._data_root, capture_dir=self._capture_dir
+        )
+        config = resolved_config(spec, data, Path(RUN_DIR), config_name)
         with self._lock:
             queued = self.store.count(JobState.QUEUED)
             if queued >= self._max_queued:
@@ -127,20 +123,21 @@ class JobManager:
                     f"'training_max_queued' is {self._max_queued}); retry when a job has started."
                 )
             record = self.store.create(spec, str(self.jobs_root))
-            job_dir = Path(record.work_dir)
-            job_dir.mkdir(parents=True)
-            config["output_dir"] = str(job_dir / TRAIN_DIR)
-            (job_dir / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
-            job = {
-                "job_id": record.job_id,
-                "training_dir": str(self.training_dir),
-                "data": str(data),
-                "stages": list(config.get("stages") or []),
-                "max_steps": spec.max_steps,
-                "model_name": config["export"]["name"],
-                "model_version": spec.model_version,
-            }
-            (job_dir / JOB_FILE).write_text(json.dumps(job, indent=2) + "\n")
+            folder = JobFolder(Path(record.work_dir))
+            folder.root.mkdir(parents=True)
+            config["output_dir"] = str(folder.run.root)
+            folder.config.write_text(yaml.safe_dump(config, sort_keys=False))
+            folder.write_job(
+                WorkerJob(
+                    job_id=record.job_id,
+                    training_dir=self.training_dir,
+                    data=data,
+                    stages=list(config.get("stages") or []),
+                    max_steps=spec.max_steps,
+                    model_name=config["export"]["name"],
+                    model_version=spec.model_version,
+                )
+            )
         logger.info("training job %s queued (%s)", record.job_id, spec.recipe or "inline config")
         self._wake.set()
         return record
@@ -223,22 +220,22 @@ class JobManager:
 
     def _config(self, record: JobRecord) -> dict[str, Any]:
         if record.job_id not in self._configs:
-            path = Path(record.work_dir) / CONFIG_FILE
+            path = JobFolder(Path(record.work_dir)).config
             self._configs[record.job_id] = yaml.safe_load(path.read_text()) or {}
         return self._configs[record.job_id]
 
     def _follow(self, record: JobRecord) -> None:
-        job_dir = Path(record.work_dir)
+        folder = JobFolder(Path(record.work_dir))
         alive = self._alive(record)
-        progress = read_progress(job_dir / TRAIN_DIR, self._config(record))
+        progress = read_progress(folder.run, self._config(record))
         if progress and progress != record.progress:
             record = self.store.update(record.job_id, progress=progress)
         if alive:
             return
         self._children.pop(record.job_id, None)
-        result_path = job_dir / RESULT_FILE
-        if result_path.is_file():
-            self._finish(record, json.loads(result_path.read_text()))
+        result = folder.read_result()
+        if result is not None:
+            self._finish(record, result)
         elif record.attempts < MAX_ATTEMPTS:
             logger.warning(
                 "training job %s: its process ended without a result; re-queued to "
@@ -253,7 +250,7 @@ class JobManager:
                 "resumes from its last checkpoint",
             )
         else:
-            tail = log_tail(job_dir / TRAIN_LOG) or log_tail(job_dir / "worker.log")
+            tail = log_tail(folder.train_log) or log_tail(folder.worker_log)
             self.store.update(
                 record.job_id,
                 state=JobState.FAILED,
@@ -261,24 +258,24 @@ class JobManager:
                 message=f"its process ended without a result {record.attempts} times:\n{tail}",
             )
 
-    def _finish(self, record: JobRecord, result: dict[str, Any]) -> None:
+    def _finish(self, record: JobRecord, result: JobResult) -> None:
         self._configs.pop(record.job_id, None)
-        if result.get("state") == JobState.SUCCEEDED.value:
+        if result.succeeded:
             logger.info(
                 "training job %s succeeded: %s %s",
                 record.job_id,
-                result["model_name"],
-                result["model_version"],
+                result.model_name,
+                result.model_version,
             )
             self.store.update(
                 record.job_id,
                 state=JobState.SUCCEEDED,
                 pid=None,
                 message="succeeded",
-                model_name=result["model_name"],
-                model_version=result["model_version"],
-                registry_path=result["registry_path"],
-                val_voldice=result.get("val_voldice") or {},
+                model_name=result.model_name,
+                model_version=result.model_version,
+                registry_path=result.registry_path,
+                val_voldice=dict(result.val_voldice),
             )
             return
         registry.remove_partials(self.training_dir, record.job_id)
@@ -287,14 +284,14 @@ class JobManager:
             record.job_id,
             state=JobState.FAILED,
             pid=None,
-            message=str(result.get("message", "failed"))[-4000:],
+            message=(result.message or "failed")[-4000:],
         )
 
     def _start(self, record: JobRecord) -> None:
-        job_dir = Path(record.work_dir)
-        (job_dir / RESULT_FILE).unlink(missing_ok=True)
+        folder = JobFolder(Path(record.work_dir))
+        folder.clear_result()
         token = uuid.uuid4().hex
-        child = start_worker(job_dir, token)
+        child = start_worker(folder, token)
         self._children[record.job_id] = child
         self.store.update(
             record.job_id,

@@ -13,22 +13,24 @@ import sys
 import time
 from pathlib import Path
 
+from service.training_jobs.job_files import JobFolder
+
 WORKER_MODULE = "service.training_jobs.worker"
 #: SIGTERM first; after this many seconds the group gets SIGKILL.
 TERMINATE_GRACE_S = 5.0
 
 
-def start_worker(job_dir: Path, token: str) -> subprocess.Popen[bytes]:
+def start_worker(folder: JobFolder, token: str) -> subprocess.Popen[bytes]:
     """Start the job's worker detached (own session and process group), output to worker.log."""
-    log = (job_dir / "worker.log").open("ab")
+    log = folder.worker_log.open("ab")
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", WORKER_MODULE, str(job_dir), token],
+            [sys.executable, "-m", WORKER_MODULE, str(folder.root), token],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            cwd=job_dir,
+            cwd=folder.root,
             env={**os.environ, "PYTHONPATH": _import_root()},
         )
     finally:

@@ -1,15 +1,15 @@
-"""A job's progress, read from what ``pulmoseg train`` writes: ``<out>/<stage>/metrics.jsonl``
-(one line per epoch: epoch, step, val_voldice) and ``steps.jsonl`` (with
-``runtime.log_every_steps``). Files only, so progress survives a server restart."""
+"""A job's progress, read from the run folder ``pulmoseg train`` writes
+(``service.core.run_folder``): each stage's metrics file (one line per epoch: epoch, step,
+val_voldice) and steps file (with ``runtime.log_every_steps``). Files only, so progress survives
+a server restart."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from service.training_jobs.spec import stage_schedule
+from service.core.run_folder import RunFolder, run_stages, stage_steps
 
 
 def _last_line(path: Path) -> dict[str, Any] | None:
@@ -27,24 +27,10 @@ def _last_line(path: Path) -> dict[str, Any] | None:
     return None
 
 
-def _by_mtime(paths: Iterable[Path]) -> list[Path]:
-    """``paths`` oldest first; one that vanishes meanwhile is left out (progress is read while
-    training writes)."""
-    stamped = []
-    for path in paths:
-        try:
-            stamped.append((path.stat().st_mtime, path))
-        except OSError:
-            continue
-    return [path for _, path in sorted(stamped)]
-
-
-def read_progress(train_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
-    """{stage, step, total_steps, epoch, val_voldice} of the newest stage that has started."""
-    stages = config.get("stages") or []
-    started = [s for s in stages if (train_dir / s).is_dir()]
-    if not started:  # a recipe without a stage list: its stage folders, newest last
-        started = [path.parent.name for path in _by_mtime(train_dir.glob("*/metrics.jsonl"))]
+def read_progress(run: RunFolder, config: dict[str, Any]) -> dict[str, Any]:
+    """{stage, step, total_steps, epoch, val_voldice} of the newest stage that has started
+    (of the config's stages, or training's default ones when it names none)."""
+    started = run.started_stages(run_stages(config.get("stages")))
     if not started:
         return {}
     stage = started[-1]
@@ -52,16 +38,16 @@ def read_progress(train_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
         "stage": stage,
         "step": 0,
         "epoch": 0,
-        "total_steps": stage_schedule(config, stage),
+        "total_steps": stage_steps(config, stage),
         "val_voldice": {},
     }
-    epoch = _last_line(train_dir / stage / "metrics.jsonl")
+    epoch = _last_line(run.metrics_file(stage))
     if epoch is not None:
         progress["step"] = int(epoch.get("step", 0))
         progress["epoch"] = int(epoch.get("epoch", 0))
         dice = epoch.get("val_voldice") or {}
         progress["val_voldice"] = {str(k): float(v) for k, v in dice.items()}
-    step = _last_line(train_dir / stage / "steps.jsonl")
+    step = _last_line(run.steps_file(stage))
     if step is not None and int(step.get("step", 0)) > progress["step"]:
         progress["step"] = int(step["step"])
     return progress

@@ -1,8 +1,11 @@
-"""Promotion: is a candidate model at least as good as the served one, on the same data?
+"""Promotion: is a candidate model at least as good as the served one on the site's own data?
 
 Both models are scored by ``pulmoseg evaluate`` (a subprocess: the service never imports
-training) on the candidate job's validation split — the same dataset, fraction, seed and fold
-that chose the candidate's checkpoint — so the two figures are directly comparable.
+training) on the **site-held reference set** the operator configures (setting
+``training.reference_set``: a dataset folder, or 'captured'), all of its studies. Never on the
+candidate's own validation split: whoever submits a job chooses that data, so a dataset built
+for it could always win. The candidate's own-split figure (from its registry entry) is reported
+beside the decision but does not decide.
 
 The figure is the **mean lesion VolDice**: the mean over the lesion classes (GGO,
 consolidation) of their per-study VolDice means, as ``pulmoseg evaluate`` reports them; a model
@@ -17,7 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,34 +41,26 @@ class PromotionDecision:
     message: str
 
 
-def split_arguments(config: dict[str, Any]) -> list[str]:
-    """``pulmoseg evaluate`` arguments that reproduce the training run's validation split."""
-    data = config.get("data") or {}
-    args = [
-        "--split",
-        "val",
-        "--val-fraction",
-        str(data.get("val_fraction", 0.2)),
-        "--seed",
-        str(config.get("seed", 0)),
-    ]
-    if data.get("cv_folds"):
-        args += ["--fold", f"{data.get('cv_fold', 0)}/{data['cv_folds']}"]
-    return args
+def mean_lesion(vol: dict[str, float]) -> float | None:
+    """The mean lesion VolDice of per-class means (see the module docstring); None if empty."""
+    lesions = [name for name in LESION_CLASS_NAMES if name in vol]
+    names = lesions or [n for n in vol if n not in ("background", "infection")]
+    if not names:
+        return None
+    return float(sum(float(vol[n]) for n in names) / len(names))
 
 
 def lesion_score(report: dict[str, Any]) -> float:
     """The mean lesion VolDice of an evaluation report (see the module docstring)."""
     vol = report.get("summary", {}).get("vol_dice") or {}
-    lesions = [name for name in LESION_CLASS_NAMES if name in vol]
-    names = lesions or [n for n in vol if n not in ("background", "infection")]
-    if not names:
+    score = mean_lesion({name: float(value["mean"]) for name, value in vol.items()})
+    if score is None:
         raise JobStateError("The evaluation reported no VolDice, so the models cannot be compared.")
-    return float(sum(float(vol[n]["mean"]) for n in names) / len(names))
+    return score
 
 
-def evaluate(model: Path, data: Path, config: dict[str, Any]) -> float:
-    """Score ``model`` on the validation split of ``data`` (``pulmoseg evaluate``)."""
+def evaluate(model: Path, data: Path) -> float:
+    """Score ``model`` on every study of the reference set ``data`` (``pulmoseg evaluate``)."""
     with tempfile.TemporaryDirectory(prefix="pulmoseg-promote-") as tmp:
         out, log = Path(tmp) / "report.json", Path(tmp) / "evaluate.log"
         command = [
@@ -77,7 +72,8 @@ def evaluate(model: Path, data: Path, config: dict[str, Any]) -> float:
             str(model),
             "--data",
             str(data),
-            *split_arguments(config),
+            "--split",
+            "all",
             "--out",
             str(out),
         ]
@@ -87,21 +83,29 @@ def evaluate(model: Path, data: Path, config: dict[str, Any]) -> float:
             )
         if code != 0 or not out.is_file():
             raise JobStateError(
-                f"Could not evaluate '{model.name}' on the validation data (exit code {code}): "
+                f"Could not evaluate '{model.name}' on the reference set '{data}' (exit code "
+                f"{code}): "
                 f"{log_tail(log, 5)}"
             )
         return lesion_score(json.loads(out.read_text()))
 
 
-def decide(candidate: float, serving: float, serving_version: str) -> PromotionDecision:
+def decide(
+    candidate: float, serving: float, serving_version: str, reference: Path, own: float | None
+) -> PromotionDecision:
     promoted = candidate >= serving - TIE_TOLERANCE
     verdict = "not worse than" if promoted else "worse than"
+    beside = (
+        f"; on its own validation split (reported, not deciding) it scored {own:.4f}"
+        if own is not None
+        else ""
+    )
     return PromotionDecision(
         promoted,
         candidate,
         serving,
         f"candidate mean lesion VolDice {candidate:.4f} is {verdict} the served version "
-        f"{serving_version}'s {serving:.4f} on the same validation data",
+        f"{serving_version}'s {serving:.4f} on the site reference set '{reference}'{beside}",
     )
 
 
@@ -131,6 +135,8 @@ class Candidate:
     model: Path
     data: Path
     config: dict[str, Any]
+    #: Validation VolDice per class on the job's own split (reported beside, never deciding).
+    own_voldice: dict[str, float] = field(default_factory=dict)
 
 
 def promote(
@@ -139,17 +145,19 @@ def promote(
     served_model: Path,
     serving_dir: Path,
     new_version: str,
+    reference: Path,
 ) -> tuple[PromotionDecision, str]:
-    """Score both models on the candidate's validation split; install the candidate as
-    ``new_version`` when it is not worse. Returns the decision and the installed version ("")."""
-    if not candidate.data.is_dir():
+    """Score both models on the site reference set; install the candidate as ``new_version``
+    when it is not worse. Returns the decision and the installed version ("")."""
+    if not (reference / "manifest.json").is_file():
         raise JobStateError(
-            f"The validation data of {candidate.model_name} {candidate.model_version} "
-            f"('{candidate.data}') is gone, so the models cannot be compared on it."
+            f"The reference set '{reference}' (setting 'training.reference_set') has no "
+            "manifest.json, so the models cannot be compared on it."
         )
-    score = evaluate(candidate.model, candidate.data, candidate.config)
-    baseline = evaluate(served_model, candidate.data, candidate.config)
-    decision = decide(score, baseline, served_version)
+    score = evaluate(candidate.model, reference)
+    baseline = evaluate(served_model, reference)
+    own = mean_lesion(candidate.own_voldice)
+    decision = decide(score, baseline, served_version, reference, own)
     if not decision.promoted:
         return decision, ""
     install(candidate.model, serving_dir, new_version)

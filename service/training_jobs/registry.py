@@ -1,20 +1,47 @@
 """The model registry: ``<training_dir>/registry/<model_name>/<version>/`` with ``model.onnx``
-and ``job.json``. A version appears by one rename of a finished folder, so a reader never sees
-half an entry; unfinished entries are hidden folders (``.job-<id>``) that a cancel deletes."""
+and ``job.json`` (:class:`RegistryEntry`). A version appears by one rename of a finished folder,
+so a reader never sees half an entry; unfinished entries are hidden folders (``.job-<id>``) that
+a cancel deletes."""
 
 from __future__ import annotations
 
 import json
 import shutil
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict
 
 from service.core.errors import InvalidArgumentError
 from service.training_jobs.errors import JobNotFoundError
 
-JOB_FILE = "job.json"
+#: What made an entry (:class:`RegistryEntry`); not the job folder's ``job.json``
+#: (``service.training_jobs.job_files.WORKER_JOB_FILE``), though it has the same name on disk.
+REGISTRY_ENTRY_FILE = "job.json"
 #: As in the serving model folder (service.serving.model_versions), so an entry copies as is.
 MODEL_FILE_NAME = "model.onnx"
+
+
+class RegistryEntry(BaseModel):
+    """The job that made a registry entry: what promotion needs to score it again."""
+
+    model_config = ConfigDict(frozen=True)
+
+    job_id: str
+    model_name: str
+    model_version: str
+    #: The dataset folder the job trained and validated on.
+    data: str
+    #: The job's resolved config (YAML text).
+    config: str
+    #: The checkpoint that was exported.
+    checkpoint: str
+    validation_voldice: dict[str, float]
+    created_at: datetime
+
+    def write(self, folder: Path) -> None:
+        (folder / REGISTRY_ENTRY_FILE).write_text(self.model_dump_json(indent=2) + "\n")
 
 
 def registry_root(training_dir: Path) -> Path:
@@ -43,7 +70,8 @@ def publish(partial: Path, model_dir: Path, version: str) -> Path:
 
 
 def entry(training_dir: Path, model_name: str, version: str) -> tuple[Path, dict[str, Any]]:
-    """The model file and job.json of a registry entry; NOT_FOUND when absent."""
+    """The model file and ``job.json`` (as a dict; {} when absent) of a registry entry;
+    NOT_FOUND when absent."""
     folder = registry_root(training_dir) / model_name / version
     model = folder / MODEL_FILE_NAME
     if not model.is_file():
@@ -51,7 +79,7 @@ def entry(training_dir: Path, model_name: str, version: str) -> tuple[Path, dict
             f"No registry entry {model_name!r} version {version!r} under "
             f"'{registry_root(training_dir)}'."
         )
-    job = folder / JOB_FILE
+    job = folder / REGISTRY_ENTRY_FILE
     return model, json.loads(job.read_text()) if job.is_file() else {}
 
 
@@ -61,7 +89,7 @@ def remove_partials(training_dir: Path, job_id: str) -> None:
     root = registry_root(training_dir)
     for partial in root.glob(f"*/.job-{job_id}"):
         shutil.rmtree(partial, ignore_errors=True)
-    for job_file in root.glob(f"*/*/{JOB_FILE}"):
+    for job_file in root.glob(f"*/*/{REGISTRY_ENTRY_FILE}"):
         try:
             owner = json.loads(job_file.read_text()).get("job_id")
         except (OSError, ValueError):

@@ -16,10 +16,9 @@ from typing import Any
 import yaml
 
 from service.core.errors import InvalidArgumentError
+from service.training_jobs.config_check import check_config, parse_yaml
 from service.training_jobs.errors import TrainingUnavailableError
 
-#: The dataset keyword that means the server's capture folder (setting ``capture_dir``).
-CAPTURED = "captured"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _STAGE = re.compile(r"^[a-z_]+$")
 
@@ -83,29 +82,6 @@ def _mapping(value: object, argument: str) -> dict[str, Any]:
     return value
 
 
-def resolve_dataset(dataset: str, capture_dir: Path | None) -> Path:
-    """The dataset folder a job reads; INVALID_ARGUMENT unless it holds a manifest.json."""
-    if dataset.strip() == CAPTURED:
-        if capture_dir is None:
-            raise InvalidArgumentError(
-                "Argument 'dataset' is 'captured' but this server does not capture studies "
-                "(setting 'capture_dir' is unset)."
-            )
-        root = Path(capture_dir)
-    elif not dataset.strip():
-        raise InvalidArgumentError(
-            "Argument 'dataset' is required: a dataset folder on the server or 'captured'."
-        )
-    else:
-        root = Path(dataset.strip()).expanduser()
-    if not (root / "manifest.json").is_file():
-        raise InvalidArgumentError(
-            f"Argument 'dataset' must be a dataset folder with a manifest.json on the server, "
-            f"got {dataset!r} ('{root}' has none)."
-        )
-    return root.resolve()
-
-
 def validate(spec: JobSpec) -> None:
     """Every check that needs no file system: INVALID_ARGUMENT naming the argument."""
     if bool(spec.recipe) == bool(spec.config_yaml):
@@ -128,36 +104,32 @@ def validate(spec: JobSpec) -> None:
             )
 
 
-def resolved_config(spec: JobSpec, data_root: Path, output_dir: Path) -> dict[str, Any]:
-    """The job's config: the recipe or the given YAML with data, output and export set."""
+def config_source(spec: JobSpec, config_name: str = "") -> str:
+    """How messages name the job's config: the user's file, the recipe, or the argument."""
     if spec.recipe:
-        config = _load_recipe(spec.recipe)
-    else:
-        try:
-            config = _mapping(yaml.safe_load(spec.config_yaml), "config_yaml")
-        except yaml.YAMLError as exc:
-            raise InvalidArgumentError(f"Argument 'config_yaml' is not valid YAML: {exc}") from exc
-    config = dict(config)
+        return f"recipe '{spec.recipe}'"
+    return f"config file '{config_name}'" if config_name else "argument 'config_yaml'"
+
+
+def resolved_config(
+    spec: JobSpec, data_root: Path, output_dir: Path, config_name: str = ""
+) -> dict[str, Any]:
+    """The job's config: the recipe or the given YAML with data, output and export set, fully
+    checked (``config_check``) so a mistake is refused before the job is queued."""
+    source = config_source(spec, config_name)
+    user = _load_recipe(spec.recipe) if spec.recipe else parse_yaml(spec.config_yaml, source)
+    export = dict(user.get("export") or {}) if isinstance(user.get("export"), dict) else {}
+    name = spec.model_name or export.get("name") or spec.recipe or "pulmoseg-job"
+    server = {
+        "output_dir": str(output_dir),
+        "data": {"root": str(data_root)},
+        "export": {"name": name},
+    }
+    check_config(user, source, list(spec.stages), server, spec.max_steps)
+    config = dict(user)
     config["output_dir"] = str(output_dir)
     config["data"] = {**(config.get("data") or {}), "root": str(data_root)}
     if spec.stages:
         config["stages"] = list(spec.stages)
-    export = dict(config.get("export") or {})
-    if spec.model_name:
-        export["name"] = spec.model_name
-    export.setdefault("name", spec.recipe or "pulmoseg-job")
-    config["export"] = export
+    config["export"] = {**export, "name": name}
     return config
-
-
-def stage_schedule(config: dict[str, Any], stage: str) -> int:
-    """Steps of ``stage`` as the config spells them (0 when left to training's defaults)."""
-    section = config.get(stage)
-    section = section if isinstance(section, dict) else {}
-    optim = config.get("optim")
-    optim = optim if isinstance(optim, dict) else {}
-    epochs = section.get("epochs", optim.get("epochs"))
-    per_epoch = section.get("steps_per_epoch", optim.get("steps_per_epoch"))
-    if isinstance(epochs, int) and isinstance(per_epoch, int):
-        return epochs * per_epoch
-    return 0

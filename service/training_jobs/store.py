@@ -1,4 +1,4 @@
-"""Training jobs in the quality-records database (table ``training_jobs``, migration 0004).
+"""Training jobs in the records database (``service.records``: table ``training_jobs``, 0004).
 
 One short session per call, so the gRPC threads and the scheduler thread share it safely; rows
 are returned as frozen :class:`JobRecord` snapshots.
@@ -9,29 +9,19 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import sessionmaker
 
-from service.quality.records import decode_page_token, encode_page_token
-from service.quality.records_schema import TrainingJobRow
+from service.records.database import utc
+from service.records.paging import check_page_size, decode_page_token, split_page
+from service.records.tables import TrainingJobRow
 from service.training_jobs.errors import JobNotFoundError
 from service.training_jobs.spec import JobSpec
+from service.training_jobs.state import FINISHED, JobState
 
 MAX_PAGE_SIZE = 200
-
-
-class JobState(StrEnum):
-    QUEUED = "QUEUED"
-    RUNNING = "RUNNING"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
-
-
-FINISHED = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 
 
 @dataclass(frozen=True)
@@ -55,14 +45,8 @@ class JobRecord:
     promotion: dict[str, Any] | None = None
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
-
-
 def _record(row: TrainingJobRow) -> JobRecord:
-    created, updated = _utc(row.created_at), _utc(row.updated_at)
+    created, updated = utc(row.created_at), utc(row.updated_at)
     assert created is not None and updated is not None  # NOT NULL columns
     return JobRecord(
         job_id=row.job_id,
@@ -71,7 +55,7 @@ def _record(row: TrainingJobRow) -> JobRecord:
         created_at=created,
         updated_at=updated,
         work_dir=row.work_dir,
-        finished_at=_utc(row.finished_at),
+        finished_at=utc(row.finished_at),
         pid=row.pid,
         token=row.token,
         attempts=row.attempts,
@@ -86,7 +70,7 @@ def _record(row: TrainingJobRow) -> JobRecord:
 
 
 class JobStore:
-    """CRUD on ``training_jobs``; the engine is the quality store's (already migrated)."""
+    """CRUD on ``training_jobs``; the engine is the records database's (already migrated)."""
 
     def __init__(self, engine: Engine) -> None:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
@@ -151,14 +135,12 @@ class JobStore:
 
     def list(self, page_size: int = 50, page_token: str = "") -> tuple[list[JobRecord], str]:
         """Newest first; a page and the next page's token ("" at the end)."""
-        if not 1 <= page_size <= MAX_PAGE_SIZE:
-            raise ValueError(f"Argument 'page_size' must be 1..{MAX_PAGE_SIZE}, got {page_size}.")
+        check_page_size(page_size, MAX_PAGE_SIZE)
         query = select(TrainingJobRow).order_by(TrainingJobRow.id.desc())
         after = decode_page_token(page_token)
         if after is not None:
             query = query.where(TrainingJobRow.id < after)
         with self._sessions() as session:
             rows = list(session.scalars(query.limit(page_size + 1)))
-        more = len(rows) > page_size
-        rows = rows[:page_size]
-        return [_record(r) for r in rows], encode_page_token(rows[-1].id) if more and rows else ""
+        page, token = split_page(rows, page_size)
+        return [_record(r) for r in page], token

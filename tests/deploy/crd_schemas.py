@@ -1,9 +1,10 @@
 """JSON schemas for the custom resources the chart renders, which kubernetes-validate lacks.
 
-They are the subset of the upstream CRDs (prometheus-operator v0.7x ``monitoring.coreos.com/v1``
-and Kubeflow training-operator ``kubeflow.org/v1``) that the chart uses, with unknown fields
-rejected, so a misspelt field fails here instead of being pruned by the API server. The pod
-templates inside a PyTorchJob are validated separately as real core/v1 Pods.
+They are the subset of the upstream CRDs (prometheus-operator v0.7x ``monitoring.coreos.com/v1``,
+Kubeflow training-operator ``kubeflow.org/v1``, Gateway API ``gateway.networking.k8s.io/v1``)
+that the chart uses, with unknown fields rejected, so a misspelt field fails here instead of
+being pruned by the API server. The pod templates inside a PyTorchJob are validated separately
+as real core/v1 Pods.
 """
 
 from __future__ import annotations
@@ -160,7 +161,61 @@ PYTORCH_JOB = _resource(
     },
 )
 
+_GATEWAY_NAME = {"type": "string", "minLength": 1, "maxLength": 253}
+_PARENT_REF = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name"],
+    "properties": {
+        "group": {"type": "string"},
+        "kind": {"type": "string"},
+        "namespace": {"type": "string"},
+        "name": _GATEWAY_NAME,
+        "sectionName": {"type": "string"},
+        "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+    },
+}
+_BACKEND_REF = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name"],
+    "properties": {
+        "group": {"type": "string"},
+        "kind": {"type": "string"},
+        "name": _GATEWAY_NAME,
+        "namespace": {"type": "string"},
+        "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+        "weight": {"type": "integer", "minimum": 0},
+    },
+}
+#: Gateway API v1 (standard channel) GRPCRoute, the fields the chart uses.
+GRPC_ROUTE = _resource(
+    "gateway.networking.k8s.io/v1",
+    "GRPCRoute",
+    {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "parentRefs": {"type": "array", "maxItems": 32, "items": _PARENT_REF},
+            "hostnames": {"type": "array", "maxItems": 16, "items": {"type": "string"}},
+            "rules": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "matches": {"type": "array"},
+                        "filters": {"type": "array"},
+                        "backendRefs": {"type": "array", "items": _BACKEND_REF},
+                    },
+                },
+            },
+        },
+    },
+)
+
 BY_KIND: dict[tuple[str, str], dict[str, Any]] = {
+    ("gateway.networking.k8s.io/v1", "GRPCRoute"): GRPC_ROUTE,
     ("monitoring.coreos.com/v1", "ServiceMonitor"): SERVICE_MONITOR,
     ("monitoring.coreos.com/v1", "PrometheusRule"): PROMETHEUS_RULE,
     ("kubeflow.org/v1", "PyTorchJob"): PYTORCH_JOB,

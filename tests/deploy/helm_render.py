@@ -1,8 +1,9 @@
 """Rendering the Helm chart for tests: Helm's own Go library (helm-python-sdk), no cluster.
 
-The named value sets are the configurations a platform team would install; every test that
-checks "all renders" goes through :data:`VALUE_SETS`, so a new template is checked by all of
-them as soon as one set enables it.
+The named value sets are the chart's ci/*.yaml files, the configurations a platform team would
+install; every test that checks "all renders" goes through :data:`VALUE_SETS`, so a new template
+is checked by all of them as soon as one set enables it. Every rendered document is read with a
+loader that refuses duplicate keys.
 """
 
 from __future__ import annotations
@@ -19,77 +20,43 @@ NAMESPACE = "imaging"
 KUBE_VERSIONS = ("1.27.0", "1.33.0")
 DIGEST = "sha256:" + "ab" * 32
 
-#: Production-like settings: pinned digest, GPU, TLS + token from Secrets, 3 replicas sharing
-#: one quality database.
-PRODUCTION: dict[str, Any] = {
-    "replicaCount": 3,
-    "image": {"digest": DIGEST, "pullPolicy": "Always"},
-    "gpu": {"enabled": True, "runtimeClassName": "nvidia"},
-    "strategy": {"maxSurge": 0, "maxUnavailable": 1},
-    "tls": {"enabled": True, "existingSecret": "pulmoseg-tls", "clientCA": True},
-    "auth": {"existingSecret": "pulmoseg-token"},
-    "quality": {"database": {"existingSecret": "pulmoseg-quality-db"}},
-    "service": {"headless": {"enabled": True}},
-}
+#: The chart's ci/<name>-values.yaml files (chart-testing's convention): the configurations a
+#: platform team would install, rendered and validated by the tests under their names.
+CI_DIR = CHART_DIR / "ci"
 
-VALUE_SETS: dict[str, dict[str, Any]] = {
-    "cpu": {},
-    "gpu": {"gpu": {"enabled": True, "count": 2}},
-    "production": PRODUCTION,
-    # The PACS gateway sidecar with a persistent spool, an allow-list and the server's token.
-    "pacs": {
-        "pacs": {
-            "enabled": True,
-            "aeTitle": "LUNGSEG",
-            "destinations": ["ORTHANC@pacs.hospital.local:4242", "ARCHIVE@10.0.0.7:104"],
-            "allowedCallingAets": ["ORTHANC"],
-            "spool": {"existingClaim": "pulmoseg-spool"},
-        },
-        "auth": {"existingSecret": "pulmoseg-token"},
-    },
-    # Monitoring objects, with the gateway (emptyDir spool, STOW-RS only) scraped as well.
-    "monitoring": {
-        "pacs": {"enabled": True, "stowUrl": "https://pacs.hospital.local/dicom-web"},
-        "monitoring": {
-            "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus"}},
-            "prometheusRule": {"enabled": True},
-            "dashboard": {"enabled": True},
-        },
-    },
-    "autoscaling": {
-        "autoscaling": {
-            "enabled": True,
-            "studiesInProgress": {"metricName": "pulmoseg_studies_in_progress"},
-        }
-    },
-    # One replica keeping its quality records in SQLite on a PVC across restarts.
-    "quality-sqlite": {"quality": {"persistence": {"existingClaim": "pulmoseg-quality"}}},
-    "model-url": {
-        "model": {
-            "source": "url",
-            "url": "https://models.example.org/lung/v3.onnx",
-            "sha256": "0" * 64,
-        }
-    },
-    "model-image": {
-        "model": {
-            "source": "image",
-            "image": {"repository": "registry.example.org/lung-model", "tag": "v3"},
-        }
-    },
-    "training-pytorchjob": {"training": {"enabled": True, "kind": "PyTorchJob", "nodes": 3}},
-    "training-indexed": {
-        "training": {"enabled": True, "kind": "IndexedJob", "nodes": 2, "procsPerNode": 4}
-    },
-    # The training API pod beside production serving replicas that poll the model folder.
-    "training-api": {
-        **PRODUCTION,
-        "training": {"image": {"digest": DIGEST, "pullPolicy": "Always"}},
-        "trainingApi": {"enabled": True, "gpus": 1, "dataClaim": "pulmoseg-data"},
-        "model": {"file": "versions"},
-        "config": {"model_poll_s": 30},
-    },
-}
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """YAML forbids duplicate keys; Helm keeps the last one silently, this loader refuses."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_unique(text: str) -> list[Any]:
+    """Every document of ``text``, refusing duplicate keys at any depth."""
+    return list(yaml.load_all(text, Loader=UniqueKeyLoader))
+
+
+def _value_sets() -> dict[str, dict[str, Any]]:
+    sets = {}
+    for path in sorted(CI_DIR.glob("*-values.yaml")):
+        (values,) = load_unique(path.read_text())
+        sets[path.name.removesuffix("-values.yaml")] = values or {}
+    return sets
+
+
+VALUE_SETS: dict[str, dict[str, Any]] = _value_sets()
+#: Production-like settings (docs/deploy.md): pinned digest, GPU, TLS + token from Secrets,
+#: 3 replicas sharing one PostgreSQL records database, database egress only, zone spread.
+PRODUCTION: dict[str, Any] = VALUE_SETS["production"]
 
 
 def render_text(chart: Any, values: dict[str, Any] | None = None) -> dict[str, str]:
@@ -103,7 +70,7 @@ def render_objects(chart: Any, values: dict[str, Any] | None = None) -> list[dic
     objects: list[dict[str, Any]] = []
     for path, text in render_text(chart, values).items():
         if path.endswith((".yaml", ".yml")):
-            objects.extend(doc for doc in yaml.safe_load_all(text) if doc)
+            objects.extend(doc for doc in load_unique(text) if doc)
     return objects
 
 

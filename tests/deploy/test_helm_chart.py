@@ -29,6 +29,7 @@ from helm_render import (
 
 helm = pytest.importorskip("helm_python", reason="helm-python-sdk is not installed")
 
+RUNBOOK_URL = "docs/runbook.md"
 # Lint message severities reported by Helm: 1 info, 2 warning, 3 error.
 LINT_WARNING = 2
 
@@ -63,9 +64,20 @@ def env_of(container: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_default_render_has_the_serving_objects(chart: Any) -> None:
-    kinds = sorted(o["kind"] for o in render_objects(chart))
-    # One replica: no PDB (it would block node drains); no optional monitoring objects.
-    assert kinds == ["ConfigMap", "Deployment", "NetworkPolicy", "Service", "ServiceAccount"]
+    objects = render_objects(chart)
+    kinds = sorted(o["kind"] for o in objects)
+    # One replica: no PDB (it would block node drains); no optional monitoring objects. The Pod
+    # is `helm test`'s, created only by that command.
+    assert kinds == [
+        "ConfigMap",
+        "Deployment",
+        "NetworkPolicy",
+        "NetworkPolicy",  # the serving pods', and the `helm test` pod's
+        "Pod",
+        "Service",
+        "ServiceAccount",
+    ]
+    assert one(objects, "Pod")["metadata"]["annotations"]["helm.sh/hook"] == "test"
     for obj in render_objects(chart):
         assert obj["metadata"]["namespace"] == "imaging", obj["kind"]
 
@@ -187,7 +199,8 @@ def pacs_env_fields(container: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_pacs_gateway_is_a_sidecar_with_its_own_settings(chart: Any) -> None:
-    from service.pacs.settings import PacsSettings, load_pacs_settings
+    from service.core.settings_base import env_names
+    from service.pacs.settings import ENV_PREFIX, PacsSettings, load_pacs_settings
 
     objects = render_objects(chart, VALUE_SETS["pacs"])
     main, gateway = server(objects), pacs_sidecar(objects)
@@ -199,8 +212,9 @@ def test_pacs_gateway_is_a_sidecar_with_its_own_settings(chart: Any) -> None:
     assert "args" not in gateway
     # Every variable names a field of the gateway's settings model: a rename breaks this test.
     fields = pacs_env_fields(gateway)
-    unknown = set(fields) - set(PacsSettings.model_fields)
-    assert unknown == set(), f"PULMOSEG_PACS_* variables without a PacsSettings field: {unknown}"
+    known = {name for names in env_names(PacsSettings, ENV_PREFIX).values() for name in names}
+    unknown = {name.removesuffix("_FILE") for name in env_of(gateway)} - known
+    assert unknown == set(), f"PULMOSEG_PACS_* variables that PacsSettings does not read: {unknown}"
     assert fields["ae_title"] == "LUNGSEG"
     assert fields["host"] == "0.0.0.0"
     assert fields["port"] == "11112"
@@ -216,14 +230,14 @@ def test_pacs_gateway_is_a_sidecar_with_its_own_settings(chart: Any) -> None:
     env = {k: v for k, v in env_of(gateway).items() if not k.endswith("_FILE")}
     settings = load_pacs_settings(env={**env, "PULMOSEG_PACS_GRPC_TOKEN": "secret"})
     assert settings.port == 11112
-    assert settings.metrics_port == 9091
+    assert settings.metrics.port == 9091
     assert [d.name for d in settings.destinations] == [
         "ORTHANC@pacs.hospital.local:4242",
         "ARCHIVE@10.0.0.7:104",
     ]
-    assert settings.dead_letter_path.parent == settings.spool_dir.parent
+    assert settings.spool.dead_letter_path.parent == settings.spool.dir.parent
     ports = {p["name"]: p["containerPort"] for p in gateway["ports"]}
-    assert ports == {"dicom": settings.port, "pacs-metrics": settings.metrics_port}
+    assert ports == {"dicom": settings.port, "pacs-metrics": settings.metrics.port}
     for probe in ("readinessProbe", "livenessProbe"):
         assert gateway[probe]["httpGet"] == {"path": "/healthz", "port": "pacs-metrics"}
     assert gateway["securityContext"] == main["securityContext"]
@@ -251,7 +265,7 @@ def test_pacs_spool_on_the_claim_or_an_emptydir(chart: Any) -> None:
 
 
 def test_service_and_network_policy_expose_the_dicom_port_when_pacs_is_on(chart: Any) -> None:
-    objects = render_objects(chart, VALUE_SETS["pacs"])
+    objects = render_objects(chart, {**VALUE_SETS["pacs"], "service": {}})
     service = one(objects, "Service")
     ports = {p["name"]: p for p in service["spec"]["ports"]}
     assert set(ports) == {"grpc", "metrics", "dicom", "pacs-metrics"}
@@ -261,7 +275,7 @@ def test_service_and_network_policy_expose_the_dicom_port_when_pacs_is_on(chart:
     assert ports["pacs-metrics"]["targetPort"] == "pacs-metrics"
     deployment = one(objects, "Deployment")["spec"]
     assert service["spec"]["selector"] == deployment["selector"]["matchLabels"]
-    policy = one(objects, "NetworkPolicy")["spec"]
+    policy = one(objects, "NetworkPolicy", "demo-pulmoseg")["spec"]
     ingress_ports = {p["port"] for rule in policy["ingress"] for p in rule["ports"]}
     assert ingress_ports == {"grpc", "dicom", "metrics", "pacs-metrics"}
     egress_ports = {p["port"] for rule in policy["egress"] for p in rule["ports"]}
@@ -269,7 +283,9 @@ def test_service_and_network_policy_expose_the_dicom_port_when_pacs_is_on(chart:
     restricted = {"pacs": {**VALUE_SETS["pacs"]["pacs"]}, "networkPolicy": {}}
     peer = [{"ipBlock": {"cidr": "10.20.0.0/16"}}]
     restricted["networkPolicy"]["dicomFrom"] = peer
-    rules = one(render_objects(chart, restricted), "NetworkPolicy")["spec"]["ingress"]
+    rules = one(render_objects(chart, restricted), "NetworkPolicy", "demo-pulmoseg")["spec"][
+        "ingress"
+    ]
     (dicom_rule,) = [r for r in rules if r["ports"][0]["port"] == "dicom"]
     assert dicom_rule["from"] == peer
     no_pacs = render_objects(chart)
@@ -284,7 +300,7 @@ def test_service_monitor_scrapes_the_pacs_gateway(chart: Any) -> None:
     fields = pacs_env_fields(pacs_sidecar(objects))
     assert fields["stow_url"] == "https://pacs.hospital.local/dicom-web"
     assert "destinations" not in fields
-    egress = one(objects, "NetworkPolicy")["spec"]["egress"]
+    egress = one(objects, "NetworkPolicy", "demo-pulmoseg")["spec"]["egress"]
     assert 443 in {p["port"] for rule in egress for p in rule["ports"]}
 
 
@@ -303,7 +319,7 @@ def test_quality_records_in_sqlite_on_a_claim_for_one_replica(chart: Any) -> Non
     from service.serving.settings import load_settings
 
     settings = load_settings(env={"PULMOSEG_QUALITY_DB_PATH": env["PULMOSEG_QUALITY_DB_PATH"]})
-    assert str(settings.quality_db_path) == "/var/lib/pulmoseg/quality/quality.db"
+    assert str(settings.records.db_path) == "/var/lib/pulmoseg/quality/quality.db"
     notes = render_text(chart)["pulmoseg/templates/NOTES.txt"]
     assert "Quality records: in memory only" in notes
 
@@ -356,7 +372,9 @@ def test_model_downloaded_by_an_init_container_with_checksum(chart: Any) -> None
     script = one(objects, "ConfigMap")["data"]["fetch-model.py"]
     assert script == (CHART_DIR / "files" / "fetch-model.py").read_text()
     egress_ports = [
-        p["port"] for rule in one(objects, "NetworkPolicy")["spec"]["egress"] for p in rule["ports"]
+        p["port"]
+        for rule in one(objects, "NetworkPolicy", "demo-pulmoseg")["spec"]["egress"]
+        for p in rule["ports"]
     ]
     assert 443 in egress_ports
 
@@ -378,27 +396,17 @@ def test_image_digest_pins_the_exact_build(chart: Any) -> None:
 
 
 def test_settings_configmap_and_rollout_on_change(chart: Any) -> None:
-    objects = render_objects(chart, {"config": {"max_concurrent_studies": 4}})
+    objects = render_objects(chart, {"config": {"limits": {"max_concurrent_studies": 4}}})
     settings = yaml.safe_load(one(objects, "ConfigMap")["data"]["settings.yaml"])
     assert settings == {
-        "log_format": "json",
-        "max_concurrent_studies": 4,
-        "max_workers": 8,
         "applicability_policy": "segment_and_flag",
+        "log": {"format": "json"},
+        "limits": {"max_concurrent_studies": 4, "max_workers": 8},
+        "quality": {"score": {}},
     }
     before = one(render_objects(chart), "Deployment")["spec"]["template"]["metadata"]["annotations"]
     after = one(objects, "Deployment")["spec"]["template"]["metadata"]["annotations"]
     assert before["checksum/config"] != after["checksum/config"], "pods must roll on new settings"
-
-
-def test_settings_keys_allowed_by_the_schema_are_server_settings() -> None:
-    from service.serving.settings import field_names, load_settings
-
-    schema = json.loads((CHART_DIR / "values.schema.json").read_text())
-    allowed = set(schema["properties"]["config"]["properties"])
-    assert allowed <= set(field_names())
-    defaults = yaml.safe_load((CHART_DIR / "values.yaml").read_text())["config"]
-    load_settings(env={}, **defaults)  # the chart's default settings are accepted by the server
 
 
 def test_autoscaler_on_cpu_and_studies_in_progress(chart: Any) -> None:
@@ -435,8 +443,16 @@ def test_monitoring_objects_render_the_files(chart: Any) -> None:
         {"port": "metrics", "path": "/metrics", "interval": "30s"},
         {"port": "pacs-metrics", "path": "/metrics", "interval": "30s"},
     ]
-    rules_file = yaml.safe_load((CHART_DIR / "files" / "prometheus-rules.yaml").read_text())
-    assert one(objects, "PrometheusRule")["spec"]["groups"] == rules_file["groups"]
+    # The file with this release's namespace, job (the Service name) and runbook filled in.
+    text = (
+        (CHART_DIR / "files" / "prometheus-rules.yaml")
+        .read_text()
+        .replace("__NAMESPACE__", "imaging")
+        .replace("__JOB__", "demo-pulmoseg")
+        .replace("__RUNBOOK_URL__", RUNBOOK_URL)
+    )
+    assert one(objects, "PrometheusRule")["spec"]["groups"] == yaml.safe_load(text)["groups"]
+    assert "__" not in json.dumps(one(objects, "PrometheusRule")["spec"])
     dashboard = one(objects, "ConfigMap", "demo-pulmoseg-dashboard")
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
     shipped = json.loads((CHART_DIR / "files" / "grafana-dashboard.json").read_text())
@@ -463,7 +479,8 @@ def test_prometheus_rule_groups_come_from_the_file(chart: Any, tmp_path: Path) -
         ({"gpu": {"enabeld": True}}, "additional properties 'enabeld' not allowed"),
         ({"image": {"digest": "sha256:abc"}}, "/image/digest"),
         ({"model": {"source": "s3"}}, "/model/source"),
-        ({"config": {"max_concurent_studies": 3}}, "'max_concurent_studies' not allowed"),
+        ({"config": {"limits": {"max_concurent_studies": 3}}}, "'max_concurent_studies' not"),
+        ({"config": {"max_concurrent_studies": 3}}, "'max_concurrent_studies' not allowed"),
         ({"training": {"kind": "MPIJob"}}, "/training/kind"),
         ({"holoscan": {"stackSizeKiB": 1024}}, "/holoscan/stackSizeKiB"),
         ({"qualityRecords": {"existingSecret": "db"}}, "'qualityRecords' not allowed"),

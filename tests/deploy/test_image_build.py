@@ -225,3 +225,41 @@ def test_containerised_server_segments_a_study(
     ) as r:
         metrics = r.read().decode()
     assert re.search(r"^pulmoseg_\w+", metrics, re.MULTILINE), metrics[:500]
+
+
+def test_the_image_writes_its_records_to_postgresql(
+    image: str, postgres_server, held_out_study: PhantomStudyPaths
+) -> None:
+    """The image has the PostgreSQL driver: started with a postgresql:// records URL (a real
+    server on loopback, tests/postgres_server.py) it migrates the database and writes the
+    study's record there."""
+    from sqlalchemy import create_engine, text
+
+    if not postgres_server.running:
+        postgres_server.start()
+    url = postgres_server.create_database("image_records")
+    name = f"pulmoseg-pg-{uuid.uuid4().hex[:8]}"
+    port, metrics = free_port(), free_port()
+    started = podman(
+        "run", "--detach", "--name", name, "--network", "host", *RUN_FLAGS,
+        "--env", f"PULMOSEG_QUALITY_DB_URL={url}",
+        "--volume", f"{MODEL}:/models/model.onnx:ro", image,
+        "serve", "--model", "/models/model.onnx", "--port", str(port),
+        "--metrics-port", str(metrics),
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr[-2000:]
+    try:
+        wait_until_serving(name, port, deadline=time.monotonic() + 300)
+        with SegmentationClient(f"127.0.0.1:{port}", timeout_s=300) as client:
+            result = client.segment_directory(held_out_study.dicom_dir)
+    finally:
+        podman("rm", "--force", "--time", "10", name, timeout=120)
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            hashes = [
+                r[0] for r in connection.execute(text("SELECT study_hash FROM study_quality"))
+            ]
+    finally:
+        engine.dispose()
+    assert hashes == [result.summary["study_uid_hash"]]

@@ -78,16 +78,29 @@ def test_staged_folder_has_the_layout_the_packager_expects(staged: Path) -> None
     assert not (staged / "training").exists(), "the MAP serves; it carries no training code"
 
 
-def test_requirements_are_the_serve_dependencies_without_the_sdks(staged: Path) -> None:
-    lines = [
-        line
-        for line in (staged / "requirements.txt").read_text().splitlines()
-        if line and not line.startswith("#")
-    ]
-    names = {Requirement(line).name.lower() for line in lines}  # pip's own parser
-    assert {"onnxruntime-gpu", "highdicom", "pydicom", "numpy"} <= names
-    assert not names & stage_map.SDK_PACKAGES
-    assert lines == stage_map.serve_requirements()
+def _pins(text: str) -> dict[str, str]:
+    """name -> version of every requirement line; fails on one that is not pinned with ==."""
+    pins = {}
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        requirement = Requirement(line)  # pip's own parser
+        (spec,) = requirement.specifier
+        assert spec.operator == "==", f"not pinned: {line}"
+        pins[requirement.name.lower()] = spec.version
+    return pins
+
+
+def test_requirements_are_the_serving_lock_pinned(staged: Path) -> None:
+    pins = _pins((staged / "requirements.txt").read_text())
+    assert {"onnxruntime-gpu", "highdicom", "pydicom", "numpy", "psycopg"} <= set(pins)
+    assert not set(pins) & stage_map.SDK_PACKAGES
+    # The Holoscan the SDK was built for, not the newest one pip would pick.
+    assert pins["holoscan-cu13"] == "4.2.0"
+    assert pins["monai-deploy-app-sdk"] == stage_map.SDK_VERSION == "4.0.0"
+    lock = (REPO_ROOT / "requirements" / "serve.lock").read_text()
+    for name, version in pins.items():
+        assert f"{name}=={version} " in lock.replace("\\", " ").lower(), name
 
 
 def test_holoscan_cli_accepts_the_package_parameters(staged: Path, tmp_path: Path) -> None:
@@ -164,3 +177,39 @@ def test_staged_app_imports_its_own_copy_of_service(staged: Path, tmp_path: Path
         check=True,
     )
     assert Path(probe.stdout.strip()).parent == staged / "service"
+
+
+def test_the_packager_writes_a_pinned_dockerfile_up_to_the_docker_build(
+    staged: Path, tmp_path: Path
+) -> None:
+    """holoscan-cli's own code, from the documented command line to the Dockerfile and the
+    pip requirements it would build; the next step (docker buildx) needs a Docker engine."""
+    from holoscan_cli.common.artifact_sources import ArtifactSources
+    from holoscan_cli.packager.arguments import PackagingArguments
+    from holoscan_cli.packager.container_builder import PythonAppBuilder
+
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"onnx")
+    args = packager_args(staged, model)
+    assert Path(args.source) == REPO_ROOT / "map" / "artifacts.json"
+    artifacts = json.loads(Path(args.source).read_text())
+    ArtifactSources(13).validate(artifacts)  # what --source loading checks
+    images = artifacts["4.2.0"]["holoscan"]
+    assert artifacts["4.2.0"]["holoscan"]["wheel-version"] == "4.2.0"
+
+    build_dir = tmp_path / "build"
+    build_dir.mkdir()
+    packaging = PackagingArguments(args, str(build_dir))  # reads --source, no download
+    builder = PythonAppBuilder(packaging.build_parameters, str(build_dir))
+    (platform,) = packaging.platforms
+    builder._copy_supporting_files(platform)
+    dockerfile = Path(builder._write_dockerfile(platform)).read_text()
+
+    froms = [line.split()[1] for line in dockerfile.splitlines() if line.startswith("FROM ")]
+    assert images["base-images"]["dgpu"] in froms
+    assert "RUN pip install monai-deploy-app-sdk==4.0.0" in dockerfile
+    assert "pip install --no-cache-dir --user -r /tmp/requirements.txt" in dockerfile
+    pins = _pins((build_dir / "pip" / "requirements.txt").read_text())
+    assert pins["holoscan-cu13"] == "4.2.0" and pins["onnxruntime-gpu"]
+    assert (build_dir / "app" / "__main__.py").is_file()
+    assert (build_dir / "models" / "model" / "model.onnx").is_file()

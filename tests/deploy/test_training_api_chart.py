@@ -51,6 +51,10 @@ def test_training_api_pod_runs_the_server_with_training_on(chart: Any) -> None:
     assert env["PULMOSEG_TRAINING_ENABLED"] == "true"
     assert env["PULMOSEG_TRAINING_DIR"] == "/var/lib/pulmoseg/training"
     assert (env["PULMOSEG_TRAINING_MAX_QUEUED"], env["PULMOSEG_TRAINING_MAX_RUNNING"]) == ("4", "1")
+    # jobs confined to the data claim; promotion with its own token, from its own Secret
+    assert env["PULMOSEG_TRAINING_DATA_ROOT"] == "/data"
+    promote = "/var/run/secrets/pulmoseg/promote/token"
+    assert env["PULMOSEG_TRAINING_PROMOTE_TOKEN_FILE"] == promote
     # job records beside the quality records in the production set's shared database
     assert "PULMOSEG_QUALITY_DB_URL_FILE" in env and "PULMOSEG_QUALITY_DB_PATH" not in env
     assert "PULMOSEG_TLS_CERT" in env  # TLS like the serving pods

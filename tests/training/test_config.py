@@ -8,17 +8,22 @@ import pytest
 import yaml
 
 from training.config import (
-    CONSISTENCY_TARGETS,
-    PADDING_MODES,
+    CheckpointSelection,
+    ConsistencyTarget,
     DataConfig,
+    DataKind,
+    DecoderStage,
+    DistributedBackend,
+    FinalModel,
+    PaddingMode,
     StageName,
+    SupervisedLoss,
     TrainConfig,
+    TrainingDevice,
     config_from_dict,
     load_config,
     save_config,
 )
-from training.methods.invertible_transforms import PaddingMode
-from training.methods.tcsm import ConsistencyTarget
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "training" / "configs"
 
@@ -252,12 +257,64 @@ def test_covid_grid_config_loads_with_a_fixed_schedule() -> None:
     assert "unimatch" in config.stages
 
 
-def test_option_lists_match_the_method_enums() -> None:
-    """The config checks options without importing the methods; the lists must not drift."""
-    assert tuple(ConsistencyTarget) == CONSISTENCY_TARGETS
-    assert tuple(PaddingMode) == PADDING_MODES
+def test_options_are_held_as_their_enums_from_yaml_strings(tmp_path: Path) -> None:
+    """Converted once, where the file is read: the code gets members, YAML keeps strings."""
+    raw = {
+        "stages": ["Supervised", "tcsm"],
+        "data": {"kind": "slices2d"},
+        "optim": {"loss": "CDICE_CE"},
+        "pretrain_local": {"decoder_stage": "upcat_1"},
+        "tcsm": {"loss": "dice", "consistency_target": "logits", "image_padding": "zeros"},
+        "unimatch": {"loss": SupervisedLoss.CDICE},
+        "runtime": {
+            "final_model": "last_stage",
+            "checkpoint_selection": "last_epoch",
+            "backend": "gloo",
+            "device": "CPU",
+        },
+    }
+    config = config_from_dict(raw)
+    assert config.stages == (StageName.SUPERVISED, StageName.TCSM)
+    assert all(type(s) is StageName for s in config.stages)
+    assert config.data.kind is DataKind.SLICES2D
+    assert config.optim.loss is SupervisedLoss.CDICE_CE
+    assert config.pretrain_local.decoder_stage is DecoderStage.UPCAT_1
+    assert config.tcsm.loss is SupervisedLoss.DICE
+    assert config.tcsm.consistency_target is ConsistencyTarget.LOGITS
+    assert config.tcsm.image_padding is PaddingMode.ZEROS
+    assert config.unimatch.loss is SupervisedLoss.CDICE
+    assert config.runtime.final_model is FinalModel.LAST_STAGE
+    assert config.runtime.checkpoint_selection is CheckpointSelection.LAST_EPOCH
+    assert config.runtime.backend is DistributedBackend.GLOO
+    assert config.runtime.device is TrainingDevice.CPU
+
+    save_config(config, tmp_path / "c.yaml")
+    saved = yaml.safe_load((tmp_path / "c.yaml").read_text())
+    assert saved["stages"] == ["supervised", "tcsm"]
+    assert saved["optim"]["loss"] == "cdice_ce" and saved["runtime"]["device"] == "cpu"
+    assert load_config(tmp_path / "c.yaml") == config
+
+    config.optim.loss = "dice"  # assignment converts too
+    assert config.optim.loss is SupervisedLoss.DICE
+
+
+def test_a_misspelt_option_names_the_key_the_value_and_the_choices() -> None:
+    with pytest.raises(ValueError) as error:
+        config_from_dict({"optim": {"loss": "dice_cee"}})
+    assert str(error.value) == (
+        "Config key 'optim.loss' must be one of 'dice', 'dice_ce', 'cdice', 'cdice_ce', "
+        "got 'dice_cee'. Did you mean 'dice_ce'?"
+    )
+    with pytest.raises(ValueError, match=r"'runtime\.device' must be one of .*got 'gpu'"):
+        config_from_dict({"runtime": {"device": "gpu"}})
+    with pytest.raises(ValueError, match=r"'pretrain_local\.decoder_stage' .*got 'upcat_5'"):
+        config_from_dict({"pretrain_local": {"decoder_stage": "upcat_5"}})
+    config = config_from_dict({})
+    with pytest.raises(ValueError, match=r"'tcsm\.loss' .*\(from assignment\)"):
+        config.tcsm.loss = "focal"
+    assert config.tcsm.loss is SupervisedLoss.DICE_CE
 
 
 def test_padding_mode_is_read_case_insensitively_and_saved_normalised() -> None:
     config = config_from_dict({"tcsm": {"image_padding": " Border "}})
-    assert config.tcsm.image_padding == "border"
+    assert config.tcsm.image_padding is PaddingMode.BORDER

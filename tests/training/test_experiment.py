@@ -11,6 +11,8 @@ import pytest
 import torch
 import yaml
 
+from service.core.run_folder import DEFAULT_STAGES, RunFolder
+from training.checkpoints import BEST_CHECKPOINT, LAST_CHECKPOINT
 from training.config import StageName, TrainConfig, config_from_dict, save_config
 from training.distributed import DistContext, state_digest
 from training.experiment import (
@@ -244,13 +246,13 @@ def test_cli_runs_resumes_and_reports_bad_input(
         main(["--config", str(path), "--stages", "supervised", "--max-steps", "2", "--no-progress"])
         == 0
     )
-    last = torch.load(tmp_path / "out" / "supervised" / "last.pt", weights_only=False)
+    run = RunFolder(tmp_path / "out")
+    last = torch.load(run.last_checkpoint("supervised"), weights_only=False)
     assert (last["global_step"], last["finished"]) == (2, False)
+    assert run.can_resume(["supervised"]) and not run.final_checkpoint.exists()
     assert main(["--config", str(path), "--stages", "supervised", "--resume", "--no-progress"]) == 0
-    assert (tmp_path / "out" / "final.pt").is_file()
-    assert yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())["stages"] == [
-        "supervised"
-    ]
+    assert run.checkpoint_to_export(["supervised"]) == run.final_checkpoint
+    assert yaml.safe_load(run.resolved_config.read_text())["stages"] == ["supervised"]
 
     assert main(["--config", str(path), "--stages", "supervized"]) == 1
     assert "Did you mean 'supervised'?" in capsys.readouterr().err
@@ -273,3 +275,10 @@ def test_final_stage_is_the_best_validated_one_unless_told_otherwise() -> None:
     assert select_final_stage([pre], "best_validated") is pre  # nothing validated: the last
     with pytest.raises(ValueError, match="No stage ran"):
         select_final_stage([], "best_validated")
+
+
+def test_training_writes_the_run_folder_contract_of_the_service() -> None:
+    """The TrainingService reads these names from service.core.run_folder, never from training."""
+    assert (LAST_CHECKPOINT, BEST_CHECKPOINT) == ("last.pt", "best.pt")
+    assert tuple(TrainConfig().stages) == DEFAULT_STAGES
+    assert set(DEFAULT_STAGES) <= {stage.value for stage in StageName}

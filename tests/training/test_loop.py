@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from service.core.run_folder import RunFolder, run_stages
 from training.checkpoints import LAST_CHECKPOINT, read_checkpoint
 from training.config import TrainConfig, config_from_dict
 from training.distributed import DistContext, state_digest
@@ -57,13 +58,19 @@ def _initial_digest(config: TrainConfig) -> str:
 
 
 def test_train_supervised_writes_loadable_checkpoints(tiny_data: Path, tmp_path: Path) -> None:
+    """In the one run-folder layout: ``<out>/supervised/…`` and ``<out>/final.pt``."""
     config = _config(tiny_data, tmp_path / "run", bf16=True)
     result = train_supervised(config, progress=False)
+    folder = RunFolder(tmp_path / "run")
 
     assert result.epochs_run == 2
     assert math.isfinite(result.final_loss)
     assert set(result.best_val_voldice) == {"lung", "ggo", "consolidation"}
-    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert result.best_checkpoint == folder.best_checkpoint("supervised")
+    assert result.final_checkpoint == folder.final_checkpoint
+    assert folder.final_checkpoint.read_bytes() == result.best_checkpoint.read_bytes()
+    assert folder.checkpoint_to_export(run_stages(config.stages)) == folder.final_checkpoint
+    lines = folder.metrics_file("supervised").read_text().splitlines()
     records = [json.loads(line) for line in lines]
     assert [r["epoch"] for r in records] == [1, 2]
     assert set(records[0]["val_voldice"]) == {"lung", "ggo", "consolidation"}
@@ -72,7 +79,7 @@ def test_train_supervised_writes_loadable_checkpoints(tiny_data: Path, tmp_path:
     assert loaded_config == config
     assert state["stage"] == "supervised" and state["epoch"] in (0, 1)
     assert state_digest(model) != _initial_digest(config)
-    last = torch.load(tmp_path / "run" / LAST_CHECKPOINT, weights_only=False)
+    last = torch.load(folder.last_checkpoint("supervised"), weights_only=False)
     assert (last["global_step"], last["total_steps"], last["finished"]) == (6, 6, True)
 
     again = train_supervised(config, resume=True, progress=False)  # finished: nothing to do
@@ -84,7 +91,7 @@ def test_tensorboard_gets_loss_lr_and_per_class_voldice(tiny_data: Path, tmp_pat
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     train_supervised(_config(tiny_data, tmp_path / "run", bf16=False), progress=False)
-    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events = EventAccumulator(str(RunFolder(tmp_path / "run").tensorboard_dir("supervised")))
     events.Reload()
     tags = set(events.Tags()["scalars"])
     assert {"supervised/loss", "supervised/lr", "supervised/val_model/ggo"} <= tags

@@ -290,12 +290,19 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
         type=_parse_fold,
         help="cross-validation fold I/K (as training's data.cv_fold/cv_folds); needs --split",
     )
+    p.add_argument(
+        "--recipe",
+        type=Path,
+        help="training config (YAML) whose data section says how its 8-bit slices were "
+        "prepared (rotation, harmonisation, pixel window); default: what the model records",
+    )
     p.add_argument("--out", type=Path, help="write the metrics as JSON here")
     p.add_argument("--per-item", action="store_true", help="also print one row per item")
     p.set_defaults(func=_cmd_evaluate)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from training.config import load_config
     from training.evaluation.evaluate import evaluate_model
 
     if (args.data is None) == (args.images is None):
@@ -312,6 +319,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction,
         seed=args.seed,
         fold=args.fold,
+        recipe=None if args.recipe is None else load_config(args.recipe).data,
     )
     print(report.format_table(per_item=args.per_item))
     if args.out is not None:

@@ -16,8 +16,11 @@ import urllib.request
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
+
 from service.core.loopback import free_port
 from service.core.segmentation_metrics import per_class_vol_dice
+from training.cli.demo_report import class_results, format_table, training_shares
 from training.data.volumes import load_nifti_zyx
 from training.evaluation.seg_readback import read_seg_labels
 
@@ -139,13 +142,19 @@ def serve_and_report(
     )
 
     _step("5/5 result: the returned DICOM-SEG read back and compared with the phantom's truth")
-    truth, _ = load_nifti_zyx(test_dir / test_study["label"])
+    truth, spacing_zyx = load_nifti_zyx(test_dir / test_study["label"])
     seg_labels = read_seg_labels(seg_path, study_dir, names)
     scores = per_class_vol_dice(seg_labels, truth, range(1, len(names)))
-    print(f"{'class':<15}{'VolDice':>9}{'volume mL':>12}")
-    for index, name in enumerate(names[1:], start=1):
-        volume_ml = summary["class_volumes_ml"].get(name, float("nan"))
-        print(f"{name:<15}{scores[index]:>9.3f}{volume_ml:>12.1f}")
+    # Why a score is low or undefined (absent class, missed class, rare in training), not just 0.
+    train_manifest = data_dir / "manifest.json"
+    shares = (
+        training_shares(json.loads(train_manifest.read_text())["studies"])
+        if train_manifest.is_file()
+        else None
+    )
+    voxel_ml = float(np.prod(spacing_zyx)) / 1000.0
+    for line in format_table(class_results(seg_labels, truth, names, voxel_ml, shares)):
+        print(line)
     print("\noutputs:")
     print(f"  data        {data_dir}")
     print(f"  checkpoint  {checkpoint}")

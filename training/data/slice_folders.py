@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from service.core.classes import LESION_MASK_CLASS_NAMES
-from training.data.splits import natural_key, split_by_group
+from training.data.splits import natural_key
 
 log = logging.getLogger(__name__)
 
@@ -183,42 +183,3 @@ def load_slice(record: SliceRecord, mask_mapping: Mapping[int, int] | None = Non
                 f"image '{record.image_path}' is {image.shape[1]}x{image.shape[0]} px."
             )
     return LoadedSlice(record, image, label)
-
-
-class SliceFolderDataset:
-    """A folder of 2D slices (and optionally a folder of masks), loaded on access.
-
-    ``dataset[i]`` reads one slice; :meth:`load` reads a subset into memory for the samplers.
-    """
-
-    def __init__(
-        self,
-        images_dir: str | Path,
-        masks_dir: str | Path | None = None,
-        *,
-        mask_mapping: Mapping[int, int] | None = None,
-    ) -> None:
-        self.images_dir = Path(images_dir)
-        self.masks_dir = Path(masks_dir) if masks_dir is not None else None
-        self.mask_mapping = dict(mask_mapping) if mask_mapping is not None else None
-        self.records = list_slice_folder(self.images_dir, self.masks_dir)
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, index: int) -> LoadedSlice:
-        return load_slice(self.records[index], self.mask_mapping)
-
-    @property
-    def groups(self) -> list[str]:
-        """Distinct groups in file order."""
-        return list(dict.fromkeys(r.group for r in self.records))
-
-    def split(
-        self, val_fraction: float, seed: int, fold: tuple[int, int] | None = None
-    ) -> tuple[list[SliceRecord], list[SliceRecord]]:
-        return split_by_group(self.records, val_fraction, seed, fold=fold)
-
-    def load(self, records: Sequence[SliceRecord] | None = None) -> list[LoadedSlice]:
-        chosen = self.records if records is None else records
-        return [load_slice(r, self.mask_mapping) for r in chosen]

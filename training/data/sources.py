@@ -17,7 +17,6 @@ import abc
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,7 @@ from torch import Tensor
 
 from service.core.classes import LESION_CLASS_NAMES
 from service.core.preprocessing import resize_planes
-from training.config import TrainConfig
+from training.config import DataKind, TrainConfig
 from training.data.slice_augmentation import Augment2D
 from training.data.slice_folders import (
     LoadedSlice,
@@ -55,10 +54,8 @@ from training.data.weak_studies import (
     load_weak_studies,
     unlabeled_slices,
 )
-from training.nn.losses import as_option
 
 __all__ = [
-    "DataKind",
     "DataSource",
     "ExperimentData",
     "ImageBatch",
@@ -75,13 +72,6 @@ log = logging.getLogger(__name__)
 
 #: One training/validation item: a 3D study or a 2D slice.
 Item = LoadedStudy | LoadedSlice
-
-
-class DataKind(StrEnum):
-    """The on-disk layouts a run can train from (``data.kind``)."""
-
-    VOLUMES = "volumes"
-    SLICES2D = "slices2d"
 
 
 @dataclass
@@ -525,5 +515,4 @@ def data_source(config: TrainConfig) -> DataSource:
     """The data source for ``config.data.kind`` (cheap: nothing is read until ``load``)."""
     if not isinstance(config, TrainConfig):
         raise TypeError(f"Argument 'config' must be a TrainConfig, got {type(config).__name__}.")
-    kind = as_option(config.data.kind, DataKind, "data.kind")
-    return _SOURCES[kind](config)
+    return _SOURCES[config.data.kind](config)

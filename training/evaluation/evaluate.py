@@ -31,6 +31,7 @@ from training.evaluation.report import EvaluationReport, ItemMetrics, summarise_
 if TYPE_CHECKING:
     from service.core.manifest import ModelManifest
     from service.predictor import Predictor
+    from training.config import DataConfig
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,17 @@ DEFAULT_VOLUME_CLASSES: tuple[str, ...] = DEFAULT_CLASS_NAMES
 #: Mask names of 2D slice folders by default (COVID-SemiSeg).
 DEFAULT_MASK_CLASSES: tuple[str, ...] = LESION_MASK_CLASS_NAMES
 SPLITS = ("all", "train", "val")
+#: The ``training_summary`` key under which an export records how its 8-bit slices were
+#: prepared (``training.export.onnx_export``); ``evaluate`` prepares slice folders the same way.
+SLICE_PREPARATION_KEY = "slice_preparation"
+#: The data settings that make up that preparation (``training.data.slice_preparation``).
+SLICE_PREPARATION_FIELDS = (
+    "pixel_window",
+    "rotate90",
+    "harmonize_tissue_hu",
+    "pad_square",
+    "lung_labels",
+)
 
 
 def _dataset_classes(
@@ -81,6 +93,7 @@ class _Scorer:
     """Turns (probabilities, reference) into per-class scores in the dataset's name space."""
 
     def __init__(self, model_index: Mapping[str, int], dataset: Mapping[int, str]) -> None:
+        self.dataset = dict(dataset)
         self.names = [n for n in dict.fromkeys(dataset.values()) if n != BACKGROUND]
         self.raw_values = {n: [v for v, m in dataset.items() if m == n] for n in self.names}
         self.model_index = dict(model_index)
@@ -200,6 +213,42 @@ def _score_studies(
     return items
 
 
+def slice_preparation(
+    manifest: ModelManifest, recipe: DataConfig | None = None
+) -> DataConfig | None:
+    """How training prepared and validated the model's 8-bit slices: ``recipe`` (a training
+    config's ``data`` section) when given, else what the export recorded in its manifest
+    (``training_summary["slice_preparation"]``), else None (the slices are read as they are)."""
+    from training.config import DataConfig, DataKind
+
+    if recipe is not None:
+        if recipe.kind is not DataKind.SLICES2D or recipe.pixel_window is None:
+            raise ValueError(
+                "Argument 'recipe' must be the data section of a slices2d recipe with a "
+                f"'data.pixel_window', got kind {recipe.kind.value!r} and window "
+                f"{recipe.pixel_window}."
+            )
+        return recipe
+    recorded = manifest.training_summary.get(SLICE_PREPARATION_KEY)
+    if not isinstance(recorded, dict) or recorded.get("pixel_window") is None:
+        return None
+    fields = {k: recorded[k] for k in SLICE_PREPARATION_FIELDS if recorded.get(k) is not None}
+    return DataConfig(kind=DataKind.SLICES2D, **fields)
+
+
+def _prepared_scorer(
+    dataset: Mapping[int, str], model_names: Sequence[str], preparation: DataConfig
+) -> tuple[dict[int, int], _Scorer]:
+    """Raw mask value → model index, and a scorer in model indices: the dataset's classes plus
+    the lung when training labelled it (``lung_labels``), as training validation scores them."""
+    mapping = {raw: list(model_names).index(name) for raw, name in dataset.items()}
+    names = {list(model_names).index(name): name for name in dataset.values()}
+    if preparation.lung_labels and "lung" in model_names:
+        names[list(model_names).index("lung")] = "lung"
+    index = {name: i for i, name in names.items()}
+    return mapping, _Scorer(index, names)
+
+
 def _score_slices(
     predictor: Predictor,
     scorer: _Scorer,
@@ -209,27 +258,46 @@ def _score_slices(
     val_fraction: float,
     seed: int,
     fold: tuple[int, int] | None,
-) -> list[ItemMetrics]:
-    """Scores of 8-bit 2D slices, each its own one-slice volume, split by group if asked."""
-    from training.data.slice_folders import list_slice_folder, load_slice  # PIL: only for 2D
+    preparation: DataConfig | None = None,
+) -> tuple[list[ItemMetrics], _Scorer]:
+    """Scores of 8-bit 2D slices, each its own one-slice volume, split by group if asked.
 
-    window = _model_manifest(predictor).hu_window
-    if tuple(window) != (0.0, 255.0):
-        log.warning("model window %s is not (0, 255): 8-bit slices may be misread", window)
+    With a ``preparation`` each slice goes the way training validation takes it: rotated,
+    harmonised, lung-labelled and padded (``prepare_slice``), then mapped to HU through the
+    intensity contract (``slices_in_hu``); the scores are then in the model's classes."""
+    from training.data.slice_folders import list_slice_folder, load_slice  # PIL: only for 2D
+    from training.data.slice_preparation import prepare_slice, slices_in_hu
+
+    manifest = _model_manifest(predictor)
+    window = manifest.hu_window
+    mapping: dict[int, int] = {v: v for v in scorer.known_values}
+    if preparation is not None:
+        model_names = [c.name for c in manifest.classes]
+        mapping, scorer = _prepared_scorer(scorer.dataset, model_names, preparation)
+    elif tuple(window) != (0.0, 255.0):
+        log.warning(
+            "model window %s is not (0, 255) and the model records no slice preparation: "
+            "8-bit slices may be misread; pass the training recipe (--recipe) to prepare them "
+            "as training validated them",
+            window,
+        )
     records = list_slice_folder(images, masks)
     if split != "all":
         train, val = split_by_group(records, val_fraction, seed, fold=fold)
         records = val if split == "val" else train
-    identity = {v: v for v in scorer.known_values}
     items = []
     for record in records:
-        loaded = load_slice(record, identity)
+        loaded = load_slice(record, mapping)
         if loaded.label is None:  # cannot happen: masks_dir was given
             raise ValueError(f"Image '{record.image_path}' has no mask.")
-        volume = loaded.image.astype(np.float32)[None]
-        probs = predictor.predict_probabilities(volume)[:, 0]
+        if preparation is not None:
+            loaded = prepare_slice(loaded, preparation, [c.name for c in manifest.classes])
+            assert preparation.pixel_window is not None  # slice_preparation guarantees it
+            loaded = slices_in_hu([loaded], preparation.pixel_window)[0]
+        assert loaded.label is not None
+        probs = predictor.predict_slice_probabilities(loaded.image.astype(np.float32))
         items.append(scorer.score(record.name, "2d", probs, loaded.label))
-    return items
+    return items, scorer
 
 
 def evaluate_model(
@@ -243,8 +311,13 @@ def evaluate_model(
     val_fraction: float = 0.2,
     seed: int = 0,
     fold: tuple[int, int] | None = None,
+    recipe: DataConfig | None = None,
 ) -> EvaluationReport:
     """Score ``model_path`` on a 3D dataset (``dataset_root``) or a 2D slice folder pair.
+
+    8-bit slice folders are prepared as training validated them (:func:`slice_preparation`:
+    ``recipe``, a training config's ``data`` section, or what the model's manifest records),
+    so that the CLI reproduces the figures training and the benches report.
 
     ``mask_mapping`` names the dataset's label values (a list by value, or {value: name});
     default: the 3D manifest's ``classes`` (else the phantom scheme) or COVID-SemiSeg's names
@@ -291,8 +364,16 @@ def evaluate_model(
     if kind == "3d":
         items = _score_studies(predictor, scorer, Path(source), split, val_fraction, seed, fold)
     else:
-        items = _score_slices(
-            predictor, scorer, Path(str(images)), Path(str(masks)), split, val_fraction, seed, fold
+        items, scorer = _score_slices(
+            predictor,
+            scorer,
+            Path(str(images)),
+            Path(str(masks)),
+            split,
+            val_fraction,
+            seed,
+            fold,
+            slice_preparation(manifest, recipe),
         )
     if not items:
         raise ValueError(f"No item to evaluate in '{source}' for split '{split}'.")

@@ -25,7 +25,7 @@ from service.core.classes import classes_for
 from service.core.manifest import MANIFEST_KEY, ModelManifest
 from service.predictor import softmax
 from service.predictor.torch_backend import TorchBackend
-from training.config import TrainConfig, config_from_dict
+from training.config import DataKind, TrainConfig, config_from_dict
 from training.nn.networks import SegmentationEnsemble, SegmentationNet, build_network
 
 log = logging.getLogger(__name__)
@@ -63,8 +63,20 @@ def load_checkpoint(path: str | Path) -> tuple[SegmentationNet, TrainConfig, dic
 def _provenance(config: TrainConfig) -> dict[str, Any]:
     """What a reader of the model file needs to know about its data and intended use."""
     out: dict[str, Any] = {}
-    if config.data.pixel_window is not None:
-        out["source_pixel_window_hu"] = list(config.data.pixel_window)
+    data, window = config.data, config.data.pixel_window
+    if window is not None:
+        out["source_pixel_window_hu"] = list(window)
+        if data.kind is DataKind.SLICES2D:
+            # How training prepared and validated its 8-bit slices: `pulmoseg evaluate`
+            # prepares a slice folder the same way (training.evaluation.evaluate).
+            harmonize = data.harmonize_tissue_hu
+            out["slice_preparation"] = {
+                "pixel_window": list(window),
+                "rotate90": data.rotate90,
+                "harmonize_tissue_hu": None if harmonize is None else list(harmonize),
+                "pad_square": data.pad_square,
+                "lung_labels": data.lung_labels,
+            }
     if config.data.lung_labels:
         out["lung_labels"] = "classical lung-field extraction (service.core.lung_field)"
     if config.export.intended_use:
@@ -86,7 +98,7 @@ def build_manifest(config: TrainConfig, state: dict[str, Any]) -> ModelManifest:
             "data_root": str(config.data.root),
             "epochs": int(state.get("epoch", -1)) + 1,
             "seed": config.seed,
-            "loss": config.optim.loss,
+            "loss": config.optim.loss.value,
             "features": list(config.model.features),
             **_provenance(config),
         },

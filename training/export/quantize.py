@@ -19,13 +19,13 @@ import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
 import onnx
 
 from service.core.manifest import MANIFEST_KEY, ModelManifest, read_model_manifest
+from service.core.options import Option
 from service.core.preprocessing import resize_planes, slice_context_stack
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 DEFAULT_CALIBRATION_SLICES = 24
 
 
-class QuantizeMethod(StrEnum):
+class QuantizeMethod(Option):
     """Quantized variants ``pulmoseg export --quantize`` can make."""
 
     #: Static int8: per-channel int8 weights, uint8 activations, QDQ format.
@@ -46,21 +46,6 @@ class QuantizeResult:
     onnx_path: Path
     manifest: ModelManifest
     calibration_slices: int
-
-
-def quantize_method(value: QuantizeMethod | str) -> QuantizeMethod:
-    """The method named by ``value``; a clear error (with the choices) for anything else."""
-    if isinstance(value, QuantizeMethod):
-        return value
-    if not isinstance(value, str):
-        raise TypeError(
-            f"Argument 'method' must be a QuantizeMethod or str, got {type(value).__name__}."
-        )
-    try:
-        return QuantizeMethod(value.strip().lower())
-    except ValueError:
-        choices = [m.value for m in QuantizeMethod]
-        raise ValueError(f"Argument 'method' must be one of {choices}, got {value!r}.") from None
 
 
 def calibration_inputs(
@@ -120,7 +105,7 @@ def quantize_onnx(
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    kind = quantize_method(method)
+    kind = QuantizeMethod.parse(method, "Argument 'method'")
     model, output = Path(model), Path(output)
     manifest = read_model_manifest(model)
     inputs = calibration_inputs(calibration_volumes, manifest, calibration_slices)

@@ -21,12 +21,12 @@ import re
 import shutil
 import tempfile
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
 import onnx
 
 from service.core.manifest import MANIFEST_KEY, ModelManifest
+from service.core.options import Option
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ ONNX_TO_TRITON_TYPE: dict[int, str] = {
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-class InstanceKind(StrEnum):
+class InstanceKind(Option):
     """Where Triton runs the model instances (model_config.proto ``Kind``)."""
 
     GPU = "KIND_GPU"
@@ -180,13 +180,7 @@ def export_triton_repository(
         raise ValueError(f"Argument 'max_batch_size' must be >= 1, got {max_batch_size}.")
     if instance_count < 1:
         raise ValueError(f"Argument 'instance_count' must be >= 1, got {instance_count}.")
-    try:
-        kind = InstanceKind(instance_kind)
-    except ValueError:
-        choices = ", ".join(k.value for k in InstanceKind)
-        raise ValueError(
-            f"Argument 'instance_kind' must be one of {choices}, got {instance_kind!r}."
-        ) from None
+    kind = InstanceKind.parse(instance_kind, "Argument 'instance_kind'")
 
     model = onnx.load(str(onnx_path), load_external_data=False)
     metadata = {p.key: p.value for p in model.metadata_props}

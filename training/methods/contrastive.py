@@ -16,17 +16,15 @@ stages that train with these blocks are in ``training.stages.pretrain``.
 from __future__ import annotations
 
 import logging
-from enum import StrEnum
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from training.nn.losses import as_option
+from training.config import DecoderStage
 
 __all__ = [
     "BasicUNetFeatures",
-    "DecoderStage",
     "GlobalContrastiveModel",
     "LocalContrastiveModel",
     "ProjectionHead",
@@ -40,16 +38,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 ENCODER_STAGES: tuple[str, ...] = ("conv_0", "down_1", "down_2", "down_3", "down_4")
-DECODER_STAGES: tuple[str, ...] = ("upcat_4", "upcat_3", "upcat_2", "upcat_1")
-
-
-class DecoderStage(StrEnum):
-    """Decoder outputs usable for the local loss, deepest (coarsest) first."""
-
-    UPCAT_4 = "upcat_4"
-    UPCAT_3 = "upcat_3"
-    UPCAT_2 = "upcat_2"
-    UPCAT_1 = "upcat_1"
+#: The decoder blocks' attribute names, deepest first (the stages the local loss can use).
+DECODER_STAGES: tuple[str, ...] = tuple(stage.value for stage in DecoderStage)
 
 
 # --------------------------------------------------------------------------------------------
@@ -204,7 +194,9 @@ class BasicUNetFeatures(nn.Module):
         return _out_channels(self.unet.get_submodule("down_4"))
 
     def stage_channels(self, stage: DecoderStage | str) -> int:
-        return _out_channels(getattr(self.unet, as_option(stage, DecoderStage, "stage").value))
+        return _out_channels(
+            getattr(self.unet, DecoderStage.parse(stage, "Argument 'stage'").value)
+        )
 
     def encoder_frozen(self) -> bool:
         params = [p for s in ENCODER_STAGES for p in getattr(self.unet, s).parameters()]
@@ -225,7 +217,7 @@ class BasicUNetFeatures(nn.Module):
         self, x: Tensor, stage: DecoderStage | str = DecoderStage.UPCAT_2
     ) -> Tensor:
         """Decoder feature map after ``stage``; a frozen encoder runs without autograd."""
-        stop = as_option(stage, DecoderStage, "stage").value
+        stop = DecoderStage.parse(stage, "Argument 'stage'").value
         if self.encoder_frozen():
             with torch.no_grad():
                 x0, x1, x2, x3, x4 = self.encode(x)
@@ -336,7 +328,7 @@ class LocalContrastiveModel(nn.Module):
         if proj_channels < 1:
             raise ValueError(f"Argument 'proj_channels' must be >= 1, got {proj_channels}.")
         self.features = BasicUNetFeatures(unet)
-        self.stage = as_option(decoder_stage, DecoderStage, "decoder_stage")
+        self.stage = DecoderStage.parse(decoder_stage, "Argument 'decoder_stage'")
         ch = self.features.stage_channels(self.stage)
         self.head = nn.Sequential(
             nn.Conv2d(ch, ch, kernel_size=1), nn.ReLU(inplace=True), nn.Conv2d(ch, proj_channels, 1)

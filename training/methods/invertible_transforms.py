@@ -16,13 +16,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from training.nn.losses import as_option
+from service.core.options import Option
+from training.config import PaddingMode
 
 __all__ = [
     "InterpolationMode",
@@ -37,19 +37,11 @@ __all__ = [
 ]
 
 
-class InterpolationMode(StrEnum):
+class InterpolationMode(Option):
     """Resampling used for the scaling step: bilinear for images/probabilities, nearest masks."""
 
     BILINEAR = "bilinear"
     NEAREST = "nearest"
-
-
-class PaddingMode(StrEnum):
-    """What fills the border that comes into view when zooming out."""
-
-    ZEROS = "zeros"
-    BORDER = "border"
-    REFLECTION = "reflection"
 
 
 @dataclass(frozen=True)
@@ -176,8 +168,8 @@ def _transform(
 ) -> Tensor:
     x4, squeezed = _check_input(x)
     ts = _as_list(x4, t)
-    interp = as_option(mode, InterpolationMode, "mode")
-    padding = as_option(padding_mode, PaddingMode, "padding_mode")
+    interp = InterpolationMode.parse(mode, "Argument 'mode'")
+    padding = PaddingMode.parse(padding_mode, "Argument 'padding_mode'")
     if not x4.is_floating_point():
         interp = InterpolationMode.NEAREST  # labels must never be blended
     h, w = x4.shape[-2:]

@@ -19,12 +19,11 @@ import copy
 import logging
 import math
 from collections.abc import Callable, Sequence
-from enum import StrEnum
 
 import torch
 from torch import Tensor, nn
 
-from training.config import TCSMStageConfig
+from training.config import ConsistencyTarget, TCSMStageConfig
 from training.methods.invertible_transforms import (
     InterpolationMode,
     SpatialTransform,
@@ -33,10 +32,8 @@ from training.methods.invertible_transforms import (
     sample_transforms,
     valid_region,
 )
-from training.nn.losses import as_option
 
 __all__ = [
-    "ConsistencyTarget",
     "EMATeacher",
     "consistency_loss",
     "ema_alpha",
@@ -118,16 +115,6 @@ def sigmoid_rampup(step: int | float, ramp_steps: int | float, w_max: float = 1.
     return float(w_max) * math.exp(-5.0 * phase * phase)
 
 
-class ConsistencyTarget(StrEnum):
-    """What the consistency term compares (``tcsm.consistency_target``)."""
-
-    #: ``T(softmax(student))`` vs ``softmax(teacher)``: the TCSM paper; bounded, and nearly
-    #: flat on pixels both networks are confident about.
-    PROBABILITIES = "probabilities"
-    #: ``T(student logits)`` vs teacher logits: unbounded, keeps pulling on confident pixels.
-    LOGITS = "logits"
-
-
 def consistency_loss(
     student_logits: Tensor,
     teacher_logits: Tensor,
@@ -155,7 +142,7 @@ def consistency_loss(
             f"Arguments 'student_logits' {tuple(student_logits.shape)} and 'teacher_logits' "
             f"{tuple(teacher_logits.shape)} must have the same shape."
         )
-    if as_option(target, ConsistencyTarget, "target") is ConsistencyTarget.LOGITS:
+    if ConsistencyTarget.parse(target, "Argument 'target'") is ConsistencyTarget.LOGITS:
         p_student = apply(student_logits, transforms, mode=InterpolationMode.BILINEAR)
         p_teacher = teacher_logits.detach()
     else:

@@ -11,60 +11,23 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from enum import Enum, StrEnum
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from service.core.settings_base import did_you_mean
+from training.config import SupervisedLoss
 
 __all__ = [
     "ContinuousDiceLoss",
     "DiceCELoss",
     "SoftDiceLoss",
-    "SupervisedLoss",
-    "as_option",
     "build_supervised_loss",
     "reference_to_onehot",
 ]
 
 logger = logging.getLogger(__name__)
-
-E = TypeVar("E", bound=Enum)
-
-
-class SupervisedLoss(StrEnum):
-    """Names accepted by :func:`build_supervised_loss`."""
-
-    DICE = "dice"
-    DICE_CE = "dice_ce"
-    CDICE = "cdice"
-    CDICE_CE = "cdice_ce"
-
-
-def as_option(value: E | str, enum_type: type[E], name: str) -> E:
-    """Convert ``value`` to ``enum_type`` once, at the API boundary.
-
-    Typos raise ``ValueError`` with a "did you mean" hint so a bad config fails loudly and
-    helpfully instead of falling back to a default.
-    """
-    if isinstance(value, enum_type):
-        return value
-    if not isinstance(value, str):
-        raise TypeError(
-            f"Argument '{name}' must be a {enum_type.__name__} or str, got {type(value).__name__}."
-        )
-    choices = [str(m.value) for m in enum_type]
-    key = value.strip().lower()
-    for member in enum_type:
-        if str(member.value) == key:
-            return member
-    raise ValueError(
-        f"Argument '{name}' got unsupported value '{value}'; expected one of {choices}."
-        f"{did_you_mean(key, choices)}"
-    )
 
 
 def reference_to_onehot(reference: Tensor, num_classes: int, ndim: int) -> Tensor:
@@ -275,7 +238,7 @@ def build_supervised_loss(name: SupervisedLoss | str, **kwargs: Any) -> nn.Modul
     Dice options (``include_background``, ``smooth``, ``batch``) go to the Dice term; CE
     options (``lambda_dice``, ``lambda_ce``, ``class_weights``) only apply to ``*_ce`` names.
     """
-    kind = as_option(name, SupervisedLoss, "name")
+    kind = SupervisedLoss.parse(name, "Argument 'name'")
     with_ce = kind in (SupervisedLoss.DICE_CE, SupervisedLoss.CDICE_CE)
     allowed = _DICE_KWARGS | (_CE_KWARGS if with_ce else frozenset())
     unknown = sorted(set(kwargs) - allowed)

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
-from service.core.settings_base import check_choice
 from training.config import StageName, TrainConfig
 from training.data.sources import ExperimentData
 from training.distributed import DistContext
@@ -74,7 +73,4 @@ STAGE_BUILDERS: Mapping[StageName, StageBuilder] = MappingProxyType(
 def stage_builder(name: StageName | str) -> StageBuilder:
     """The builder of stage ``name``; an unknown name raises ValueError listing the known ones
     with a "did you mean" hint."""
-    if not isinstance(name, str):  # StageName is a str too
-        raise TypeError(f"Argument 'name' must be a StageName or str, got {type(name).__name__}.")
-    choice = check_choice("Stage name", name, [str(n) for n in STAGE_BUILDERS])
-    return STAGE_BUILDERS[StageName(choice)]
+    return STAGE_BUILDERS[StageName.parse(name, "Stage name")]

@@ -91,7 +91,7 @@ class SearchResult:
 
 def build_pruner(tune: TuneConfig) -> optuna.pruners.BasePruner:
     """The configured pruner; it sees one step per validated epoch."""
-    kind = PrunerKind(tune.pruner)
+    kind = tune.pruner
     if kind is PrunerKind.MEDIAN:
         return optuna.pruners.MedianPruner(
             n_startup_trials=tune.startup_trials, n_warmup_steps=tune.warmup_epochs

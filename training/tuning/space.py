@@ -9,21 +9,20 @@ inapplicable knob is an error rather than a silently wasted dimension.
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar
 
 import optuna
 from pydantic import Field, StrictBool, field_validator, model_validator
 
+from service.core.options import Option
 from service.core.settings_base import (
     Layer,
     SettingsModel,
-    check_choice,
     did_you_mean,
     read_yaml_mapping,
 )
-from training.config import StageName, TrainConfig, config_from_dict
+from training.config import ConfigSection, StageName, TrainConfig, config_from_dict
 
 #: Stages that the ``pretrain`` knob switches on (in this order, before the others) or off.
 PRETRAIN_STAGES: tuple[str, ...] = (StageName.PRETRAIN_GLOBAL, StageName.PRETRAIN_LOCAL)
@@ -31,7 +30,7 @@ PRETRAIN_STAGES: tuple[str, ...] = (StageName.PRETRAIN_GLOBAL, StageName.PRETRAI
 SEMI_STAGES: tuple[str, ...] = (StageName.TCSM, StageName.UNIMATCH)
 
 
-class Knob(StrEnum):
+class Knob(Option):
     """A tunable knob of the method; the value names the key under ``tune.ranges``."""
 
     #: ``optim.lr``: the supervised stage's learning rate.
@@ -48,7 +47,7 @@ class Knob(StrEnum):
     PRETRAIN = "pretrain"
 
 
-class PrunerKind(StrEnum):
+class PrunerKind(Option):
     """How unpromising trials are stopped on their per-epoch validation VolDice."""
 
     #: Optuna's MedianPruner: below the median of earlier trials at the same epoch.
@@ -117,16 +116,15 @@ class KnobRanges(SettingsModel):
         return self
 
 
-class TuneConfig(SettingsModel):
+class TuneConfig(ConfigSection):
     """The ``tune:`` section: knobs, ranges, pruner and sampler seed."""
 
-    noun: ClassVar[str] = "Config key"
     key_prefix: ClassVar[str] = "tune."
 
     #: Knobs to search (empty: every knob whose stage is in ``stages``).
-    knobs: tuple[str, ...] = ()
+    knobs: tuple[Knob, ...] = ()
     ranges: KnobRanges = Field(default_factory=KnobRanges)
-    pruner: str = PrunerKind.MEDIAN.value
+    pruner: PrunerKind = PrunerKind.MEDIAN
     #: MedianPruner: no pruning until this many trials finished.
     startup_trials: int = 2
     #: Median/Threshold pruners: no pruning during a trial's first this-many validated epochs.
@@ -141,24 +139,28 @@ class TuneConfig(SettingsModel):
     #: Keep every trial's stage checkpoints (False: only each finished trial's ``final.pt``).
     keep_checkpoints: StrictBool = False
 
-    @field_validator("knobs")
+    @field_validator("knobs", mode="before")
     @classmethod
-    def _known_knobs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+    def _known_knobs(cls, value: Any) -> Any:
+        # A list of names is checked here, with the knob list's own messages; anything else
+        # is left to the type check ("must be a list").
+        if not isinstance(value, list | tuple) or not all(isinstance(n, str) for n in value):
+            return value
         known = [str(k) for k in Knob]
+        knobs: list[Knob] = []
         for name in value:
-            if name not in known:
+            try:
+                knobs.append(Knob.parse(name))
+            except ValueError:
                 raise ValueError(
                     f"Config key 'tune.knobs' holds unknown knob '{name}'; expected some of "
-                    f"{known}.{did_you_mean(name, known)}"
-                )
-        if len(set(value)) != len(value):
-            raise ValueError(f"Config key 'tune.knobs' lists a knob more than once: {list(value)}")
-        return value
-
-    @field_validator("pruner")
-    @classmethod
-    def _known_pruner(cls, value: str) -> str:
-        return check_choice("Config key 'tune.pruner'", value, [str(p) for p in PrunerKind])
+                    f"{known}.{did_you_mean(name.strip(), known, ignore_case=True)}"
+                ) from None
+        if len(set(knobs)) != len(knobs):
+            raise ValueError(
+                f"Config key 'tune.knobs' lists a knob more than once: {[str(k) for k in knobs]}"
+            )
+        return tuple(knobs)
 
     @model_validator(mode="after")
     def _counts(self) -> TuneConfig:
@@ -186,13 +188,13 @@ def active_knobs(config: TrainConfig, tune: TuneConfig) -> tuple[Knob, ...]:
     stages = tuple(config.stages)
     if not tune.knobs:
         return tuple(k for k in Knob if _stage_needed(k, _with_pretrain(stages)) is None)
-    knobs = tuple(Knob(name) for name in tune.knobs)
+    knobs = tune.knobs
     for knob in knobs:
         why = _stage_needed(knob, stages)
         if why is not None:
             raise ValueError(
                 f"Config key 'tune.knobs' holds '{knob}', which {why}; the config's stages are "
-                f"{list(stages)}."
+                f"{[str(s) for s in stages]}."
             )
     return knobs
 

@@ -17,12 +17,12 @@ import optuna
 import sqlalchemy
 from sqlalchemy.engine import make_url
 
+from service.core.records_tables import RECORDS_VERSION_TABLE, STUDY_QUALITY_TABLE
+
 #: The default study database, inside the ``--out`` folder of the search.
 DEFAULT_STORAGE_FILE = "tune.sqlite"
 #: How long a SQLite writer waits for another process's lock (parallel trials), seconds.
 SQLITE_LOCK_TIMEOUT_S = 120
-_RECORDS_TABLE = "study_quality"
-_RECORDS_VERSION_TABLE = "quality_alembic_version"
 
 
 def default_storage_url(out: Path) -> str:
@@ -41,7 +41,7 @@ def _check_not_legacy_records(url: str) -> None:
     engine = sqlalchemy.create_engine(url, **_engine_kwargs(url))
     try:
         tables = sqlalchemy.inspect(engine)
-        if tables.has_table(_RECORDS_TABLE) and not tables.has_table(_RECORDS_VERSION_TABLE):
+        if tables.has_table(STUDY_QUALITY_TABLE) and not tables.has_table(RECORDS_VERSION_TABLE):
             raise ValueError(
                 f"Argument '--storage' ({safe_url(url)}) is a quality-records database whose "
                 "Alembic revision is still in 'alembic_version', where Optuna keeps its own; "

@@ -50,6 +50,55 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{/*
+Selector labels of the `helm test` pod: a name of its own, so no serving selector matches it.
+*/}}
+{{- define "pulmoseg.testSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "pulmoseg.name" . }}-test
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: test
+{{- end }}
+
+{{/*
+The scrape label: the ServiceMonitor selects the Services that carry it (the main one and the
+training API's), not the headless or DICOM Services of the same pods, so no pod is scraped
+twice under two jobs.
+*/}}
+{{- define "pulmoseg.scrapeLabel" -}}
+pulmoseg.io/scrape: "true"
+{{- end }}
+
+{{/*
+Server seconds to drain in-flight studies after SIGTERM: what is left of the pod's grace period
+after the preStop sleep and a margin (values.yaml, "Shutdown").
+*/}}
+{{- define "pulmoseg.gracePeriodSeconds" -}}
+{{- $total := int .Values.terminationGracePeriodSeconds }}
+{{- $sleep := int .Values.shutdown.preStopSleepSeconds }}
+{{- $margin := int .Values.shutdown.marginSeconds }}
+{{- $grace := sub (sub $total $sleep) $margin }}
+{{- if lt $grace 1 }}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must exceed shutdown.preStopSleepSeconds (%d) + shutdown.marginSeconds (%d): the server needs at least 1 s to drain its studies" $total $sleep $margin) }}
+{{- end }}
+{{- $grace }}
+{{- end }}
+
+{{/*
+Egress rules to the records database (networkPolicy.database), when the pods use one.
+*/}}
+{{- define "pulmoseg.databaseEgress" -}}
+{{- if .Values.quality.database.existingSecret }}
+# The records database (quality.database.existingSecret).
+- ports:
+    - port: {{ .Values.networkPolicy.database.port }}
+      protocol: TCP
+  {{- with .Values.networkPolicy.database.to }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
 Container image reference; the tag defaults to the chart's appVersion.
 */}}
 {{- define "pulmoseg.image" -}}

@@ -112,6 +112,18 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{/*
+Labels of the training API objects: its selector labels (with its own component) and the
+common ones; each key once (YAML forbids duplicates, Helm would keep the last silently).
+*/}}
+{{- define "pulmoseg.trainingApiLabels" -}}
+helm.sh/chart: {{ include "pulmoseg.chart" . }}
+{{ include "pulmoseg.trainingApiSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: pulmoseg
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/*
 Selector labels of the training API pod: a name of its own, so neither the serving Service,
 PDB and NetworkPolicy nor the training jobs' selectors match it.
 */}}

@@ -11,10 +11,13 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from service.capture import CaptureConfig, StudyCapture
+from service.capture import CaptureSettings, StudyCapture
 from service.capture import capture as capture_module
 from service.core.classes import DEFAULT_CLASSES
 from service.core.manifest import ModelManifest
+from service.core.study_outcome import StudyOutcome
+from service.quality.geometry import StudyGeometry
+from service.quality.monitor import SegmentedStudy
 from tests.service.capture.capture_study import files_under
 
 SHAPE = (4, 6, 6)
@@ -28,15 +31,22 @@ MANIFEST = ModelManifest(
 )
 
 
-def _result(study_hash: str) -> SimpleNamespace:
-    volume = SimpleNamespace(
-        hu=np.full(SHAPE, -800.0, np.float32),
+def _result(study_hash: str) -> SegmentedStudy:
+    geometry = StudyGeometry(
+        shape=SHAPE,
         spacing_zyx=(2.0, 0.8, 0.8),
+        origin=(0.0, 0.0, 0.0),
         row_cosine=(1.0, 0.0, 0.0),
         column_cosine=(0.0, 1.0, 0.0),
         slice_normal=(0.0, 0.0, 1.0),
+        frame_of_reference_hash="f0",
     )
-    return SimpleNamespace(study_uid_hash=study_hash, volume=volume)
+    return SegmentedStudy(
+        outcome=StudyOutcome(study_uid_hash=study_hash),
+        labels=np.zeros(SHAPE, np.uint8),
+        geometry=geometry,
+        hu=np.full(SHAPE, -800.0, np.float32),
+    )
 
 
 def _masks(*indices: int) -> SimpleNamespace:
@@ -49,7 +59,7 @@ def _masks(*indices: int) -> SimpleNamespace:
 
 
 def test_only_a_reference_of_every_class_makes_a_labeled_case(tmp_path: Path) -> None:
-    capture = StudyCapture(CaptureConfig(tmp_path))
+    capture = StudyCapture(CaptureSettings(dir=tmp_path))
     try:
         capture.study_segmented(_result("aa11"), MANIFEST)
         capture.reference_submitted("aa11", _masks(2), MANIFEST)  # lesions only: no label
@@ -72,7 +82,7 @@ def test_a_full_queue_drops_the_capture_and_counts_it(
     monkeypatch.setattr(capture_module, "QUEUE_SIZE", 1)
     release = threading.Event()
     registry = CollectorRegistry()
-    capture = StudyCapture(CaptureConfig(tmp_path, unlabeled=True), registry)
+    capture = StudyCapture(CaptureSettings(dir=tmp_path, unlabeled=True), registry)
     try:
         assert capture.wait_idle(30)
         started = threading.Event()

@@ -12,7 +12,7 @@ import pytest
 
 from service.app.__main__ import main as app_main
 from service.cli.main import main as cli_main
-from service.core.study_summary import SUMMARY_FILE_NAME
+from service.core.study_outcome import SUMMARY_FILE_NAME
 from service.serving.server import build_server
 from service.serving.settings import load_settings
 

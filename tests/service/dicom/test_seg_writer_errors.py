@@ -17,7 +17,6 @@ from service.core.manifest import ModelManifest
 from service.dicom.seg_writer import (
     SEG_FILE_NAME,
     build_segmentation,
-    check_seg_source,
     write_study_seg,
 )
 from service.dicom.volume import CTVolume, series_to_volume
@@ -131,17 +130,27 @@ def test_unknown_character_set_is_repaired_not_refused(
     assert "SpecificCharacterSet" not in seg  # the phantom's text is ASCII
 
 
-def test_acceptable_sources_pass_the_check(paths: list) -> None:
-    for attributes in (
-        {},
-        {"PatientSex": ""},
-        {"PatientBirthDate": ""},
-        {"PatientSex": "O"},
-        {"PatientSex": "m"},  # repaired to 'M'
-        {"PatientID": None},  # Type 2: written empty (anonymised studies go through)
-        {"AccessionNumber": None, "StudyTime": None},
-    ):
-        check_seg_source(volume_with(paths, **attributes).datasets[0])
+@pytest.mark.parametrize(
+    ("attributes", "written"),
+    [
+        ({}, {}),
+        ({"PatientSex": ""}, {"PatientSex": ""}),
+        ({"PatientBirthDate": ""}, {"PatientBirthDate": ""}),
+        ({"PatientSex": "O"}, {"PatientSex": "O"}),
+        ({"PatientSex": "m"}, {"PatientSex": "M"}),  # repaired
+        ({"PatientID": None}, {"PatientID": ""}),  # Type 2: written empty (anonymised studies)
+        ({"AccessionNumber": None, "StudyTime": None}, {"AccessionNumber": "", "StudyTime": ""}),
+    ],
+    ids=["as-is", "sex-empty", "dob-empty", "sex-O", "sex-lower", "no-id", "no-accession-time"],
+)
+def test_acceptable_sources_make_a_seg(
+    paths: list, manifest: ModelManifest, attributes: dict, written: dict
+) -> None:
+    seg = build_segmentation(
+        volume_with(paths, **attributes), labels(), manifest, software_version="1"
+    )
+    for keyword, value in written.items():
+        assert str(seg.get(keyword) or "") == value
 
 
 def test_write_study_seg_writes_one_file_atomically(

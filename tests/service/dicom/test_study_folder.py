@@ -18,12 +18,13 @@ from service.core.dicom_uids import MEDIA_STORAGE_DIRECTORY_STORAGE
 from service.core.errors import InvalidStudyError
 from service.dicom.study_folder import (
     SkippedFile,
+    StudyInstances,
     describe_skipped,
     is_dicomdir,
     scan_study_folder,
     walk_study_folder,
 )
-from service.dicom.study_input import read_folder_study, read_uploaded_study
+from service.dicom.study_input import read_study_folder, read_uploaded_study
 from service.pacs.worker import choose_ct_files
 from tests.service.dicom.test_study_input import make_series
 
@@ -76,16 +77,22 @@ def test_the_written_dicomdir_is_a_real_file_set_index(folder: Path) -> None:
 
 
 def test_server_folder_reading_skips_and_lists_what_is_not_an_image(folder: Path) -> None:
-    study = read_folder_study(folder)
+    study = read_study_folder(folder)
     assert len(study.datasets) == N_SLICES
     assert {ds.Modality for ds in study.datasets} == {"CT"}
     assert _pairs(study.skipped) == EXPECTED_SKIPS
+    # files[i] is the file datasets[i] was read from
+    assert [ds.SOPInstanceUID for ds in study.datasets] == [
+        pydicom.dcmread(p).SOPInstanceUID for p in study.files
+    ]
 
 
 def test_client_scan_skips_the_same_items(folder: Path) -> None:
     scan = scan_study_folder(folder)
     assert [p.name for p in scan.files] == [f"IM00000{i}" for i in range(N_SLICES)]
     assert _pairs(scan.skipped) == EXPECTED_SKIPS
+    assert type(scan) is type(read_study_folder(folder)) is StudyInstances  # one type for both
+    assert all("PixelData" not in ds for ds in scan.datasets)  # the client reads headers only
 
 
 def test_uploaded_bytes_are_skipped_by_the_same_rule(folder: Path) -> None:
@@ -94,6 +101,7 @@ def test_uploaded_bytes_are_skipped_by_the_same_rule(folder: Path) -> None:
     assert _pairs(hidden) == [(".DS_Store", "hidden"), (".thumbnails/", "hidden")]
     study = read_uploaded_study([p.read_bytes() for p in files])
     assert len(study.datasets) == N_SLICES
+    assert isinstance(study, StudyInstances) and study.files == []  # bytes have no files
     reasons = {files[int(s.path.removeprefix("instance #"))].name: s.reason for s in study.skipped}
     assert reasons == {
         "DICOMDIR": "DICOMDIR index",
@@ -120,13 +128,13 @@ def test_a_study_with_nothing_usable_names_what_was_skipped(tmp_path: Path) -> N
         r"backup/INDEX\.BAK \(DICOMDIR index\)\.$"
     )
     with pytest.raises(InvalidStudyError, match=expected):
-        read_folder_study(folder)
+        read_study_folder(folder)
     with pytest.raises(InvalidStudyError, match=expected):
         scan_study_folder(folder)
     with pytest.raises(InvalidStudyError, match=r"The spooled study holds no DICOM instances; "):
         choose_ct_files([folder / "README", folder / "DICOMDIR"])
     with pytest.raises(InvalidStudyError, match=r"does not exist or is not a folder"):
-        read_folder_study(tmp_path / "missing")
+        read_study_folder(tmp_path / "missing")
 
 
 def test_skips_are_logged_as_counts_never_by_name(
@@ -136,7 +144,7 @@ def test_skips_are_logged_as_counts_never_by_name(
     (folder / "Doe^John").mkdir()
     (folder / "Doe^John" / "notes.txt").write_text("scan notes")
     caplog.set_level("INFO", logger="service.dicom.study_folder")
-    read_folder_study(folder)
+    read_study_folder(folder)
     [line] = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
     assert line == "study folder: skipped 6 items (2 DICOMDIR index, 2 hidden, 2 not DICOM)"
     assert "Doe" not in caplog.text and "README" not in caplog.text

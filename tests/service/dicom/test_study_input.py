@@ -19,7 +19,7 @@ from service.dicom.study_input import (
     load_study,
     parse_instance,
     parse_instances,
-    read_folder_study,
+    read_study_folder,
     read_uploaded_study,
     select_ct_series,
 )
@@ -133,7 +133,7 @@ def test_load_dir_reads_files_without_suffix_and_nested(tmp_path, ct_paths):
     ct_paths[1].rename(root / "sub" / "IM00002.img")
     (root / "DICOMDIR").write_bytes(b"index that is not an image")
     (root / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
-    study = read_folder_study(root)
+    study = read_study_folder(root)
     assert len(study.datasets) == 4
     assert {ds.InstanceNumber for ds in study.datasets} == {1, 2, 3, 4}
     assert [(s.path, s.reason) for s in study.skipped] == [
@@ -147,7 +147,7 @@ def test_load_dir_skips_and_lists_the_non_dicom_files(ct_paths):
     root = ct_paths[0].parent
     (root / "notes.txt").write_text("scan notes")
     (root / "b.pdf").write_bytes(b"%PDF-1.4\n" + bytes(500))
-    study = read_folder_study(root)
+    study = read_study_folder(root)
     assert len(study.datasets) == 4
     assert [(s.path, s.reason) for s in study.skipped] == [
         ("b.pdf", "not DICOM"),

@@ -115,7 +115,7 @@ def test_serve_passes_the_log_settings_on(
     monkeypatch.setenv("PULMOSEG_LOG_LEVEL", env_level)
     monkeypatch.setenv("PULMOSEG_LOG_FORMAT", "json")
     assert main([*argv, "serve", "--model", "m.onnx"]) == 0
-    assert (seen[0].log_level, seen[0].log_format) == (expected, LogFormat.JSON)
+    assert (seen[0].log.level, seen[0].log.format) == (expected, LogFormat.JSON)
 
 
 def _serve(model: Path, level: str, fmt: str = "text") -> subprocess.Popen[str]:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from service.cli.main import main
-from service.pacs.settings import DicomDestination, load_pacs_settings
+from service.pacs.settings import DicomDestination, load_pacs_settings, redacted
 
 DEST = {"destinations": ["ORTHANC@127.0.0.1:4242"]}
 
@@ -37,7 +37,30 @@ def test_yaml_file_then_environment_then_overrides(tmp_path: Path) -> None:
     path.write_text("port: 11113\nstudy_timeout_s: 5\ndestinations: [A@h:1]\n")
     settings = load_pacs_settings(path, env={"PULMOSEG_PACS_PORT": "11114"}, study_timeout_s=7)
     assert (settings.port, settings.study_timeout_s) == (11114, 7.0)
-    assert settings.dead_letter_path == Path("pulmoseg-spool-dead-letter")
+    assert settings.spool.dead_letter_path == Path("pulmoseg-spool-dead-letter")
+
+
+def test_groups_from_yaml_old_flat_names_and_both_env_spellings(tmp_path: Path) -> None:
+    grouped = tmp_path / "grouped.yaml"
+    grouped.write_text(
+        "destinations: [A@h:1]\nspool:\n  dir: /s\ngrpc:\n  target: gpu:50051\n"
+        "retry:\n  max_attempts: 3\nmetrics:\n  port: 9100\n"
+    )
+    flat = tmp_path / "flat.yaml"
+    flat.write_text(
+        "destinations: [A@h:1]\nspool_dir: /s\ngrpc_target: gpu:50051\nmax_attempts: 3\n"
+        "metrics_port: 9100\n"
+    )
+    settings = load_pacs_settings(grouped, env={})
+    assert settings == load_pacs_settings(flat, env={})
+    assert (settings.spool.dir, settings.grpc.target) == (Path("/s"), "gpu:50051")
+    assert (settings.retry.max_attempts, settings.metrics.port) == (3, 9100)
+    assert settings.spool.dead_letter_path == Path("/s-dead-letter")
+    env = {"PULMOSEG_PACS_GRPC_TOKEN": "t", "PULMOSEG_PACS_RETRY__MAX_DELAY_S": "60"}
+    settings = load_pacs_settings(env=env, **DEST)
+    assert (settings.grpc.token, settings.retry.max_delay_s) == ("t", 60.0)
+    assert redacted(settings)["grpc"]["token"] == "***"
+    assert load_pacs_settings(env={}, **DEST).metrics.port == 9091  # not the server's 9090
 
 
 @pytest.mark.parametrize(
@@ -49,10 +72,18 @@ def test_yaml_file_then_environment_then_overrides(tmp_path: Path) -> None:
         ({"allowed_calling_aets": ["OK", "BAD\\AE"]}, ValueError, "allowed_calling_aets"),
         ({"destinations": []}, ValueError, "must name at least one place to send the SEG"),
         ({"stow_url": "pacs:8042"}, ValueError, "Setting 'stow_url' must be an http"),
-        ({"study_timeout_s": 0}, ValueError, "Setting 'study_timeout_s' must be > 0 seconds"),
-        ({"spool_max_bytes": 0}, ValueError, "Setting 'spool_max_bytes' must be >= 1"),
+        ({"study_timeout_s": 0}, ValueError, "Setting 'study_timeout_s' must be > 0, got 0"),
+        ({"spool_max_bytes": 0}, ValueError, "Setting 'spool.max_bytes' must be >= 1"),
         ({"segmentation_type": "binray"}, ValueError, "Did you mean 'BINARY'"),
-        ({"spool_dri": "/x"}, ValueError, "Unknown setting 'spool_dri'.*Did you mean 'spool_dir'"),
+        ({"spool_dri": "/x"}, ValueError, "Unknown setting 'spool_dri'.*Did you mean 'spool.dir'"),
+        ({"spool": {"dri": "/x"}}, ValueError, "Unknown setting 'spool.dri'.*'spool.dir'"),
+        (
+            {"retry": {"initial_delay_s": 10, "max_delay_s": 5}},
+            ValueError,
+            r"'retry.max_delay_s' \(5.0\) must be >= 'retry.initial_delay_s'",
+        ),
+        ({"grpc_timeout_s": -1}, ValueError, "Setting 'grpc.timeout_s' must be > 0"),
+        ({"log_level": "loud"}, ValueError, "Setting 'log.level' must be one of"),
         ({"port": "eleven"}, TypeError, "Setting 'port' must be an integer"),
     ],
 )

@@ -173,7 +173,7 @@ def _worker(tmp_path: Path, clock: Clock, **settings) -> tuple[Worker, Spool, Pa
         study_timeout_s=1,
         **settings,
     )
-    spool = Spool(s.spool_dir, s.dead_letter_path, s.spool_max_bytes, clock=clock)
+    spool = Spool(s.spool.dir, s.spool.dead_letter_path, s.spool.max_bytes, clock=clock)
     metrics = PacsMetrics()
     return Worker(s, spool, metrics, clock=clock), spool, metrics
 

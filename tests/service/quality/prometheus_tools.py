@@ -13,6 +13,23 @@ RULES = REPO / "helm" / "pulmoseg" / "files" / "prometheus-rules.yaml"
 DASHBOARD = REPO / "helm" / "pulmoseg" / "files" / "grafana-dashboard.json"
 
 
+#: Two releases scraped by one Prometheus (namespace, job): the promtool tests load the rules of
+#: both, as two PrometheusRules would, and feed series of both.
+RELEASE_A = ("clinic-a", "pulmoseg")
+RELEASE_B = ("clinic-b", "pulmoseg-canary")
+RUNBOOK = "https://example.org/docs/runbook.md"
+
+
+def scoped_rules(namespace: str, job: str, runbook_url: str = RUNBOOK) -> str:
+    """The rule file with its placeholders filled, as templates/prometheusrule.yaml does."""
+    return (
+        RULES.read_text()
+        .replace("__NAMESPACE__", namespace)
+        .replace("__JOB__", job)
+        .replace("__RUNBOOK_URL__", runbook_url)
+    )
+
+
 def require_binary(name: str) -> str:
     """The binary's path; a missing one fails the test with the way to install it."""
     path = shutil.which(name)

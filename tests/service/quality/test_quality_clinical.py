@@ -23,14 +23,14 @@ def test_grade_by_involvement(lung, ggo, cons, involvement, grade):
     summary = clinical_summary({"lung": lung, "ggo": ggo, "consolidation": cons})
     assert summary.lung_volume_ml == pytest.approx(lung + ggo + cons)
     assert summary.involvement_percent == pytest.approx(involvement)
-    assert summary.grade == SeverityGrade(grade)
+    assert summary.severity_grade == SeverityGrade(grade)
 
 
 def test_floor_is_a_setting_and_models_without_lung_get_no_grade():
     assert severity_grade(10.0, 0.8, lesion_floor_ml=0.5) is SeverityGrade.CT1
     assert severity_grade(10.0, 0.8, lesion_floor_ml=1.0) is SeverityGrade.CT0
     lesion_only = clinical_summary({"ggo": 3.0, "consolidation": 1.0})
-    assert lesion_only.grade is None and lesion_only.involvement_percent is None
+    assert lesion_only.severity_grade is None and lesion_only.involvement_percent is None
     assert lesion_only.class_volumes_ml == {"ggo": 3.0, "consolidation": 1.0}
     with pytest.raises(ValueError, match="lesion_floor_ml"):
         clinical_summary({"lung": 1.0}, lesion_floor_ml=-1)

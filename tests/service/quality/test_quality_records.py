@@ -1,20 +1,19 @@
-"""Quality records: Alembic schema = models, persistence across reopen, filters and paging."""
+"""Quality records store: persistence across reopen, replacement, filters and paging.
+
+The schema and migrations are tested with the records package (tests/service/records)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, inspect
 
 from service.core.errors import StudyNotFoundError
+from service.core.study_outcome import ClinicalOutcome, ConsistencyOutcome, StudyOutcome
 from service.quality.geometry import StudyGeometry
-from service.quality.records import QualityStore, StudyRecord, database_url, migrate
-from service.quality.records_schema import VERSION_TABLE, Base
+from service.quality.records import QualityStore, StudyRecord
+from service.records.database import database_url
 
 GEOMETRY = StudyGeometry(
     shape=(3, 4, 5),
@@ -29,39 +28,35 @@ T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
 
 def _record(i: int, **changes) -> StudyRecord:
-    base = StudyRecord(
-        study_hash=f"{i:016x}",
-        created_at=T0 + timedelta(hours=i),
+    """Record ``i``; ``changes`` replace fields of its outcome."""
+    outcome = StudyOutcome(
+        study_uid_hash=f"{i:016x}",
+        class_volumes_ml={"lung": 10.0 + i, "ggo": 1.0},
+        num_instances=3,
         model_name="net",
         model_version="1.0" if i % 2 else "2.0",
         provider="CPUExecutionProvider",
-        num_instances=3,
-        class_volumes_ml={"lung": 10.0 + i, "ggo": 1.0},
-        lung_volume_ml=11.0 + i,
-        involvement_percent=100 / (11.0 + i),
-        grade="CT-1",
-        consistency_transform="rot90",
-        consistency_voldice={"lung": 0.99, "ggo": 0.5 if i % 3 == 0 else 0.9},
-        flagged=i % 3 == 0,
         stage_seconds={"inference": 0.5, "total": 1.0},
+        clinical=ClinicalOutcome(
+            class_volumes_ml={"lung": 10.0 + i, "ggo": 1.0},
+            lung_volume_ml=11.0 + i,
+            lesion_volume_ml=1.0,
+            involvement_percent=100 / (11.0 + i),
+            severity_grade="CT-1",
+        ),
+        consistency=ConsistencyOutcome(
+            transform="rot90",
+            voldice={"lung": 0.99, "ggo": 0.5 if i % 3 == 0 else 0.9},
+            threshold=0.8,
+            flagged=i % 3 == 0,
+        ),
+        flagged=i % 3 == 0,
     )
-    return replace(base, **changes)
-
-
-def test_migrations_build_exactly_the_models_schema(tmp_path):
-    engine = create_engine(database_url(None, tmp_path / "q.sqlite"))
-    migrate(engine)
-    migrate(engine)  # idempotent: a restart on an up-to-date database changes nothing
-    with engine.connect() as connection:
-        context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
-        diff = compare_metadata(context, Base.metadata)
-    assert diff == []
-    assert set(inspect(engine).get_table_names()) == {
-        VERSION_TABLE,
-        "study_quality",
-        "study_prediction",
-        "training_jobs",
-    }
+    return StudyRecord(
+        study_hash=outcome.study_uid_hash,
+        created_at=T0 + timedelta(hours=i),
+        outcome=outcome.model_copy(update=changes),
+    )
 
 
 def test_records_survive_reopening_and_keep_the_prediction(tmp_path):
@@ -76,7 +71,8 @@ def test_records_survive_reopening_and_keep_the_prediction(tmp_path):
     record = reopened.get(_record(3).study_hash)
     assert record.reference_voldice == {"ggo": 0.7} and record.reference_type == "BINARY"
     assert record.created_at == T0 + timedelta(hours=3)
-    assert record.flagged and record.consistency_voldice == {"lung": 0.99, "ggo": 0.5}
+    assert record.outcome == _record(3).outcome  # every outcome field comes back as written
+    assert record.outcome.consistency.voldice == {"lung": 0.99, "ggo": 0.5}
     stored, geometry = reopened.prediction(_record(3).study_hash)
     np.testing.assert_array_equal(stored, labels)
     assert geometry == GEOMETRY
@@ -91,7 +87,7 @@ def test_segmenting_again_replaces_the_record_and_clears_the_old_reference():
     store.set_reference(_record(1).study_hash, {"ggo": 0.7}, {}, "BINARY")
     store.save_study(_record(1, model_version="3.0"), labels + 1, GEOMETRY)
     record = store.get(_record(1).study_hash)
-    assert record.model_version == "3.0" and record.reference_voldice is None
+    assert record.outcome.model_version == "3.0" and record.reference_voldice is None
     assert store.prediction(_record(1).study_hash)[0].max() == 1
     assert len(store.list()[0]) == 1
 

@@ -134,8 +134,8 @@ def test_score_uses_the_variant_the_signals_allow_and_falls_with_worse_signals()
     assert set(feature_vector(cheap.signals, cheap.variant)) == set(
         MODELS[ScoreVariant.WITHOUT_TTA].features
     )
-    record = s_good.as_record()
-    assert record["variant"] == "with_tta" and record["lung_field_dice"] == 0.97
+    outcome = s_good.outcome()
+    assert outcome.variant == "with_tta" and outcome.signals["lung_field_dice"] == 0.97
 
 
 def test_the_fitted_constants_state_their_provenance_and_grow_with_suspected_error():
@@ -154,16 +154,14 @@ def test_settings_threshold_and_off():
     lenient = score_study(signals, QualityScoreConfig(threshold=0.0))
     assert not lenient.flagged
     with pytest.raises(
-        ValueError, match="'quality_score_threshold' must be in \\[0, 1\\], got 1.5"
+        ValueError, match="'quality.score.threshold' must be in \\[0, 1\\], got 1.5"
     ):
         QualityScoreConfig(threshold=1.5)
     from service.serving.settings import load_settings
 
     settings = load_settings(env={"PULMOSEG_QUALITY_SCORE_THRESHOLD": "0.4"})
-    assert settings.quality_score_threshold == 0.4 and settings.quality_score_enabled
-    with pytest.raises(ValueError, match="quality_score_threshold"):
+    assert settings.quality.score.threshold == 0.4 and settings.quality.score.enabled
+    with pytest.raises(ValueError, match="quality.score.threshold"):
         load_settings(env={"PULMOSEG_QUALITY_SCORE_THRESHOLD": "-0.1"})
-    from service.serving.server import quality_config
-
-    off = quality_config(load_settings(env={"PULMOSEG_QUALITY_SCORE_ENABLED": "false"}))
-    assert not off.score.enabled
+    off = load_settings(env={"PULMOSEG_QUALITY_SCORE_ENABLED": "false"}).quality
+    assert not off.score.enabled  # the quality step takes this group as it is

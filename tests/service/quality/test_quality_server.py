@@ -348,6 +348,8 @@ def test_prometheus_scraped_the_studies_and_answers_on_the_voldice_histogram(
 def test_records_survive_a_restart_and_hold_no_identifiers(server, segmented, hu_model, db_path):
     hashes = [s["summary"]["study_uid_hash"] for s in segmented]
     before = {h: server.monitor.store.get(h) for h in hashes}
+    for study in segmented:  # the record holds the outcome the client was answered, field by field
+        assert before[study["summary"]["study_uid_hash"]].outcome.as_dict() == study["summary"]
     server.stop(grace=1)
     restarted = _start(_settings(db_path, model_path=hu_model))
     try:
@@ -355,8 +357,10 @@ def test_records_survive_a_restart_and_hold_no_identifiers(server, segmented, hu
             for h in hashes:
                 record = client.study_quality(h)
                 assert record["reference"]["voldice"] == before[h].reference_voldice
-                assert record["consistency"]["voldice"] == before[h].consistency_voldice
-                assert record["flagged"] == before[h].flagged
+                stored = before[h].outcome
+                assert record["consistency"]["voldice"] == stored.consistency.voldice
+                assert record["flagged"] == stored.flagged
+                assert record["clinical"]["severity_grade"] == stored.clinical.severity_grade
             page, token = client.list_study_quality(page_size=2)
             rest, end = client.list_study_quality(page_size=2, page_token=token)
             assert [r["study_hash"] for r in page + rest] == hashes[::-1] and end == ""

@@ -58,7 +58,7 @@ def test_sr_references_each_segment_and_holds_volumes_involvement_grade(seg_and_
     involvement = next(m for m in lung.get_measurements() if m.name.value == "INVOLVEMENT")
     assert float(involvement.value) == pytest.approx(round(summary.involvement_percent, 2))
     grade = lung.get_qualitative_evaluations()[0]
-    assert grade.value.value == summary.grade.value == "CT-1"
+    assert grade.value.value == summary.severity_grade.value == "CT-1"
 
 
 def _seg_marked_deidentified(seg_bytes: bytes, method: str | None, with_code: bool) -> bytes:

@@ -29,21 +29,24 @@ def test_quality_settings_from_env_and_their_checks(tmp_path):
         "PULMOSEG_WRITE_SUMMARY_SR": "false",
     }
     settings = load_settings(env=env)
-    assert settings.quality_db_path == tmp_path / "q.sqlite"
-    assert (settings.consistency_fraction, settings.consistency_flag_threshold) == (0.25, 0.7)
-    assert settings.write_summary_sr is False and settings.severity_lesion_floor_ml == 1.0
-    assert load_settings(env={}).consistency_fraction is None
-    with pytest.raises(ValueError, match=r"'consistency_fraction' must be in \[0, 1\], got 2"):
+    assert settings.records.db_path == tmp_path / "q.sqlite"
+    quality = settings.quality
+    assert (quality.consistency_fraction, quality.consistency_flag_threshold) == (0.25, 0.7)
+    assert quality.write_summary_sr is False and quality.severity_lesion_floor_ml == 1.0
+    assert load_settings(env={}).quality.consistency_fraction is None
+    with pytest.raises(
+        ValueError, match=r"'quality.consistency_fraction' must be in \[0, 1\], got 2"
+    ):
         load_settings(env={}, consistency_fraction=2)
-    with pytest.raises(ValueError, match="'severity_lesion_floor_ml' must be >= 0"):
+    with pytest.raises(ValueError, match="'quality.severity_lesion_floor_ml' must be >= 0"):
         load_settings(env={}, severity_lesion_floor_ml=-0.5)
-    with pytest.raises(ValueError, match="Did you mean 'consistency_fraction'"):
+    with pytest.raises(ValueError, match="Did you mean 'quality.consistency_fraction'"):
         load_settings(env={}, consistency_fractoin=0.5)
 
 
 def test_database_password_never_reaches_the_settings_log():
     settings = load_settings(env={}, quality_db_url="postgresql://pulm:s3cret@db:5432/q")
-    shown = redacted(settings)["quality_db_url"]
+    shown = redacted(settings)["records"]["db_url"]
     assert "s3cret" not in shown and "db:5432/q" in shown
 
 

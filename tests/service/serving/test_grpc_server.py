@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -157,6 +158,26 @@ def test_busy_port_is_a_clear_error(tmp_path: Path) -> None:
             build_server(settings.with_overrides(port=first.port), autoload=False)
         with pytest.raises(ValueError, match="'model_path' is required"):
             build_server(_settings(metrics_enabled=False))
+    finally:
+        first.stop(grace=0)
+
+
+def test_a_failed_start_releases_what_it_opened(tmp_path: Path) -> None:
+    """A step of build_server that fails (here: a busy metrics port) undoes the steps before it:
+    the gRPC port it had bound is free again, so a retry on the same port starts."""
+    first = build_server(_settings(model_path=tmp_path / "m.onnx"), autoload=False)
+    try:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        settings = _settings(model_path=tmp_path / "m.onnx", port=port)
+        with pytest.raises(OSError):
+            build_server(settings.with_overrides(metrics_port=first.metrics_port), autoload=False)
+        second = build_server(settings, autoload=False)
+        try:
+            assert second.port == port
+        finally:
+            second.stop(grace=0)
     finally:
         first.stop(grace=0)
 

@@ -82,7 +82,8 @@ def train_and_export(config_text: str, data: Path, work: Path, out: Path) -> Pat
 def start_server(
     model_path: Path, tmp: Path, *, load: bool = False, **overrides: Any
 ) -> RunningServer:
-    """A real server on loopback with training on; ``load`` waits for the model."""
+    """A real server on loopback with training on (development mode: no token, datasets under
+    the tests' temporary folder); ``load`` waits for the model."""
     values: dict[str, Any] = {
         "port": 0,
         "metrics_enabled": False,
@@ -91,6 +92,8 @@ def start_server(
         "quality_db_path": tmp / "records.sqlite",
         "training_enabled": True,
         "training_dir": tmp / "training",
+        "training_allow_unauthenticated": True,
+        "training_data_root": tmp.parent,
     }
     settings = load_settings(env={}, **{**values, **overrides})
     running = build_server(settings, autoload=load)

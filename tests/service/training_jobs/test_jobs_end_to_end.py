@@ -71,7 +71,7 @@ def _wait_succeeded(client: SegmentationClient, job_id: str) -> dict:
 def test_job_survives_restart_is_promoted_and_served(
     serving: Path, data: Path, tmp_path: Path
 ) -> None:
-    first = start_server(serving, tmp_path, load=True)
+    first = start_server(serving, tmp_path, load=True, training_reference_set=str(data))
     servers = [first]
     try:
         with SegmentationClient(first.address, timeout_s=120) as client:
@@ -88,7 +88,7 @@ def test_job_survives_restart_is_promoted_and_served(
         # The job is its own process: the server stopping does not stop it.
         assert is_job_process(record.pid, record.token), "the job died with the server"
 
-        second = start_server(serving, tmp_path, load=True)
+        second = start_server(serving, tmp_path, load=True, training_reference_set=str(data))
         servers.append(second)
         with SegmentationClient(second.address, timeout_s=120) as client:
             events = _follow_until(client, job_id, lambda e: False)
@@ -127,6 +127,8 @@ def test_job_survives_restart_is_promoted_and_served(
     text = str(caught.value)
     assert f"{refused['candidate_voldice']:.4f}" in text
     assert f"{refused['serving_voldice']:.4f}" in text
+    assert f"on the site reference set '{data}'" in text
+    assert "own validation split (reported, not deciding)" in text
     assert refused["promoted"] is False and refused["serving_version"] == "2"
     assert refused["candidate_voldice"] < refused["serving_voldice"]
     assert sorted(p.name for p in serving.iterdir()) == ["1", "2"]
@@ -161,3 +163,48 @@ def test_job_whose_process_died_resumes_after_restart(
     finally:
         for running in servers[1:]:
             stop_and_cancel(running)
+
+
+def _lesion_over_the_lung(data: Path, out: Path) -> Path:
+    """A copy of ``data`` whose labels call the whole lung GGO: a dataset built so that a model
+    trained on it wins on its own validation split (paint GGO over the lung, no consolidation
+    to miss), while on real references it is poor."""
+    import nibabel as nib
+    import numpy as np
+
+    shutil.copytree(data, out)
+    for study in json.loads((out / "manifest.json").read_text())["studies"]:
+        path = out / study["label"]
+        image = nib.load(path)
+        labels = np.asarray(image.dataobj)
+        labels = np.where(labels >= 1, 2, labels).astype(labels.dtype)
+        nib.save(nib.Nifti1Image(labels, image.affine, image.header), path)
+    return out
+
+
+def test_a_candidate_that_wins_on_its_own_split_but_loses_on_the_reference_set_is_refused(
+    data: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    work = tmp_path_factory.mktemp("better_model")
+    better = train_and_export(BETTER_CONFIG, data, work / "train", work / "model.onnx")
+    serving = tmp_path / "serving"
+    (serving / "1").mkdir(parents=True)
+    shutil.copy(better, serving / "1" / "model.onnx")
+    rigged = _lesion_over_the_lung(data, tmp_path / "rigged")
+    running = start_server(serving, tmp_path, training_reference_set=str(data))
+    try:
+        with SegmentationClient(running.address, timeout_s=120) as client:
+            job = client.training.submit(str(rigged), config_yaml=BETTER_CONFIG, model_name=NAME)
+            done = _wait_succeeded(client, job["job_id"])
+            with pytest.raises(ClientError) as caught:
+                client.training.promote(job["job_id"])
+            refused = client.training.get(job["job_id"])["promotion"]
+    finally:
+        stop_and_cancel(running)
+    own = (done["val_voldice"]["ggo"] + done["val_voldice"]["consolidation"]) / 2
+    assert own > refused["serving_voldice"], "the rigged candidate should win on its own split"
+    assert caught.value.code is grpc.StatusCode.FAILED_PRECONDITION
+    assert refused["promoted"] is False
+    assert refused["candidate_voldice"] < refused["serving_voldice"]
+    assert f"it scored {own:.4f}" in str(caught.value)
+    assert sorted(p.name for p in serving.iterdir()) == ["1"]

@@ -24,6 +24,7 @@ def test_submission_without_training_installed_is_failed_precondition(tmp_path: 
         settings = load_settings(
             env={{}}, port=0, metrics_enabled=False, model_path={str(tmp_path / "m")!r},
             training_enabled=True, training_dir={str(tmp_path / "training")!r},
+            training_allow_unauthenticated=True, training_data_root={str(tmp_path)!r},
         )
         running = build_server(settings, autoload=False)
         try:

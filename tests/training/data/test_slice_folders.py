@@ -10,12 +10,13 @@ import pytest
 from tests.slice_images import slice_folder, write_image, write_palette_mask
 from training.data.slice_folders import (
     COVID_SEMISEG_MASK_CLASSES,
-    SliceFolderDataset,
     group_of,
     list_slice_folder,
+    load_slice,
     mapping_by_names,
     read_mask,
 )
+from training.data.splits import split_by_group
 
 
 @pytest.mark.parametrize(
@@ -57,8 +58,7 @@ def test_pairing_by_stem_natural_order_and_mapping(tmp_path: Path) -> None:
         COVID_SEMISEG_MASK_CLASSES, ["background", "lung", "ggo", "consolidation"]
     )
     assert mapping == {0: 0, 1: 2, 2: 3}
-    ds = SliceFolderDataset(images, masks, mask_mapping=mapping)
-    item = ds[2]
+    item = load_slice(records[2], mapping)
     assert item.image.shape == (16, 12) and item.image.dtype == np.uint8
     assert item.label is not None and item.label.dtype == np.int64
     assert np.count_nonzero(item.label == 2) == 20
@@ -72,10 +72,10 @@ def test_unlabeledslice_folder(tmp_path: Path) -> None:
     folder = tmp_path / "unlabeled"
     for name in ("vol-a_1", "vol-a_2", "vol-b_1"):
         write_image(folder / f"{name}.jpg", np.zeros((8, 8), dtype=np.uint8))
-    ds = SliceFolderDataset(folder)
-    assert len(ds) == 3
-    assert ds.groups == ["vol-a", "vol-b"]
-    assert all(s.label is None for s in ds.load())
+    records = list_slice_folder(folder)
+    assert len(records) == 3
+    assert [r.group for r in records] == ["vol-a", "vol-a", "vol-b"]
+    assert all(load_slice(r).label is None for r in records)
 
 
 def test_mapping_by_names_rejects_unknown_class() -> None:
@@ -106,9 +106,9 @@ def test_folder_errors(tmp_path: Path) -> None:
     (images / "1.png").unlink()
 
     write_palette_mask(masks / "1.png", np.zeros((12, 13), dtype=np.uint8))
-    ds = SliceFolderDataset(images, masks)
+    records = list_slice_folder(images, masks)
     with pytest.raises(ValueError, match=r"Mask '.*1\.png' is 13x12 px but its image .* 12x12 px"):
-        ds[1]
+        load_slice(records[1])
 
     with pytest.raises(ValueError, match=r"holds values \[2\] that 'mask_mapping' does not map"):
         read_mask(masks / "0.png", {0: 0, 1: 1})
@@ -119,7 +119,6 @@ def test_split_by_group_on_records(tmp_path: Path) -> None:
     for v in range(4):
         for s in range(3):
             write_image(folder / f"case{v}_{s}.png", np.zeros((4, 4), dtype=np.uint8))
-    ds = SliceFolderDataset(folder)
-    train, val = ds.split(0.5, seed=1)
+    train, val = split_by_group(list_slice_folder(folder), 0.5, seed=1)
     assert len(val) == 6 and len(train) == 6
     assert not {r.group for r in train} & {r.group for r in val}

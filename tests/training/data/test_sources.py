@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from training.config import DATA_KINDS, DataConfig, TrainConfig, config_from_dict
-from training.data.sources import DataKind, SliceSource, VolumeSource, data_source
+from training.config import DataConfig, DataKind, TrainConfig, config_from_dict
+from training.data.sources import SliceSource, VolumeSource, data_source
 from training.evaluation.evaluate import evaluate_model
 from training.experiment import run_experiment
 from training.export.onnx_export import export_onnx
@@ -124,10 +124,10 @@ class AllBackground(torch.nn.Module):
 # ---------------------------------------------------------------------------- config
 
 
-def test_data_kind_defaults_to_volumes_and_config_names_match_the_enum() -> None:
-    assert DataConfig().kind == "volumes"
+def test_data_kind_defaults_to_volumes_and_is_read_as_the_enum() -> None:
+    assert DataConfig().kind is DataKind.VOLUMES
     assert DataConfig().unlabeled is None
-    assert set(DATA_KINDS) == {k.value for k in DataKind}
+    assert DataConfig(kind=" Slices2D").kind is DataKind.SLICES2D
     assert isinstance(data_source(TrainConfig()), VolumeSource)
 
 

@@ -11,7 +11,7 @@ import pytest
 from service.app.study_runner import StudyRunner
 from service.cli.main import main as pulmoseg
 from service.core.manifest import read_model_manifest
-from training.export.quantize import calibration_inputs, compare_voldice, quantize_method
+from training.export.quantize import QuantizeMethod, calibration_inputs, compare_voldice
 
 
 def test_export_quantize_int8_serves_within_001_voldice_of_fp32(
@@ -52,8 +52,9 @@ def test_export_quantize_int8_serves_within_001_voldice_of_fp32(
 
 
 def test_quantize_names_the_choices_for_an_unknown_method() -> None:
-    with pytest.raises(ValueError, match=r"one of \['int8'\], got 'int4'"):
-        quantize_method("int4")
+    with pytest.raises(ValueError, match=r"^Argument 'method' must be one of 'int8', got 'int4'\."):
+        QuantizeMethod.parse("int4", "Argument 'method'")
+    assert QuantizeMethod.parse(" INT8 ") is QuantizeMethod.INT8
 
 
 def test_calibration_inputs_are_network_inputs_of_interior_slices(exported_model: Path) -> None:

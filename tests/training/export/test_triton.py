@@ -128,7 +128,7 @@ def test_existing_version_is_refused(onnx_model: Path, tmp_path: Path) -> None:
     [
         ({"version": 0}, ValueError, "'version' must be an integer >= 1, got 0"),
         ({"max_batch_size": 0}, ValueError, "'max_batch_size' must be >= 1"),
-        ({"instance_kind": "GPU"}, ValueError, "one of KIND_GPU, KIND_CPU, got 'GPU'"),
+        ({"instance_kind": "GPU"}, ValueError, "one of 'KIND_GPU', 'KIND_CPU', got 'GPU'"),
         ({"model_name": "lung/v2"}, ValueError, "'model_name' must be letters"),
     ],
 )

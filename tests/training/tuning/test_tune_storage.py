@@ -16,9 +16,11 @@ import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, text
 
+from service.core.study_outcome import StudyOutcome
 from service.quality.geometry import StudyGeometry
-from service.quality.records import MIGRATIONS, QualityStore, StudyRecord, database_url, migrate
-from service.quality.records_schema import VERSION_TABLE, Base
+from service.quality.records import QualityStore, StudyRecord
+from service.records.database import MIGRATIONS, database_url, migrate
+from service.records.tables import VERSION_TABLE, Base
 from training.tuning import open_storage
 from training.tuning.storage import default_storage_url
 
@@ -38,15 +40,10 @@ GEOMETRY = StudyGeometry(
 def _save_record(url: str, study_hash: str) -> None:
     store = QualityStore(url)
     try:
-        record = StudyRecord(
-            study_hash=study_hash,
-            created_at=datetime.now(UTC),
-            model_name="net",
-            model_version="1",
-            provider="CPUExecutionProvider",
-            num_instances=2,
-            class_volumes_ml={"lung": 1.0},
+        outcome = StudyOutcome(
+            study_uid_hash=study_hash, model_name="net", model_version="1", num_instances=2
         )
+        record = StudyRecord(study_hash=study_hash, created_at=datetime.now(UTC), outcome=outcome)
         store.save_study(record, np.zeros(GEOMETRY.shape, np.uint8), GEOMETRY)
     finally:
         store.close()

@@ -1,9 +1,10 @@
-"""The tables of the quality records (SQLAlchemy declarative models).
+"""The tables of the records database (SQLAlchemy declarative models).
 
-One row per study in ``study_quality`` (what lists and dashboards read), and the study's
-prediction in ``study_prediction`` (compressed labels + grid, read only when a reference
-arrives). Rows carry the study hash, never a UID or patient identifier. The schema evolves only
-through Alembic revisions in ``service/quality/migrations``; a test compares the two.
+One row per study in ``study_quality`` (what lists and dashboards read), the study's prediction
+in ``study_prediction`` (compressed labels + grid, read only when a reference arrives), and one
+row per training job in ``training_jobs``. Rows carry the study hash, never a UID or patient
+identifier. The schema evolves only through Alembic revisions in ``service/records/migrations``;
+a test compares the two.
 """
 
 from __future__ import annotations
@@ -11,12 +12,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, String
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, LargeBinary, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-#: Alembic's version table of these migrations. Not the default ``alembic_version``: that one
-#: belongs to whatever else shares the database (Optuna's study storage, ``pulmoseg tune``).
-VERSION_TABLE = "quality_alembic_version"
+from service.core.records_tables import (
+    AUDIT_TABLE,
+    RECORDS_VERSION_TABLE,
+    STUDY_PREDICTION_TABLE,
+    STUDY_QUALITY_TABLE,
+    TRAINING_JOBS_TABLE,
+)
+
+#: Alembic's version table of these migrations (see ``service.core.records_tables``).
+VERSION_TABLE = RECORDS_VERSION_TABLE
 
 
 class Base(DeclarativeBase):
@@ -24,43 +32,29 @@ class Base(DeclarativeBase):
 
 
 class StudyQualityRow(Base):
-    __tablename__ = "study_quality"
+    __tablename__ = STUDY_QUALITY_TABLE
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     study_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
-    model_name: Mapped[str] = mapped_column(String(128))
     model_version: Mapped[str] = mapped_column(String(64), index=True)
-    provider: Mapped[str] = mapped_column(String(64))
-    num_instances: Mapped[int] = mapped_column(Integer)
-    class_volumes_ml: Mapped[dict[str, Any]] = mapped_column(JSON)
-    lung_volume_ml: Mapped[float | None] = mapped_column(Float, nullable=True)
-    involvement_percent: Mapped[float | None] = mapped_column(Float, nullable=True)
-    grade: Mapped[str | None] = mapped_column(String(8), nullable=True)
-    consistency_transform: Mapped[str | None] = mapped_column(String(16), nullable=True)
-    consistency_voldice: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    consistency_min: Mapped[float | None] = mapped_column(Float, nullable=True)
     flagged: Mapped[bool] = mapped_column(Boolean, index=True, default=False)
+    review_required: Mapped[bool] = mapped_column(Boolean, index=True, default=False)
+    #: The study's typed outcome (``service.core.study_outcome.StudyOutcome``) as JSON.
+    outcome: Mapped[dict[str, Any]] = mapped_column(JSON)
     reference_voldice: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     reference_cdice: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     reference_type: Mapped[str | None] = mapped_column(String(16), nullable=True)
     reference_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    stage_seconds: Mapped[dict[str, Any]] = mapped_column(JSON)
-    #: Failed applicability checks (a list of reason names; [] = applicable; NULL = not run).
-    applicability_reasons: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
-    applicability_measurements: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    #: Label-free quality score (0 worst … 1 best), whether it fell below the flag threshold,
-    #: and the signals it combines (NULL for records written before the score existed).
-    quality_score: Mapped[float | None] = mapped_column(Float, nullable=True)
-    quality_flagged: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
-    quality_signals: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class StudyPredictionRow(Base):
-    __tablename__ = "study_prediction"
+    __tablename__ = STUDY_PREDICTION_TABLE
 
     study_hash: Mapped[str] = mapped_column(
-        String(64), ForeignKey("study_quality.study_hash", ondelete="CASCADE"), primary_key=True
+        String(64),
+        ForeignKey(f"{STUDY_QUALITY_TABLE}.study_hash", ondelete="CASCADE"),
+        primary_key=True,
     )
     geometry: Mapped[str] = mapped_column(String(2048))
     labels_zlib: Mapped[bytes] = mapped_column(LargeBinary)
@@ -71,7 +65,7 @@ class TrainingJobRow(Base):
     latest progress, exported model and promotion decision. Same database as the quality
     records so that one store (and one migration chain) survives a restart."""
 
-    __tablename__ = "training_jobs"
+    __tablename__ = TRAINING_JOBS_TABLE
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(String(32), unique=True, index=True)
@@ -91,3 +85,19 @@ class TrainingJobRow(Base):
     registry_path: Mapped[str | None] = mapped_column(String(1024), nullable=True)
     val_voldice: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     promotion: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class AuditRow(Base):
+    """Who asked the TrainingService to submit, cancel or promote, and what came of it: the
+    trail an operator needs when the served model changed. Identities are token names or
+    certificate subjects, never a secret."""
+
+    __tablename__ = AUDIT_TABLE
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    action: Mapped[str] = mapped_column(String(16), index=True)
+    identity: Mapped[str] = mapped_column(String(256))
+    job_id: Mapped[str] = mapped_column(String(64), default="")
+    outcome: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(String(1024), default="")

@@ -1,4 +1,4 @@
-"""Alembic environment of the quality records; run by ``service.quality.records.migrate``.
+"""Alembic environment of the records database; run by ``service.records.database.migrate``.
 
 The caller passes an open connection in ``config.attributes["connection"]`` (so in-memory SQLite
 and tests work); ``alembic -x url=...`` from the command line works too.
@@ -11,7 +11,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, create_engine, inspect, text
 
-from service.quality.records_schema import VERSION_TABLE, Base
+from service.records.tables import VERSION_TABLE, Base
 
 config = context.config
 target_metadata = Base.metadata
