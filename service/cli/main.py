@@ -206,6 +206,20 @@ def _print_quality(summary: dict) -> None:
     if quality:
         flag = " -> FLAGGED for review" if quality["flagged"] else ""
         print(f"quality score {quality['score']:.3f} (threshold {quality['threshold']:.3f}){flag}")
+    density = summary.get("density")
+    if density:
+        print(
+            f"lung envelope {density['envelope_ml']:.0f} mL: well aerated "
+            f"{100 * density['well_aerated_fraction']:.1f} %, abnormal density "
+            f"{100 * density['abnormal_fraction']:.1f} % (label-free, docs/quantification.md)"
+        )
+    under = summary.get("under_reading")
+    if under and under["flagged"]:
+        print(
+            f"UNDER-READING suspected -> FLAGGED for review: abnormal density "
+            f"{100 * under['density_fraction']:.1f} % of the envelope vs lesion "
+            f"{100 * under['lesion_fraction']:.1f} % (margin {100 * under['margin']:.1f} points)"
+        )
     applicability = summary.get("applicability")
     if applicability and not applicability["applicable"]:
         print(
