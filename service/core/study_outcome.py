@@ -116,7 +116,8 @@ class ClinicalOutcome(OutcomeModel):
         if self.involvement_percent is None or self.severity_grade is None:
             return "no involvement grade (the model has no lung and lesion classes)"
         return (
-            f"lung involvement {self.involvement_percent:.1f} %, grade {self.severity_grade.value}"
+            f"lung involvement {self.involvement_percent:.1f} %, "
+            f"CT grade {self.severity_grade.value}"
         )
 
 

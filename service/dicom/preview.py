@@ -20,6 +20,7 @@ import numpy as np
 import pydicom
 from PIL import Image, ImageDraw, ImageFont
 
+from service.core.study_outcome import ClinicalOutcome
 from service.dicom.seg_reader import read_seg_labels
 from service.dicom.study_input import parse_instance, select_ct_series
 from service.dicom.volume import CTVolume, series_to_volume
@@ -95,10 +96,8 @@ def caption_lines(summary: dict[str, Any]) -> list[str]:
     them when the summary lacks the part)."""
     lines = []
     clinical = summary.get("clinical") or {}
-    if clinical.get("severity_grade"):
-        involvement = clinical.get("involvement_percent")
-        share = f"lung involvement {involvement:.1f} %, " if involvement is not None else ""
-        lines.append(f"{share}CT grade {clinical['severity_grade']}")
+    if clinical.get("severity_grade"):  # worded by the schema, as `pulmoseg segment` prints it
+        lines.append(ClinicalOutcome.model_validate(clinical).describe())
     density = summary.get("density") or {}
     whole = next((r for r in density.get("regions", []) if r.get("region") == "whole"), None)
     if whole:

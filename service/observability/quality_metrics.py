@@ -36,7 +36,6 @@ SCORE_BUCKETS = (
 )
 #: Lesion volumes from a small nodule-sized spot to a whole lung (mL).
 VOLUME_BUCKETS = (0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500)
-RATIO_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0)
 
 
 class QualityMetrics:

@@ -39,7 +39,7 @@ def test_density_and_the_under_reading_flag_are_printed(capsys):
     assert outcome.review_required
     _print_quality(outcome.as_dict())
     out = capsys.readouterr().out
-    assert "lung involvement 0.3 %, grade CT-1" in out
+    assert "lung involvement 0.3 %, CT grade CT-1" in out
     assert "lung envelope 3100 mL: well aerated 85.0 %, abnormal density 3.0 %" in out
     assert "UNDER-READING suspected -> FLAGGED for review: abnormal density 3.0 %" in out
     assert "lesion 0.3 % (margin 1.5 points)" in out
